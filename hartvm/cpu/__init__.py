@@ -1,0 +1,1 @@
+"""The RV64 hart: state layout, decoder, numba interpreter, CSRs and traps."""

@@ -1,0 +1,155 @@
+"""Control and status registers (privileged spec chapters 2, 3.1, 4.1; Zicntr).
+
+Each CSR is stored at ``h[CSR + number]``. Two tables built here say which
+CSRs exist and which of their bits software may write; the handful of CSRs
+that are views of others (sstatus, sie, sip) or counters are special-cased
+in ``csr_read``/``csr_write``. A CSR that is not in the table raises an
+illegal-instruction exception (the caller raises it when ``ok`` is False).
+
+Counters: ``h[CYCLE]`` and ``h[INSTRET]`` count from reset and also drive
+``mtime``; a write to ``mcycle``/``minstret`` stores an offset in that CSR's
+slot so that the time base is not disturbed.
+"""
+
+import numpy as np
+from numba import njit
+
+from .layout import (
+    CSR, CYCLE, CYCLES_PER_TICK, INSTRET, MCAUSE, MCOUNTEREN, MCOUNTINHIBIT,
+    MCYCLE, MEDELEG, MENVCFG, MEPC, MHARTID, MIDELEG, MIE, MINSTRET, MIP, MISA,
+    MSCRATCH, MSTATUS, MSTATUS_FS, MSTATUS_MIE, MSTATUS_MPIE, MSTATUS_MPP,
+    MSTATUS_MPRV, MSTATUS_MXR, MSTATUS_SIE, MSTATUS_SPIE, MSTATUS_SPP,
+    MSTATUS_SUM, MSTATUS_SXL, MSTATUS_TSR, MSTATUS_TVM, MSTATUS_TW,
+    MSTATUS_UXL, MTVAL, MTVEC, MVENDORID, MARCHID, MIMPID, MCONFIGPTR,
+    PMPADDR0, PMPCFG0, SATP, SCAUSE, SCOUNTEREN, SENVCFG, SEPC, SIE, SIP,
+    SSCRATCH, SSTATUS, STVAL, STVEC, S_INTERRUPTS, ALL_INTERRUPTS, MIP_SSIP,
+    CYCLE_CSR, TIME_CSR, INSTRET_CSR, TIME_OFFSET, PRIV, PRIV_M, PRIV_S,
+)
+
+ALL = -1
+SSTATUS_MASK = MSTATUS_SIE | MSTATUS_SPIE | MSTATUS_SPP | MSTATUS_FS | MSTATUS_SUM \
+    | MSTATUS_MXR | MSTATUS_UXL
+MSTATUS_WRITABLE = MSTATUS_SIE | MSTATUS_MIE | MSTATUS_SPIE | MSTATUS_MPIE | MSTATUS_SPP \
+    | MSTATUS_MPP | MSTATUS_MPRV | MSTATUS_SUM | MSTATUS_MXR | MSTATUS_TVM | MSTATUS_TW \
+    | MSTATUS_TSR
+# Exceptions that M-mode may hand to S-mode: all but ecall from M (cause 11).
+DELEGABLE_EXCEPTIONS = 0b1011_0011_1111_1111
+PMPADDR_MASK = (1 << 54) - 1
+
+
+def _tables():
+    """(exists, writable) arrays over the 4096 CSR numbers."""
+    writable = {
+        MSTATUS: MSTATUS_WRITABLE, MISA: 0, MEDELEG: DELEGABLE_EXCEPTIONS,
+        MIDELEG: S_INTERRUPTS, MIE: ALL_INTERRUPTS, MTVEC: ALL, MCOUNTEREN: 0xFFFFFFFF,
+        MENVCFG: 1, MCOUNTINHIBIT: 0, MSCRATCH: ALL, MEPC: ALL, MCAUSE: ALL, MTVAL: ALL,
+        MIP: S_INTERRUPTS, MVENDORID: 0, MARCHID: 0, MIMPID: 0, MHARTID: 0, MCONFIGPTR: 0,
+        SSTATUS: 0, SIE: 0, STVEC: ALL, SCOUNTEREN: 0xFFFFFFFF, SENVCFG: 1, SSCRATCH: ALL,
+        SEPC: ALL, SCAUSE: ALL, STVAL: ALL, SIP: 0, SATP: 0,
+        MCYCLE: ALL, MINSTRET: ALL, CYCLE_CSR: 0, TIME_CSR: 0, INSTRET_CSR: 0,
+        PMPCFG0: ALL, PMPCFG0 + 2: ALL,
+    }
+    for i in range(16):
+        writable[PMPADDR0 + i] = PMPADDR_MASK
+    for i in range(3, 32):  # hpm counters and events: present, hardwired to zero
+        writable[0xB00 + i] = 0
+        writable[0xC00 + i] = 0
+        writable[0x320 + i] = 0
+    exists = np.zeros(4096, np.bool_)
+    mask = np.zeros(4096, np.int64)
+    for number, bits in writable.items():
+        exists[number] = True
+        mask[number] = bits
+    return exists, mask
+
+
+CSR_EXISTS, CSR_WRITABLE = _tables()
+
+
+@njit(cache=True)
+def mtime(h):
+    """The ACLINT time this hart sees (10 MHz, derived from the cycle count)."""
+    return h[CYCLE] // CYCLES_PER_TICK + h[TIME_OFFSET]
+
+
+@njit(cache=True)
+def counter_allowed(h, number):
+    """Zicntr: may the current privilege read counter CSR ``number`` (0xC00-0xC1F)?"""
+    bit = 1 << (number & 31)
+    priv = h[PRIV]
+    if priv == PRIV_M:
+        return True
+    if not h[CSR + MCOUNTEREN] & bit:
+        return False
+    return priv == PRIV_S or bool(h[CSR + SCOUNTEREN] & bit)
+
+
+@njit(cache=True)
+def csr_read(h, number):
+    """(value, ok) of CSR ``number``; ok is False when it does not exist."""
+    if not CSR_EXISTS[number]:
+        return 0, False
+    if number == MCYCLE or number == CYCLE_CSR:
+        return h[CYCLE] + h[CSR + MCYCLE], True
+    if number == MINSTRET or number == INSTRET_CSR:
+        return h[INSTRET] + h[CSR + MINSTRET], True
+    if number == TIME_CSR:
+        return mtime(h), True
+    if number == SSTATUS:
+        return h[CSR + MSTATUS] & SSTATUS_MASK, True
+    if number == SIE:
+        return h[CSR + MIE] & h[CSR + MIDELEG], True
+    if number == SIP:
+        return h[CSR + MIP] & h[CSR + MIDELEG], True
+    return h[CSR + number], True
+
+
+@njit(cache=True)
+def csr_write(h, number, value):
+    """Write CSR ``number`` (WARL fields keep legal values); False if it does not exist."""
+    if not CSR_EXISTS[number]:
+        return False
+    if number == MCYCLE:
+        h[CSR + MCYCLE] = value - h[CYCLE]
+    elif number == MINSTRET:
+        # The writing instruction itself retires after the write.
+        h[CSR + MINSTRET] = value - h[INSTRET] - 1
+    elif number == SSTATUS:
+        keep = h[CSR + MSTATUS] & ~SSTATUS_MASK
+        h[CSR + MSTATUS] = keep | (value & SSTATUS_MASK & MSTATUS_WRITABLE)
+    elif number == SIE:
+        delegated = h[CSR + MIDELEG]
+        h[CSR + MIE] = (h[CSR + MIE] & ~delegated) | (value & delegated)
+    elif number == SIP:
+        writable = h[CSR + MIDELEG] & MIP_SSIP
+        h[CSR + MIP] = (h[CSR + MIP] & ~writable) | (value & writable)
+    elif number == MSTATUS:
+        new = (h[CSR + MSTATUS] & ~MSTATUS_WRITABLE) | (value & MSTATUS_WRITABLE)
+        if (new & MSTATUS_MPP) == (2 << 11):  # MPP=2 is reserved: keep the old mode
+            new = (new & ~MSTATUS_MPP) | (h[CSR + MSTATUS] & MSTATUS_MPP)
+        h[CSR + MSTATUS] = new
+    elif number == MTVEC or number == STVEC:
+        h[CSR + number] = value & ~2  # modes 0 (direct) and 1 (vectored) only
+    elif number == MEPC or number == SEPC:
+        h[CSR + number] = value & ~1  # IALIGN=16 with the C extension
+    elif number == PMPCFG0 or number == PMPCFG0 + 2:
+        h[CSR + number] = pmpcfg_legal(h[CSR + number], value)
+    else:
+        mask = CSR_WRITABLE[number]
+        h[CSR + number] = (h[CSR + number] & ~mask) | (value & mask)
+    return True
+
+
+@njit(cache=True)
+def pmpcfg_legal(old, value):
+    """A pmpcfg write: locked entries keep their byte; R=0,W=1 is reserved (priv 3.7.1)."""
+    result = 0
+    for i in range(8):
+        old_byte = (old >> (8 * i)) & 0xFF
+        byte = (value >> (8 * i)) & 0x9F  # bits 5-6 are reserved
+        if old_byte & 0x80:
+            byte = old_byte
+        elif byte & 3 == 2:
+            byte &= ~3
+        result |= byte << (8 * i)
+    return result

@@ -1,0 +1,153 @@
+"""A hart: its state array plus the Python-side helpers around the run loop.
+
+The numba code only ever sees ``Hart.state`` (layout in ``layout.py``) and
+the RAM/ROM arrays. This class resets the state, exposes registers and
+CSRs to Python, completes MMIO accesses after an exit and saves/restores
+the state for snapshots.
+"""
+
+import numpy as np
+
+from . import layout as L
+from .compressed import EXPANSION_TABLE
+from .csr import csr_read
+from .interp import run
+from .trap import take_trap
+
+MASK64 = 2**64 - 1
+
+
+def _signed(value: int) -> int:
+    value &= MASK64
+    return value - 2**64 if value >= 2**63 else value
+
+
+class Hart:
+    def __init__(self, hartid: int, ram, rom_base: int, rom_halfwords: np.ndarray):
+        self.hartid = hartid
+        self.ram = ram
+        self.rom_halfwords = rom_halfwords
+        self.state = np.zeros(L.STATE_SIZE, np.int64)
+        self._rom_base = rom_base
+        self.reset(0)
+
+    def reset(self, pc: int) -> None:
+        """Architectural reset (privileged spec 3.4): M-mode, mstatus.MIE=0, pc."""
+        s = self.state
+        s[:] = 0
+        s[L.PC] = pc
+        s[L.PRIV] = L.PRIV_M
+        s[L.RESERVATION] = -1
+        s[L.MTIMECMP] = -1          # never fires until software arms it
+        s[L.HARTID] = self.hartid
+        s[L.RAM_BASE] = self.ram.base
+        s[L.RAM_SIZE] = self.ram.size
+        s[L.ROM_BASE] = self._rom_base
+        s[L.ROM_SIZE] = 2 * len(self.rom_halfwords)
+        s[L.WATCH_PADDR] = -1
+        s[L.CSR + L.MISA] = L.MISA_VALUE
+        s[L.CSR + L.MHARTID] = self.hartid
+        s[L.CSR + L.MSTATUS] = L.MSTATUS_UXL | L.MSTATUS_SXL
+
+    # --- running ------------------------------------------------------------
+    def run(self, budget: int) -> int:
+        ram = self.ram
+        return int(run(self.state, ram.m8, ram.m16, ram.m32, ram.m64,
+                       self.rom_halfwords, EXPANSION_TABLE, budget))
+
+    def complete_load(self, value: int) -> None:
+        """Finish an MMIO load: write the destination register and retire it."""
+        s = self.state
+        size = int(s[L.EXIT_SIZE])
+        flags = int(s[L.EXIT_FLAGS])
+        value &= (1 << (8 * size)) - 1
+        if flags & L.MMIO_FP:
+            if size == 4:
+                value |= 0xFFFFFFFF_00000000  # NaN-boxing of a single
+            s[L.FREG + int(s[L.EXIT_RD])] = _signed(value)
+        else:
+            if not flags & L.MMIO_UNSIGNED and value >> (8 * size - 1):
+                value -= 1 << (8 * size)
+            rd = int(s[L.EXIT_RD])
+            if rd:
+                s[rd] = _signed(value)
+        self.retire_mmio()
+
+    def retire_mmio(self) -> None:
+        s = self.state
+        s[L.PC] += s[L.EXIT_ILEN]
+        s[L.INSTRET] += 1
+        s[L.CYCLE] += 1
+
+    def fault_mmio(self) -> None:
+        """The MMIO access hit no device: raise an access fault in the guest."""
+        s = self.state
+        write = int(s[L.EXIT_FLAGS]) & L.MMIO_WRITE
+        cause = L.CAUSE_STORE_ACCESS if write else L.CAUSE_LOAD_ACCESS
+        self.trap(cause, int(s[L.EXIT_PADDR]))
+
+    def trap(self, cause: int, tval: int) -> None:
+        s = self.state
+        s[L.PC] = take_trap(s, cause, _signed(tval), int(s[L.PC]), False)
+
+    # --- inspection ---------------------------------------------------------
+    @property
+    def pc(self) -> int:
+        return int(self.state[L.PC]) & MASK64
+
+    @pc.setter
+    def pc(self, value: int) -> None:
+        self.state[L.PC] = _signed(value)
+
+    def x(self, index: int) -> int:
+        """Integer register ``index`` as an unsigned 64-bit value."""
+        return int(self.state[index]) & MASK64
+
+    def set_x(self, index: int, value: int) -> None:
+        if index:
+            self.state[index] = _signed(value)
+
+    def csr(self, number: int) -> int:
+        value, ok = csr_read(self.state, number)
+        if not ok:
+            raise KeyError(f"CSR {number:#x} is not implemented")
+        return int(value) & MASK64
+
+    @property
+    def priv(self) -> int:
+        return int(self.state[L.PRIV])
+
+    @property
+    def instret(self) -> int:
+        return int(self.state[L.INSTRET])
+
+    def dump(self) -> str:
+        """Registers as text, for fatal-error reports and --trace."""
+        names = ["zero", "ra", "sp", "gp", "tp", "t0", "t1", "t2", "s0", "s1"] + \
+            [f"a{i}" for i in range(8)] + [f"s{i}" for i in range(2, 12)] + \
+            [f"t{i}" for i in range(3, 7)]
+        lines = [f"hart {self.hartid}  pc {self.pc:016x}  priv {'USHM'[self.priv]}  "
+                 f"instret {self.instret}"]
+        for row in range(8):
+            lines.append("  ".join(f"{names[i]:>4} {self.x(i):016x}"
+                                   for i in range(row * 4, row * 4 + 4)))
+        for name, number in (("mstatus", L.MSTATUS), ("mcause", L.MCAUSE),
+                             ("mepc", L.MEPC), ("mtval", L.MTVAL), ("mtvec", L.MTVEC)):
+            lines.append(f"{name:>8} {self.csr(number):016x}")
+        return "\n".join(lines)
+
+    # --- snapshots ----------------------------------------------------------
+    def save(self) -> dict:
+        return {"state": self.state.copy()}
+
+    def restore(self, saved: dict) -> None:
+        state = saved.get("state")
+        if not isinstance(state, np.ndarray) or state.dtype != np.int64 \
+                or state.shape != self.state.shape:
+            raise ValueError("hart state has the wrong shape or type")
+        self.state[:] = state
+        # Where RAM and ROM are is a property of this machine, not of the snapshot.
+        self.state[L.RAM_BASE] = self.ram.base
+        self.state[L.RAM_SIZE] = self.ram.size
+        self.state[L.ROM_BASE] = self._rom_base
+        self.state[L.ROM_SIZE] = 2 * len(self.rom_halfwords)

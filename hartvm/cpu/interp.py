@@ -1,0 +1,197 @@
+"""The run loop: fetch, decode and execute until the budget is spent or an exit.
+
+``run`` is the whole contract between the hart and the rest of the machine
+(ARCHITECTURE.md, "The hot loop contract"): it executes up to ``budget``
+instructions on the state array ``h`` and RAM, and returns an ``EXIT_*``
+reason. Interrupts are checked between blocks: a block ends when the budget
+or the next timer deadline is reached, or when an instruction returns an
+odd pc (a CSR write, a trap return, WFI, an MMIO access) so that anything
+that may change which interrupts are deliverable is seen at once.
+"""
+
+from numba import njit
+
+from .alu import ltu, op, op32, op_imm, op_imm32
+from .csr import mtime
+from .layout import (
+    CAUSE_FETCH_ACCESS, CAUSE_ILLEGAL, CSR, CYCLE, CYCLES_PER_TICK, EXIT_BUDGET,
+    EXIT_MMIO, EXIT_REASON, INSTRET, MIP, MIP_MTIP, MTIMECMP, PC, RAM_BASE, RAM_SIZE,
+    ROM_BASE, ROM_SIZE,
+)
+from .loadstore import amo, load, store
+from .system import system
+from .trap import pending_interrupt, take_trap
+
+
+@njit(cache=True)
+def fetch(h, m16, rom16, pc):
+    """(instruction, length) at ``pc``; length 0 means an access fault.
+
+    A 16-bit parcel whose low bits are not 11 is a compressed instruction
+    (ISA spec 1.5); otherwise the next parcel holds the upper half.
+    """
+    offset = pc - h[RAM_BASE]
+    if 0 <= offset <= h[RAM_SIZE] - 2:
+        index = offset >> 1
+        low = m16[index] & 0xFFFF
+        if low & 3 != 3:
+            return low, 2
+        if offset + 4 > h[RAM_SIZE]:
+            return 0, 0
+        return (m16[index + 1] << 16) | low, 4
+    offset = pc - h[ROM_BASE]
+    if 0 <= offset <= h[ROM_SIZE] - 4:
+        index = offset >> 1
+        low = rom16[index] & 0xFFFF
+        if low & 3 != 3:
+            return low, 2
+        return (rom16[index + 1] << 16) | low, 4
+    return 0, 0
+
+
+@njit(cache=True)
+def branch(h, insn, pc, ilen):
+    """BRANCH: beq, bne, blt, bge, bltu, bgeu."""
+    a = h[(insn >> 15) & 31]
+    b = h[(insn >> 20) & 31]
+    funct3 = (insn >> 12) & 7
+    if funct3 == 0:
+        taken = a == b
+    elif funct3 == 1:
+        taken = a != b
+    elif funct3 == 4:
+        taken = a < b
+    elif funct3 == 5:
+        taken = a >= b
+    elif funct3 == 6:
+        taken = ltu(a, b)
+    elif funct3 == 7:
+        taken = not ltu(a, b)
+    else:
+        return take_trap(h, CAUSE_ILLEGAL, insn & 0xFFFFFFFF, pc, False)
+    if taken:
+        imm = ((insn >> 31) << 12) | (((insn >> 7) & 1) << 11) \
+            | (((insn >> 25) & 0x3F) << 5) | (((insn >> 8) & 0xF) << 1)
+        return pc + imm
+    return pc + ilen
+
+
+@njit(cache=True)
+def jumps_and_upper(h, insn, pc, ilen):
+    """JAL, JALR, LUI and AUIPC (ISA spec 2.4-2.5)."""
+    opcode = insn & 0x7F
+    rd = (insn >> 7) & 31
+    if opcode == 0x6F:                       # jal
+        imm = ((insn >> 31) << 20) | (((insn >> 12) & 0xFF) << 12) \
+            | (((insn >> 20) & 1) << 11) | (((insn >> 21) & 0x3FF) << 1)
+        h[rd] = pc + ilen
+        return pc + imm
+    if opcode == 0x67:                       # jalr
+        if (insn >> 12) & 7:
+            return take_trap(h, CAUSE_ILLEGAL, insn & 0xFFFFFFFF, pc, False)
+        target = (h[(insn >> 15) & 31] + (insn >> 20)) & ~1
+        h[rd] = pc + ilen
+        return target
+    if opcode == 0x37:                       # lui
+        h[rd] = (insn >> 12) << 12
+    else:                                    # auipc
+        h[rd] = pc + ((insn >> 12) << 12)
+    return pc + ilen
+
+
+@njit(cache=True)
+def execute(h, m8, m16, m32, m64, insn, pc, ilen):
+    """Run one (expanded) instruction; return the next pc, odd to end the block."""
+    opcode = insn & 0x7F
+    if opcode == 0x13:
+        return op_imm(h, insn, pc, ilen)
+    if opcode == 0x03:
+        return load(h, m8, m16, m32, m64, insn, pc, ilen)
+    if opcode == 0x23:
+        return store(h, m8, m16, m32, m64, insn, pc, ilen)
+    if opcode == 0x63:
+        return branch(h, insn, pc, ilen)
+    if opcode == 0x33:
+        return op(h, insn, pc, ilen)
+    if opcode == 0x3B:
+        return op32(h, insn, pc, ilen)
+    if opcode == 0x1B:
+        return op_imm32(h, insn, pc, ilen)
+    if opcode == 0x6F or opcode == 0x67 or opcode == 0x37 or opcode == 0x17:
+        return jumps_and_upper(h, insn, pc, ilen)
+    if opcode == 0x2F:
+        return amo(h, m8, m16, m32, m64, insn, pc, ilen)
+    if opcode == 0x0F:
+        funct3 = (insn >> 12) & 7
+        if funct3 == 0 or funct3 == 1:       # fence, fence.i: nothing is cached
+            return pc + ilen
+    return take_trap(h, CAUSE_ILLEGAL, insn & 0xFFFFFFFF, pc, False)
+
+
+@njit(cache=True)
+def block(h, m8, m16, m32, m64, rom16, ctable, pc, limit):
+    """Execute up to ``limit`` steps from ``pc``: (steps, next pc).
+
+    A step is an instruction executed or a trap taken; both count towards
+    the retired-instruction and cycle counters, which are brought up to
+    date here before any SYSTEM instruction can read them.
+    """
+    steps = 0
+    counted = 0
+    while steps < limit:
+        steps += 1
+        word, ilen = fetch(h, m16, rom16, pc)
+        if ilen == 0:
+            pc = take_trap(h, CAUSE_FETCH_ACCESS, pc, pc, False)
+            continue
+        insn = word
+        if ilen == 2:
+            insn = ctable[word]
+            if insn == 0:
+                pc = take_trap(h, CAUSE_ILLEGAL, word, pc, False)
+                continue
+        if insn & 0x7F == 0x73:
+            h[INSTRET] += steps - 1 - counted
+            h[CYCLE] += steps - 1 - counted
+            counted = steps - 1
+            npc = system(h, insn, pc, ilen)
+        else:
+            npc = execute(h, m8, m16, m32, m64, insn, pc, ilen)
+        h[0] = 0
+        if npc & 1:
+            if h[EXIT_REASON] == EXIT_MMIO:  # the machine completes the instruction
+                steps -= 1
+            else:
+                pc = npc & ~1
+            break
+        pc = npc
+    h[INSTRET] += steps - counted
+    h[CYCLE] += steps - counted
+    return steps, pc
+
+
+@njit(cache=True)
+def run(h, m8, m16, m32, m64, rom16, ctable, budget):
+    """Execute up to ``budget`` instructions; return the EXIT_* reason."""
+    h[EXIT_REASON] = EXIT_BUDGET
+    pc = h[PC]
+    done = 0
+    while done < budget:
+        now = mtime(h)
+        limit = budget - done
+        if ltu(now, h[MTIMECMP]):
+            h[CSR + MIP] &= ~MIP_MTIP
+            ticks = h[MTIMECMP] - now
+            if 0 < ticks < limit // CYCLES_PER_TICK:
+                limit = ticks * CYCLES_PER_TICK - h[CYCLE] % CYCLES_PER_TICK
+        else:
+            h[CSR + MIP] |= MIP_MTIP
+        irq = pending_interrupt(h)
+        if irq >= 0:
+            pc = take_trap(h, irq, 0, pc, True)
+        steps, pc = block(h, m8, m16, m32, m64, rom16, ctable, pc, limit)
+        done += steps
+        if h[EXIT_REASON] != EXIT_BUDGET:
+            break
+    h[PC] = pc
+    return h[EXIT_REASON]

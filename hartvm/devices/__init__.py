@@ -1,0 +1,1 @@
+"""MMIO devices, one per file."""

@@ -1,0 +1,37 @@
+"""What every MMIO device shares: accepted access sizes and the unknown-register log.
+
+A device sees offsets into its own range, never absolute addresses:
+``read(offset, size) -> int`` and ``write(offset, size, value)``. Registers
+it does not know read as zero and ignore writes; each such offset is
+logged once so a misbehaving guest cannot flood the host log.
+"""
+
+import logging
+
+log = logging.getLogger("hartvm.devices")
+
+
+class Device:
+    access_sizes = frozenset({1, 2, 4, 8})
+
+    def __init__(self):
+        self._unknown_logged: set[tuple[str, int]] = set()
+
+    def unknown(self, kind: str, offset: int) -> int:
+        if (kind, offset) not in self._unknown_logged:
+            self._unknown_logged.add((kind, offset))
+            log.info("%s: %s of unknown register at offset %#x ignored",
+                     type(self).__name__, kind, offset)
+        return 0
+
+    def read(self, offset: int, size: int) -> int:
+        return self.unknown("read", offset)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self.unknown("write", offset)
+
+    def save(self) -> dict:
+        return {}
+
+    def restore(self, state: dict) -> None:
+        pass

@@ -1,0 +1,141 @@
+"""A 16550A UART with register shift 0, as on QEMU's virt board.
+
+Transmission is instantaneous: a byte written to THR goes straight to the
+``output`` callable. Received bytes wait in a FIFO filled by
+``push_input``. The interrupt line follows IER and the receive and
+transmit state (registers and IIR priorities as in the PC16550D data
+sheet); ``set_irq(level)`` is called on every change.
+"""
+
+from collections import deque
+
+from .base import Device
+
+RBR_THR = 0
+IER = 1
+IIR_FCR = 2
+LCR = 3
+MCR = 4
+LSR = 5
+MSR = 6
+SCR = 7
+
+IER_RDA = 0x01          # received data available
+IER_THRE = 0x02         # transmitter holding register empty
+LCR_DLAB = 0x80
+LSR_DR = 0x01
+LSR_THRE = 0x20
+LSR_TEMT = 0x40
+IIR_NONE = 0x01
+IIR_THRE = 0x02
+IIR_RDA = 0x04
+IIR_FIFO = 0xC0
+MCR_LOOP = 0x10
+MSR_LOOP_BITS = 0xB0    # DCD, DSR, CTS as seen with loopback of OUT2, DTR, RTS
+
+
+class UART16550(Device):
+    access_sizes = frozenset({1, 2, 4, 8})
+
+    def __init__(self, output, set_irq=None):
+        super().__init__()
+        self._output = output
+        self._set_irq = set_irq
+        self.rx = deque()
+        self.ier = 0
+        self.lcr = 0
+        self.mcr = 0
+        self.scr = 0
+        self.fcr = 0
+        self.divisor = 1
+        self.thre_pending = False
+        self._irq_level = False
+
+    # --- host side --------------------------------------------------------
+    def push_input(self, data: bytes) -> None:
+        self.rx.extend(data)
+        self._update_irq()
+
+    # --- registers ----------------------------------------------------------
+    def read(self, offset, size):
+        if self.lcr & LCR_DLAB and offset in (RBR_THR, IER):
+            return (self.divisor >> (8 * offset)) & 0xFF
+        if offset == RBR_THR:
+            value = self.rx.popleft() if self.rx else 0
+            self._update_irq()
+            return value
+        if offset == IER:
+            return self.ier
+        if offset == IIR_FCR:
+            iir = self._iir()
+            if iir == IIR_THRE:
+                self.thre_pending = False  # reading IIR clears the THRE interrupt
+                self._update_irq()
+            return iir | (IIR_FIFO if self.fcr & 1 else 0)
+        if offset == LCR:
+            return self.lcr
+        if offset == MCR:
+            return self.mcr
+        if offset == LSR:
+            return LSR_THRE | LSR_TEMT | (LSR_DR if self.rx else 0)
+        if offset == MSR:
+            return MSR_LOOP_BITS
+        if offset == SCR:
+            return self.scr
+        return self.unknown("read", offset)
+
+    def write(self, offset, size, value):
+        value &= 0xFF
+        if self.lcr & LCR_DLAB and offset in (RBR_THR, IER):
+            shift = 8 * offset
+            self.divisor = (self.divisor & ~(0xFF << shift)) | (value << shift)
+            return
+        if offset == RBR_THR:
+            if self.mcr & MCR_LOOP:
+                self.rx.append(value)
+            else:
+                self._output(bytes([value]))
+            self.thre_pending = True  # sent at once: THR is empty again
+        elif offset == IER:
+            if value & IER_THRE and not self.ier & IER_THRE:
+                self.thre_pending = True
+            self.ier = value & 0x0F
+        elif offset == IIR_FCR:
+            self.fcr = value & 0xC9
+            if value & 0x02:
+                self.rx.clear()
+        elif offset == LCR:
+            self.lcr = value
+        elif offset == MCR:
+            self.mcr = value & 0x1F
+        elif offset == SCR:
+            self.scr = value
+        elif offset not in (LSR, MSR):
+            self.unknown("write", offset)
+        self._update_irq()
+
+    def _iir(self):
+        if self.ier & IER_RDA and self.rx:
+            return IIR_RDA
+        if self.ier & IER_THRE and self.thre_pending:
+            return IIR_THRE
+        return IIR_NONE
+
+    def _update_irq(self):
+        level = self._iir() != IIR_NONE
+        if level != self._irq_level:
+            self._irq_level = level
+            if self._set_irq is not None:
+                self._set_irq(level)
+
+    def save(self):
+        return {"rx": bytes(self.rx), "ier": self.ier, "lcr": self.lcr, "mcr": self.mcr,
+                "scr": self.scr, "fcr": self.fcr, "divisor": self.divisor,
+                "thre_pending": int(self.thre_pending)}
+
+    def restore(self, state):
+        self.rx = deque(bytes(state["rx"]))
+        for name in ("ier", "lcr", "mcr", "scr", "fcr", "divisor"):
+            setattr(self, name, int(state[name]) & 0xFFFF)
+        self.thre_pending = bool(state["thre_pending"])
+        self._update_irq()

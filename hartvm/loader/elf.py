@@ -1,0 +1,81 @@
+"""Loading RISC-V 64-bit ELF executables into guest memory (pyelftools).
+
+Every PT_LOAD segment is copied to its physical address (``p_paddr``, as
+QEMU's loader does) and must lie entirely inside RAM; the rest of a
+segment beyond its file size is zero-filled. The ``tohost``/``fromhost``
+symbols, when present, are returned for HTIF.
+"""
+
+from dataclasses import dataclass, field
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
+
+from ..errors import HartvmError
+
+EM_RISCV = 243
+PT_LOAD = "PT_LOAD"
+
+
+@dataclass
+class Segment:
+    paddr: int
+    data: bytes
+    memsize: int
+
+
+@dataclass
+class ElfImage:
+    entry: int
+    segments: list[Segment] = field(default_factory=list)
+    symbols: dict[str, int] = field(default_factory=dict)
+
+
+def read_elf(path: str) -> ElfImage:
+    """Parse ``path`` and check that it is a little-endian RV64 executable."""
+    try:
+        with open(path, "rb") as file:
+            if file.read(4) != b"\x7fELF":
+                raise HartvmError(f"{path}: not an ELF file")
+            file.seek(0)
+            elf = ELFFile(file)
+            if elf.elfclass != 64 or not elf.little_endian or elf["e_machine"] != "EM_RISCV":
+                raise HartvmError(f"{path}: not a RISC-V 64-bit little-endian ELF "
+                                  f"(class {elf.elfclass}, machine {elf['e_machine']})")
+            image = ElfImage(entry=elf["e_entry"])
+            for segment in elf.iter_segments():
+                if segment["p_type"] != PT_LOAD or segment["p_memsz"] == 0:
+                    continue
+                data = segment.data()
+                if len(data) != segment["p_filesz"] or segment["p_filesz"] > segment["p_memsz"]:
+                    raise HartvmError(f"{path}: truncated or inconsistent segment")
+                image.segments.append(Segment(segment["p_paddr"], data, segment["p_memsz"]))
+            for section in elf.iter_sections():
+                if isinstance(section, SymbolTableSection):
+                    for name in ("tohost", "fromhost"):
+                        symbols = section.get_symbol_by_name(name)
+                        if symbols:
+                            image.symbols[name] = symbols[0]["st_value"]
+    except FileNotFoundError:
+        raise HartvmError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise HartvmError(f"{path}: is a directory") from None
+    except PermissionError:
+        raise HartvmError(f"{path}: permission denied") from None
+    except (ELFError, ValueError, KeyError, OSError) as error:
+        raise HartvmError(f"{path}: corrupt ELF file ({error})") from None
+    if not image.segments:
+        raise HartvmError(f"{path}: no loadable segments")
+    return image
+
+
+def load_elf(image: ElfImage, ram, path: str = "ELF") -> None:
+    """Copy the segments of ``image`` into ``ram``; each must fit in RAM."""
+    for segment in image.segments:
+        if not ram.contains(segment.paddr, segment.memsize):
+            raise HartvmError(
+                f"{path}: segment at {segment.paddr:#x}-{segment.paddr + segment.memsize:#x} "
+                f"is outside RAM ({ram.base:#x}-{ram.base + ram.size:#x})")
+    for segment in image.segments:
+        ram.write(segment.paddr, segment.data + bytes(segment.memsize - len(segment.data)))
