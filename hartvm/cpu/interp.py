@@ -23,7 +23,7 @@ from .system import system
 from .trap import pending_interrupt, take_trap
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def fetch(h, m16, rom16, pc):
     """(instruction, length) at ``pc``; length 0 means an access fault.
 
@@ -49,7 +49,7 @@ def fetch(h, m16, rom16, pc):
     return 0, 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def branch(h, insn, pc, ilen):
     """BRANCH: beq, bne, blt, bge, bltu, bgeu."""
     a = h[(insn >> 15) & 31]
@@ -76,7 +76,7 @@ def branch(h, insn, pc, ilen):
     return pc + ilen
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def jumps_and_upper(h, insn, pc, ilen):
     """JAL, JALR, LUI and AUIPC (ISA spec 2.4-2.5)."""
     opcode = insn & 0x7F
@@ -99,7 +99,7 @@ def jumps_and_upper(h, insn, pc, ilen):
     return pc + ilen
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def execute(h, m8, m16, m32, m64, insn, pc, ilen):
     """Run one (expanded) instruction; return the next pc, odd to end the block."""
     opcode = insn & 0x7F
@@ -128,7 +128,7 @@ def execute(h, m8, m16, m32, m64, insn, pc, ilen):
     return take_trap(h, CAUSE_ILLEGAL, insn & 0xFFFFFFFF, pc, False)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def block(h, m8, m16, m32, m64, rom16, ctable, pc, limit):
     """Execute up to ``limit`` steps from ``pc``: (steps, next pc).
 
@@ -170,7 +170,7 @@ def block(h, m8, m16, m32, m64, rom16, ctable, pc, limit):
     return steps, pc
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def run(h, m8, m16, m32, m64, rom16, ctable, budget):
     """Execute up to ``budget`` instructions; return the EXIT_* reason."""
     h[EXIT_REASON] = EXIT_BUDGET

@@ -21,7 +21,7 @@ from .mmu import ACCESS_LOAD, ACCESS_STORE, ram_offset, ram_read, ram_write, tra
 from .trap import take_trap
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def mmio_exit(h, paddr, size, value, rd, flags, pc, ilen):
     """Describe an MMIO access for the machine and leave the run loop at ``pc``."""
     h[EXIT_REASON] = EXIT_MMIO
@@ -34,7 +34,7 @@ def mmio_exit(h, paddr, size, value, rd, flags, pc, ilen):
     return pc | 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def load_value(h, m8, m16, m32, m64, vaddr, size, pc):
     """Read ``size`` bytes at ``vaddr`` from RAM.
 
@@ -50,7 +50,7 @@ def load_value(h, m8, m16, m32, m64, vaddr, size, pc):
     return ram_read(m8, m16, m32, m64, offset, size), paddr, 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def store_value(h, m8, m16, m32, m64, vaddr, size, value, pc):
     """Write ``size`` bytes at ``vaddr``: status as in ``load_value`` (first item is the trap pc)."""
     paddr, fault = translate(h, vaddr, ACCESS_STORE)
@@ -65,7 +65,7 @@ def store_value(h, m8, m16, m32, m64, vaddr, size, value, pc):
     return 0, paddr, 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def load(h, m8, m16, m32, m64, insn, pc, ilen):
     """LOAD: lb, lh, lw, ld, lbu, lhu, lwu."""
     funct3 = (insn >> 12) & 7
@@ -86,7 +86,7 @@ def load(h, m8, m16, m32, m64, insn, pc, ilen):
     return pc + ilen
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def store(h, m8, m16, m32, m64, insn, pc, ilen):
     """STORE: sb, sh, sw, sd. A store to the HTIF tohost word leaves the loop."""
     funct3 = (insn >> 12) & 7
@@ -107,13 +107,13 @@ def store(h, m8, m16, m32, m64, insn, pc, ilen):
     return pc + ilen
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def fp_mmio_exit(h, paddr, size, value, rd, write, pc, ilen):
     """MMIO exit of FLW/FLD/FSW/FSD (used by the F and D extensions)."""
     return mmio_exit(h, paddr, size, value, rd, MMIO_FP | (MMIO_WRITE if write else 0), pc, ilen)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _amo_result(funct5, old, src, word):
     """The value an AMO writes back, given the loaded value and rs2."""
     if word:
@@ -141,7 +141,7 @@ def _amo_result(funct5, old, src, word):
     return src if ltu(old, src) else old                # amomaxu
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def amo(h, m8, m16, m32, m64, insn, pc, ilen):
     """AMO: lr, sc and the read-modify-write atomics, W and D."""
     funct3 = (insn >> 12) & 7

@@ -17,13 +17,13 @@ ACCESS_LOAD = 1
 ACCESS_STORE = 2
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def translate(h, vaddr, access):
     """Physical address for ``vaddr`` and a page-fault cause, or -1 for none."""
     return vaddr, -1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def ram_offset(h, paddr, size):
     """Offset of ``paddr`` in RAM when the whole access fits in RAM, else -1."""
     offset = paddr - h[RAM_BASE]
@@ -32,7 +32,7 @@ def ram_offset(h, paddr, size):
     return offset
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def ram_read(m8, m16, m32, m64, offset, size):
     """Sign-extended value of ``size`` bytes at RAM ``offset`` (any alignment)."""
     if offset & (size - 1) == 0:
@@ -51,7 +51,7 @@ def ram_read(m8, m16, m32, m64, offset, size):
     return (value << shift) >> shift
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def ram_write(m8, m16, m32, m64, offset, size, value):
     """Store the low ``size`` bytes of ``value`` at RAM ``offset`` (any alignment)."""
     if offset & (size - 1) == 0:

@@ -23,7 +23,7 @@ MRET = 0x30200073
 WFI = 0x10500073
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _privileged(h, insn, pc, ilen):
     """The funct3=0 SYSTEM instructions."""
     word = insn & 0xFFFFFFFF
@@ -55,7 +55,7 @@ def _privileged(h, insn, pc, ilen):
     return illegal(h, insn, pc)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def system(h, insn, pc, ilen):
     funct3 = (insn >> 12) & 7
     if funct3 == 0:

@@ -1,0 +1,130 @@
+"""Test set-up: builds guest programs from the sources in the repo with Debian's cross gcc.
+
+``asm_program(source)`` assembles a bare-metal snippet (wrapped by
+``SNIPPET_TEMPLATE``) and returns a fresh Machine with it loaded;
+``c_program(path)`` builds a C program with the bare-metal runtime.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "baremetal"))
+
+import build as baremetal  # noqa: E402
+
+from hartvm import Machine  # noqa: E402
+
+PROGRAMS = os.path.join(ROOT, "tests", "programs")
+FINISHER_PASS = """
+    li t6, 0x100000
+    li t5, 0x5555
+    sw t5, 0(t6)
+1:  j 1b
+"""
+
+# Snippets run in M-mode from 0x80000000 with a trap handler that records
+# mcause/mepc/mtval in s9/s10/s11 and skips the faulting instruction; it
+# uses t5 and t6. gp points 2048 bytes into a 4 KiB data area.
+SNIPPET_TEMPLATE = """
+    .section .text.init
+    .globl _start
+_start:
+    la t0, trap_handler
+    csrw mtvec, t0
+    li s9, -1
+    la gp, data + 2048          /* gp-relative offsets -2048..2047 */
+{body}
+{finish}
+    .align 2
+trap_handler:
+    csrr s9, mcause
+    csrr s10, mepc
+    csrr s11, mtval
+    bltz s9, 3f                 /* interrupts return to the same pc */
+    lhu t6, 0(s10)
+    andi t6, t6, 3
+    addi s10, s10, 2
+    li t5, 3
+    bne t6, t5, 2f
+    addi s10, s10, 2
+2:  csrw mepc, s10
+3:  mret
+    .data
+    .align 6
+data:
+    .space 4096
+"""
+
+
+def _build_dir():
+    path = os.path.join(ROOT, "build", "tests")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def toolchain():
+    """The cross compiler; the tests cannot run without it (make test installs it)."""
+    return baremetal.compiler()
+
+
+def assemble(source: str, march: str = baremetal.MARCH) -> str:
+    """Assemble a complete program (its own _start) into an ELF; cached by content."""
+    digest = hashlib.sha256((march + source).encode()).hexdigest()[:20]
+    out = os.path.join(_build_dir(), f"asm-{digest}.elf")
+    if not os.path.exists(out):
+        src = out[:-4] + ".S"
+        with open(src, "w") as file:
+            file.write(source)
+        baremetal.build([src], out + ".tmp", march=march, runtime=False)
+        os.replace(out + ".tmp", out)
+    return out
+
+
+@pytest.fixture
+def asm_program(toolchain):
+    """asm_program(body) -> Machine loaded with the snippet, not yet run."""
+    def make(body: str, finish: str = FINISHER_PASS, memory: int = 16 << 20, output=None):
+        elf = assemble(SNIPPET_TEMPLATE.format(body=body, finish=finish))
+        machine = Machine(memory_size=memory, output=output or (lambda data: None))
+        machine.load_kernel(elf)
+        return machine
+    return make
+
+
+def build_c(name: str, sources=None) -> str:
+    sources = sources or [os.path.join(PROGRAMS, name + ".c")]
+    return baremetal.build(sources, os.path.join(_build_dir(), name + ".elf"))
+
+
+@pytest.fixture(scope="session")
+def qemu():
+    path = shutil.which("qemu-system-riscv64")
+    if path is None:
+        pytest.fail("qemu-system-riscv64 not found: install Debian's qemu-system-misc (make test does)")
+    return path
+
+
+QEMU_CPU = "rv64,v=false,zba=false,zbb=false,zbc=false,zbs=false,svpbmt=false,sstc=false"
+
+
+def run_qemu(qemu_path: str, elf: str, timeout: float = 60):
+    """(stdout bytes, exit status) of a bare-metal ELF under QEMU."""
+    result = subprocess.run(
+        [qemu_path, "-M", "virt", "-cpu", QEMU_CPU, "-bios", "none", "-kernel", elf,
+         "-nographic", "-monitor", "none", "-serial", "stdio"],
+        capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return result.stdout, result.returncode
+
+
+def run_hartvm(elf: str, *extra: str, timeout: float = 120):
+    """The hartvm CLI on a bare-metal ELF: the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", "hartvm", "boot", "--bios", "none", "--kernel", elf, *extra],
+        capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=ROOT)
