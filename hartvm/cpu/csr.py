@@ -109,10 +109,11 @@ def csr_write(h, number, value):
     """Write CSR ``number`` (WARL fields keep legal values); False if it does not exist."""
     if not CSR_EXISTS[number]:
         return False
+    # The writing instruction itself counts after the write, so that the
+    # next instruction reads the value written.
     if number == MCYCLE:
-        h[CSR + MCYCLE] = value - h[CYCLE]
+        h[CSR + MCYCLE] = value - h[CYCLE] - 1
     elif number == MINSTRET:
-        # The writing instruction itself retires after the write.
         h[CSR + MINSTRET] = value - h[INSTRET] - 1
     elif number == SSTATUS:
         keep = h[CSR + MSTATUS] & ~SSTATUS_MASK
