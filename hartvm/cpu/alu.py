@@ -7,9 +7,9 @@ ISA spec chapters 2.4 (RV32I computational), 5.2 (RV64I), 13 (M extension).
 """
 
 import numpy as np
-from numba import njit
+from .jit import jit
 
-from .layout import CAUSE_ILLEGAL
+from .layout import CAUSE_ILLEGAL, PARCEL
 from .trap import take_trap
 
 INT64_MIN = np.int64(-9223372036854775808)
@@ -17,25 +17,25 @@ U32 = np.uint64(32)
 UMASK32 = np.uint64(0xFFFFFFFF)
 
 
-@njit(cache=True)
+@jit
 def sext32(value):
     """Sign-extend the low 32 bits of ``value``."""
     return ((value & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000
 
 
-@njit(cache=True)
+@jit
 def ltu(a, b):
     """Unsigned a < b for int64 operands."""
     return (a ^ INT64_MIN) < (b ^ INT64_MIN)
 
 
-@njit(cache=True)
+@jit
 def srl(a, shamt):
     """Logical right shift of a 64-bit value."""
     return np.int64(np.uint64(a) >> np.uint64(shamt))
 
 
-@njit(cache=True)
+@jit
 def mulhu(a, b):
     """High 64 bits of the unsigned 128-bit product (schoolbook on 32-bit halves)."""
     ua = np.uint64(a)
@@ -50,7 +50,7 @@ def mulhu(a, b):
     return np.int64(a_hi * b_hi + (mid1 >> U32) + (mid2 >> U32))
 
 
-@njit(cache=True)
+@jit
 def mulh(a, b):
     high = mulhu(a, b)
     if a < 0:
@@ -60,7 +60,7 @@ def mulh(a, b):
     return high
 
 
-@njit(cache=True)
+@jit
 def mulhsu(a, b):
     high = mulhu(a, b)
     if a < 0:
@@ -68,7 +68,7 @@ def mulhsu(a, b):
     return high
 
 
-@njit(cache=True)
+@jit
 def div(a, b):
     """Signed division rounding toward zero; x/0 = -1, MIN/-1 = MIN (ISA 13.2)."""
     if b == 0:
@@ -81,7 +81,7 @@ def div(a, b):
     return q
 
 
-@njit(cache=True)
+@jit
 def rem(a, b):
     if b == 0:
         return a
@@ -90,26 +90,28 @@ def rem(a, b):
     return a - div(a, b) * b
 
 
-@njit(cache=True)
+@jit
 def divu(a, b):
     if b == 0:
         return np.int64(-1)
     return np.int64(np.uint64(a) // np.uint64(b))
 
 
-@njit(cache=True)
+@jit
 def remu(a, b):
     if b == 0:
         return a
     return np.int64(np.uint64(a) % np.uint64(b))
 
 
-@njit(cache=True)
-def illegal(h, insn, pc):
-    return take_trap(h, CAUSE_ILLEGAL, insn & 0xFFFFFFFF, pc, False)
+@jit
+def illegal(h, insn, pc, ilen):
+    """Raise illegal instruction; mtval holds the instruction as fetched."""
+    bits = h[PARCEL] if ilen == 2 else insn & 0xFFFFFFFF
+    return take_trap(h, CAUSE_ILLEGAL, bits, pc, False)
 
 
-@njit(cache=True)
+@jit
 def op_imm(h, insn, pc, ilen):
     """OP-IMM: addi, slti, sltiu, xori, ori, andi, slli, srli, srai."""
     rd = (insn >> 7) & 31
@@ -120,7 +122,7 @@ def op_imm(h, insn, pc, ilen):
         h[rd] = a + imm
     elif funct3 == 1:
         if (insn >> 26) & 0x3F:
-            return illegal(h, insn, pc)
+            return illegal(h, insn, pc, ilen)
         h[rd] = a << (imm & 63)
     elif funct3 == 2:
         h[rd] = 1 if a < imm else 0
@@ -135,7 +137,7 @@ def op_imm(h, insn, pc, ilen):
         elif kind == 0x10:
             h[rd] = a >> (imm & 63)
         else:
-            return illegal(h, insn, pc)
+            return illegal(h, insn, pc, ilen)
     elif funct3 == 6:
         h[rd] = a | imm
     else:
@@ -143,7 +145,7 @@ def op_imm(h, insn, pc, ilen):
     return pc + ilen
 
 
-@njit(cache=True)
+@jit
 def op_imm32(h, insn, pc, ilen):
     """OP-IMM-32: addiw, slliw, srliw, sraiw."""
     rd = (insn >> 7) & 31
@@ -160,11 +162,11 @@ def op_imm32(h, insn, pc, ilen):
     elif funct3 == 5 and funct7 == 0x20:
         h[rd] = sext32(a) >> shamt
     else:
-        return illegal(h, insn, pc)
+        return illegal(h, insn, pc, ilen)
     return pc + ilen
 
 
-@njit(cache=True)
+@jit
 def _muldiv(funct3, a, b):
     if funct3 == 0:
         return a * b
@@ -183,7 +185,7 @@ def _muldiv(funct3, a, b):
     return remu(a, b)
 
 
-@njit(cache=True)
+@jit
 def op(h, insn, pc, ilen):
     """OP: register-register integer instructions and RV64M."""
     rd = (insn >> 7) & 31
@@ -215,11 +217,11 @@ def op(h, insn, pc, ilen):
     elif funct7 == 1:
         h[rd] = _muldiv(funct3, a, b)
     else:
-        return illegal(h, insn, pc)
+        return illegal(h, insn, pc, ilen)
     return pc + ilen
 
 
-@njit(cache=True)
+@jit
 def _muldiv32(funct3, a, b):
     if funct3 == 0:
         return sext32(a * b)
@@ -232,7 +234,7 @@ def _muldiv32(funct3, a, b):
     return sext32(remu(a & 0xFFFFFFFF, b & 0xFFFFFFFF))
 
 
-@njit(cache=True)
+@jit
 def op32(h, insn, pc, ilen):
     """OP-32: addw, subw, sllw, srlw, sraw and the RV64M word forms."""
     rd = (insn >> 7) & 31
@@ -253,5 +255,5 @@ def op32(h, insn, pc, ilen):
     elif funct7 == 1 and (funct3 == 0 or funct3 >= 4):
         h[rd] = _muldiv32(funct3, a, b)
     else:
-        return illegal(h, insn, pc)
+        return illegal(h, insn, pc, ilen)
     return pc + ilen

@@ -12,47 +12,49 @@ instruction with the original 16 bits in ``mtval``.
 import numpy as np
 from numba import njit
 
+from .jit import jit
 
-@njit(cache=True, _nrt=False)
+
+@jit
 def _bit(value, pos):
     return (value >> pos) & 1
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def _i_type(imm, rs1, funct3, rd, opcode):
     return ((imm & 0xFFF) << 20) | (rs1 << 15) | (funct3 << 12) | (rd << 7) | opcode
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def _s_type(imm, rs2, rs1, funct3, opcode):
     return (((imm >> 5) & 0x7F) << 25) | (rs2 << 20) | (rs1 << 15) | (funct3 << 12) \
         | ((imm & 0x1F) << 7) | opcode
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def _r_type(funct7, rs2, rs1, funct3, rd, opcode):
     return (funct7 << 25) | (rs2 << 20) | (rs1 << 15) | (funct3 << 12) | (rd << 7) | opcode
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def _b_type(imm, rs2, rs1, funct3):
     return (_bit(imm, 12) << 31) | (((imm >> 5) & 0x3F) << 25) | (rs2 << 20) | (rs1 << 15) \
         | (funct3 << 12) | (((imm >> 1) & 0xF) << 8) | (_bit(imm, 11) << 7) | 0x63
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def _j_type(imm, rd):
     return (_bit(imm, 20) << 31) | (((imm >> 1) & 0x3FF) << 21) | (_bit(imm, 11) << 20) \
         | (((imm >> 12) & 0xFF) << 12) | (rd << 7) | 0x6F
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def _sext(value, bits):
     sign = 1 << (bits - 1)
     return (value ^ sign) - sign
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def _quadrant0(c):
     funct3 = c >> 13
     rd_ = 8 + ((c >> 2) & 7)      # rd' / rs2'
@@ -80,7 +82,7 @@ def _quadrant0(c):
     return 0
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def _quadrant1(c):
     funct3 = c >> 13
     rd = (c >> 7) & 31
@@ -140,7 +142,7 @@ def _quadrant1(c):
     return _b_type(_sext(imm, 9), 0, rs1_, funct3 - 6)
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def _quadrant2(c):
     funct3 = c >> 13
     rd = (c >> 7) & 31
@@ -182,7 +184,7 @@ def _quadrant2(c):
     return _s_type(sdsp, rs2, 2, 3, 0x23)             # c.sdsp
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def expand(c):
     """The 32-bit instruction that the 16-bit parcel ``c`` stands for, or 0."""
     if c == 0:  # the all-zero parcel is defined illegal

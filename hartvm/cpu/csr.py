@@ -12,7 +12,7 @@ slot so that the time base is not disturbed.
 """
 
 import numpy as np
-from numba import njit
+from .jit import jit
 
 from .layout import (
     CSR, CYCLE, CYCLES_PER_TICK, INSTRET, MCAUSE, MCOUNTEREN, MCOUNTINHIBIT,
@@ -66,13 +66,13 @@ def _tables():
 CSR_EXISTS, CSR_WRITABLE = _tables()
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def mtime(h):
     """The ACLINT time this hart sees (10 MHz, derived from the cycle count)."""
     return h[CYCLE] // CYCLES_PER_TICK + h[TIME_OFFSET]
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def counter_allowed(h, number):
     """Zicntr: may the current privilege read counter CSR ``number`` (0xC00-0xC1F)?"""
     bit = 1 << (number & 31)
@@ -84,7 +84,7 @@ def counter_allowed(h, number):
     return priv == PRIV_S or bool(h[CSR + SCOUNTEREN] & bit)
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def csr_read(h, number):
     """(value, ok) of CSR ``number``; ok is False when it does not exist."""
     if not CSR_EXISTS[number]:
@@ -104,7 +104,7 @@ def csr_read(h, number):
     return h[CSR + number], True
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def csr_write(h, number, value):
     """Write CSR ``number`` (WARL fields keep legal values); False if it does not exist."""
     if not CSR_EXISTS[number]:
@@ -141,7 +141,7 @@ def csr_write(h, number, value):
     return True
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def pmpcfg_legal(old, value):
     """A pmpcfg write: locked entries keep their byte; R=0,W=1 is reserved (priv 3.7.1)."""
     result = 0

@@ -84,7 +84,10 @@ class Hart:
         s = self.state
         write = int(s[L.EXIT_FLAGS]) & L.MMIO_WRITE
         cause = L.CAUSE_STORE_ACCESS if write else L.CAUSE_LOAD_ACCESS
-        self.trap(cause, int(s[L.EXIT_PADDR]))
+        vaddr = int(s[L.EXIT_PADDR])  # identical while only Bare translation exists
+        self.trap(cause, vaddr)
+        s[L.INSTRET] += 1  # a trap is a step of the run loop, as inside numba
+        s[L.CYCLE] += 1
 
     def trap(self, cause: int, tval: int) -> None:
         s = self.state

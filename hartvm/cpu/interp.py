@@ -9,13 +9,13 @@ odd pc (a CSR write, a trap return, WFI, an MMIO access) so that anything
 that may change which interrupts are deliverable is seen at once.
 """
 
-from numba import njit
+from .jit import jit
 
-from .alu import ltu, op, op32, op_imm, op_imm32
+from .alu import illegal, ltu, op, op32, op_imm, op_imm32
 from .csr import mtime
 from .layout import (
     CAUSE_FETCH_ACCESS, CAUSE_ILLEGAL, CSR, CYCLE, CYCLES_PER_TICK, EXIT_BUDGET,
-    EXIT_MMIO, EXIT_REASON, INSTRET, MIP, MIP_MTIP, MTIMECMP, PC, RAM_BASE, RAM_SIZE,
+    EXIT_MMIO, EXIT_REASON, INSTRET, MIP, MIP_MTIP, MTIMECMP, PARCEL, PC, RAM_BASE, RAM_SIZE,
     ROM_BASE, ROM_SIZE,
 )
 from .loadstore import amo, load, store
@@ -23,7 +23,7 @@ from .system import system
 from .trap import pending_interrupt, take_trap
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def fetch(h, m16, rom16, pc):
     """(instruction, length) at ``pc``; length 0 means an access fault.
 
@@ -49,7 +49,7 @@ def fetch(h, m16, rom16, pc):
     return 0, 0
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def branch(h, insn, pc, ilen):
     """BRANCH: beq, bne, blt, bge, bltu, bgeu."""
     a = h[(insn >> 15) & 31]
@@ -68,7 +68,7 @@ def branch(h, insn, pc, ilen):
     elif funct3 == 7:
         taken = not ltu(a, b)
     else:
-        return take_trap(h, CAUSE_ILLEGAL, insn & 0xFFFFFFFF, pc, False)
+        return illegal(h, insn, pc, ilen)
     if taken:
         imm = ((insn >> 31) << 12) | (((insn >> 7) & 1) << 11) \
             | (((insn >> 25) & 0x3F) << 5) | (((insn >> 8) & 0xF) << 1)
@@ -76,7 +76,7 @@ def branch(h, insn, pc, ilen):
     return pc + ilen
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def jumps_and_upper(h, insn, pc, ilen):
     """JAL, JALR, LUI and AUIPC (ISA spec 2.4-2.5)."""
     opcode = insn & 0x7F
@@ -88,7 +88,7 @@ def jumps_and_upper(h, insn, pc, ilen):
         return pc + imm
     if opcode == 0x67:                       # jalr
         if (insn >> 12) & 7:
-            return take_trap(h, CAUSE_ILLEGAL, insn & 0xFFFFFFFF, pc, False)
+            return illegal(h, insn, pc, ilen)
         target = (h[(insn >> 15) & 31] + (insn >> 20)) & ~1
         h[rd] = pc + ilen
         return target
@@ -99,7 +99,7 @@ def jumps_and_upper(h, insn, pc, ilen):
     return pc + ilen
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def execute(h, m8, m16, m32, m64, insn, pc, ilen):
     """Run one (expanded) instruction; return the next pc, odd to end the block."""
     opcode = insn & 0x7F
@@ -125,10 +125,10 @@ def execute(h, m8, m16, m32, m64, insn, pc, ilen):
         funct3 = (insn >> 12) & 7
         if funct3 == 0 or funct3 == 1:       # fence, fence.i: nothing is cached
             return pc + ilen
-    return take_trap(h, CAUSE_ILLEGAL, insn & 0xFFFFFFFF, pc, False)
+    return illegal(h, insn, pc, ilen)
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def block(h, m8, m16, m32, m64, rom16, ctable, pc, limit):
     """Execute up to ``limit`` steps from ``pc``: (steps, next pc).
 
@@ -147,6 +147,7 @@ def block(h, m8, m16, m32, m64, rom16, ctable, pc, limit):
         insn = word
         if ilen == 2:
             insn = ctable[word]
+            h[PARCEL] = word
             if insn == 0:
                 pc = take_trap(h, CAUSE_ILLEGAL, word, pc, False)
                 continue
@@ -170,7 +171,7 @@ def block(h, m8, m16, m32, m64, rom16, ctable, pc, limit):
     return steps, pc
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def run(h, m8, m16, m32, m64, rom16, ctable, budget):
     """Execute up to ``budget`` instructions; return the EXIT_* reason."""
     h[EXIT_REASON] = EXIT_BUDGET

@@ -36,6 +36,7 @@ RAM_SIZE = 73        # bytes
 ROM_BASE = 74        # physical address of the (executable) boot ROM
 ROM_SIZE = 75
 WATCH_PADDR = 76     # HTIF tohost: a RAM store here exits the run loop; -1 off
+PARCEL = 77          # the 16 bits of the compressed instruction being executed
 
 EXIT_REASON = 80     # why run() returned, one of EXIT_*
 EXIT_PADDR = 81      # MMIO: physical address of the access

@@ -8,7 +8,7 @@ a misaligned one is an address-misaligned fault (ISA spec 14.4).
 Each function returns the next pc, or an odd pc (pc | 1) to leave the loop.
 """
 
-from numba import njit
+from .jit import jit
 
 from .alu import ltu, sext32, illegal
 from .layout import (
@@ -21,7 +21,7 @@ from .mmu import ACCESS_LOAD, ACCESS_STORE, ram_offset, ram_read, ram_write, tra
 from .trap import take_trap
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def mmio_exit(h, paddr, size, value, rd, flags, pc, ilen):
     """Describe an MMIO access for the machine and leave the run loop at ``pc``."""
     h[EXIT_REASON] = EXIT_MMIO
@@ -34,7 +34,7 @@ def mmio_exit(h, paddr, size, value, rd, flags, pc, ilen):
     return pc | 1
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def load_value(h, m8, m16, m32, m64, vaddr, size, pc):
     """Read ``size`` bytes at ``vaddr`` from RAM.
 
@@ -50,7 +50,7 @@ def load_value(h, m8, m16, m32, m64, vaddr, size, pc):
     return ram_read(m8, m16, m32, m64, offset, size), paddr, 0
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def store_value(h, m8, m16, m32, m64, vaddr, size, value, pc):
     """Write ``size`` bytes at ``vaddr``: status as in ``load_value`` (first item is the trap pc)."""
     paddr, fault = translate(h, vaddr, ACCESS_STORE)
@@ -65,12 +65,12 @@ def store_value(h, m8, m16, m32, m64, vaddr, size, value, pc):
     return 0, paddr, 0
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def load(h, m8, m16, m32, m64, insn, pc, ilen):
     """LOAD: lb, lh, lw, ld, lbu, lhu, lwu."""
     funct3 = (insn >> 12) & 7
     if funct3 == 7:
-        return illegal(h, insn, pc)
+        return illegal(h, insn, pc, ilen)
     rd = (insn >> 7) & 31
     vaddr = h[(insn >> 15) & 31] + (insn >> 20)
     size = 1 << (funct3 & 3)
@@ -86,12 +86,12 @@ def load(h, m8, m16, m32, m64, insn, pc, ilen):
     return pc + ilen
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def store(h, m8, m16, m32, m64, insn, pc, ilen):
     """STORE: sb, sh, sw, sd. A store to the HTIF tohost word leaves the loop."""
     funct3 = (insn >> 12) & 7
     if funct3 >= 4:
-        return illegal(h, insn, pc)
+        return illegal(h, insn, pc, ilen)
     imm = ((insn >> 25) << 5) | ((insn >> 7) & 31)
     vaddr = h[(insn >> 15) & 31] + imm
     value = h[(insn >> 20) & 31]
@@ -107,13 +107,13 @@ def store(h, m8, m16, m32, m64, insn, pc, ilen):
     return pc + ilen
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def fp_mmio_exit(h, paddr, size, value, rd, write, pc, ilen):
     """MMIO exit of FLW/FLD/FSW/FSD (used by the F and D extensions)."""
     return mmio_exit(h, paddr, size, value, rd, MMIO_FP | (MMIO_WRITE if write else 0), pc, ilen)
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def _amo_result(funct5, old, src, word):
     """The value an AMO writes back, given the loaded value and rs2."""
     if word:
@@ -141,17 +141,17 @@ def _amo_result(funct5, old, src, word):
     return src if ltu(old, src) else old                # amomaxu
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def amo(h, m8, m16, m32, m64, insn, pc, ilen):
     """AMO: lr, sc and the read-modify-write atomics, W and D."""
     funct3 = (insn >> 12) & 7
     funct5 = (insn >> 27) & 31
     if funct3 != 2 and funct3 != 3:
-        return illegal(h, insn, pc)
+        return illegal(h, insn, pc, ilen)
     if funct5 not in (0x00, 0x01, 0x02, 0x03, 0x04, 0x08, 0x0C, 0x10, 0x14, 0x18, 0x1C):
-        return illegal(h, insn, pc)
+        return illegal(h, insn, pc, ilen)
     if funct5 == 0x02 and (insn >> 20) & 31:
-        return illegal(h, insn, pc)  # lr with rs2 != 0 is reserved
+        return illegal(h, insn, pc, ilen)  # lr with rs2 != 0 is reserved
     rd = (insn >> 7) & 31
     vaddr = h[(insn >> 15) & 31]
     src = h[(insn >> 20) & 31]

@@ -8,7 +8,7 @@ here. Guest RAM is one byte buffer seen through four signed views
 leaves the run loop as an MMIO exit for the bus to handle.
 """
 
-from numba import njit
+from .jit import jit
 
 from .layout import RAM_BASE, RAM_SIZE
 
@@ -17,13 +17,13 @@ ACCESS_LOAD = 1
 ACCESS_STORE = 2
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def translate(h, vaddr, access):
     """Physical address for ``vaddr`` and a page-fault cause, or -1 for none."""
     return vaddr, -1
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def ram_offset(h, paddr, size):
     """Offset of ``paddr`` in RAM when the whole access fits in RAM, else -1."""
     offset = paddr - h[RAM_BASE]
@@ -32,7 +32,7 @@ def ram_offset(h, paddr, size):
     return offset
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def ram_read(m8, m16, m32, m64, offset, size):
     """Sign-extended value of ``size`` bytes at RAM ``offset`` (any alignment)."""
     if offset & (size - 1) == 0:
@@ -51,7 +51,7 @@ def ram_read(m8, m16, m32, m64, offset, size):
     return (value << shift) >> shift
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def ram_write(m8, m16, m32, m64, offset, size, value):
     """Store the low ``size`` bytes of ``value`` at RAM ``offset`` (any alignment)."""
     if offset & (size - 1) == 0:

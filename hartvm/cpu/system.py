@@ -5,7 +5,7 @@ every trap return, ends the current run-loop block (odd pc) so that the
 loop re-evaluates pending interrupts before the next instruction.
 """
 
-from numba import njit
+from .jit import jit
 
 from .alu import illegal
 from .csr import counter_allowed, csr_read, csr_write
@@ -23,7 +23,7 @@ MRET = 0x30200073
 WFI = 0x10500073
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def _privileged(h, insn, pc, ilen):
     """The funct3=0 SYSTEM instructions."""
     word = insn & 0xFFFFFFFF
@@ -35,51 +35,51 @@ def _privileged(h, insn, pc, ilen):
         return take_trap(h, CAUSE_BREAKPOINT, pc, pc, False)
     if word == MRET:
         if priv != PRIV_M:
-            return illegal(h, insn, pc)
+            return illegal(h, insn, pc, ilen)
         return mret(h) | 1
     if word == SRET:
         if priv == PRIV_U or (priv == PRIV_S and status & MSTATUS_TSR):
-            return illegal(h, insn, pc)
+            return illegal(h, insn, pc, ilen)
         return sret(h) | 1
     if word == WFI:
         if priv == PRIV_U or (priv == PRIV_S and status & MSTATUS_TW):
-            return illegal(h, insn, pc)
+            return illegal(h, insn, pc, ilen)
         if h[CSR + MIP] & h[CSR + MIE]:
             return pc + ilen  # an interrupt is already pending: WFI is a nop
         h[EXIT_REASON] = EXIT_WFI
         return (pc + ilen) | 1
     if (word >> 25) == 0x09 and (word & 0x7FFF) == 0x73:  # sfence.vma
         if priv == PRIV_U or (priv == PRIV_S and status & MSTATUS_TVM):
-            return illegal(h, insn, pc)
+            return illegal(h, insn, pc, ilen)
         return (pc + ilen) | 1  # translations are not cached yet
-    return illegal(h, insn, pc)
+    return illegal(h, insn, pc, ilen)
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def system(h, insn, pc, ilen):
     funct3 = (insn >> 12) & 7
     if funct3 == 0:
         return _privileged(h, insn, pc, ilen)
     if funct3 == 4:
-        return illegal(h, insn, pc)
+        return illegal(h, insn, pc, ilen)
     rd = (insn >> 7) & 31
     rs1 = (insn >> 15) & 31
     number = (insn >> 20) & 0xFFF
     priv = h[PRIV]
     if priv < (number >> 8) & 3:
-        return illegal(h, insn, pc)
+        return illegal(h, insn, pc, ilen)
     if number == SATP and priv == PRIV_S and h[CSR + MSTATUS] & MSTATUS_TVM:
-        return illegal(h, insn, pc)
+        return illegal(h, insn, pc, ilen)
     if 0xC00 <= number <= 0xC1F and not counter_allowed(h, number):
-        return illegal(h, insn, pc)
+        return illegal(h, insn, pc, ilen)
     operand = rs1 if funct3 >= 5 else h[rs1]  # immediate forms use the rs1 field
     kind = funct3 & 3                          # 1 write, 2 set, 3 clear
     writes = kind == 1 or rs1 != 0
     if writes and (number >> 10) == 3:         # read-only CSR
-        return illegal(h, insn, pc)
+        return illegal(h, insn, pc, ilen)
     old, ok = csr_read(h, number)
     if not ok:
-        return illegal(h, insn, pc)
+        return illegal(h, insn, pc, ilen)
     if not writes:
         h[rd] = old
         return pc + ilen

@@ -4,7 +4,7 @@ Every function here works on the hart's state array ``h`` (see ``layout``)
 and returns the pc at which the hart continues.
 """
 
-from numba import njit
+from .jit import jit
 
 from .layout import (
     CSR, INTERRUPT_BIT, MCAUSE, MEDELEG, MEPC, MIDELEG, MIE, MIP, MSTATUS,
@@ -15,7 +15,7 @@ from .layout import (
 )
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def take_trap(h, cause, tval, pc, interrupt):
     """Enter the trap handler for ``cause`` raised at ``pc``; return the handler's pc."""
     priv = h[PRIV]
@@ -52,7 +52,7 @@ def take_trap(h, cause, tval, pc, interrupt):
     return base
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def mret(h):
     """Return from an M-mode trap: restore privilege and MIE from mstatus."""
     status = h[CSR + MSTATUS]
@@ -69,7 +69,7 @@ def mret(h):
     return h[CSR + MEPC]
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def sret(h):
     """Return from an S-mode trap: restore privilege and SIE from sstatus."""
     status = h[CSR + MSTATUS]
@@ -84,7 +84,7 @@ def sret(h):
     return h[CSR + SEPC]
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def _highest(pending):
     # Priority order of simultaneous interrupts: privileged spec 3.1.9.
     if pending & (1 << IRQ_MEI):
@@ -102,7 +102,7 @@ def _highest(pending):
     return -1
 
 
-@njit(cache=True, _nrt=False)
+@jit
 def pending_interrupt(h):
     """The interrupt the hart must take now, or -1 (privileged spec 3.1.9)."""
     pending = h[CSR + MIP] & h[CSR + MIE]
