@@ -1,0 +1,38 @@
+# hartvm: `make run` boots the demo, `make test` runs the tests, `make bench` the benchmarks.
+# Each target creates .venv and installs what it needs on a fresh machine.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+NEED := scripts/need-debian-packages
+CROSS_TOOLS := riscv64-linux-gnu-gcc=gcc-riscv64-linux-gnu riscv64-linux-gnu-objdump=binutils-riscv64-linux-gnu
+QEMU := qemu-system-riscv64=qemu-system-misc
+
+.PHONY: run test bench toolchain qemu clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+toolchain:
+	@$(NEED) $(CROSS_TOOLS)
+
+qemu:
+	@$(NEED) $(QEMU)
+
+build/hello.elf: examples/hello.c baremetal/crt0.S baremetal/runtime.c baremetal/runtime.h baremetal/link.ld | toolchain
+	$(PYTHON) baremetal/build.py -o $@ examples/hello.c
+
+run: $(VENV)/.installed build/hello.elf
+	$(BIN)/hartvm boot --bios none --kernel build/hello.elf
+
+test: $(VENV)/.installed toolchain qemu
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed toolchain qemu
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf build

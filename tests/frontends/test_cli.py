@@ -1,0 +1,100 @@
+"""The hartvm command line: exit statuses, clear one-line errors for bad input, --help."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, assemble, build_c, run_hartvm
+
+LOOP = """
+    .section .text.init
+    .globl _start
+_start:
+    j _start
+"""
+WFI_FOREVER = """
+    .section .text.init
+    .globl _start
+_start:
+    wfi
+    j _start
+"""
+
+
+def hartvm(*args):
+    return subprocess.run([sys.executable, "-m", "hartvm", *args], capture_output=True,
+                          text=True, cwd=ROOT, stdin=subprocess.DEVNULL, timeout=120)
+
+
+def assert_clean_error(result, *words):
+    """Exit status 2, one line on stderr naming the problem, no traceback."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    assert any(all(word in line for word in words) for line in lines), result.stderr
+    assert len([line for line in lines if line.startswith("hartvm:")]) == 1
+
+
+def test_help_documents_every_flag():
+    text = hartvm("boot", "--help").stdout
+    for flag in ("--kernel", "--bios", "--memory", "--max-instructions", "--stats"):
+        assert flag in text
+    assert "boot" in hartvm("--help").stdout
+
+
+def test_missing_kernel_file():
+    assert_clean_error(hartvm("boot", "--bios", "none", "--kernel", "/nonexistent/x.elf"),
+                       "no such file")
+
+
+def test_not_an_elf(tmp_path):
+    path = tmp_path / "text.elf"
+    path.write_text("hello\n")
+    assert_clean_error(hartvm("boot", "--kernel", str(path)), "not an ELF")
+
+
+def test_elf_for_another_machine(toolchain, tmp_path):
+    data = bytearray(open(build_c("printf"), "rb").read())
+    data[18:20] = (62).to_bytes(2, "little")  # e_machine = x86-64
+    path = tmp_path / "x86.elf"
+    path.write_bytes(bytes(data))
+    assert_clean_error(hartvm("boot", "--kernel", str(path)), "not a RISC-V 64-bit")
+
+
+def test_truncated_elf(toolchain, tmp_path):
+    data = open(build_c("printf"), "rb").read()
+    path = tmp_path / "cut.elf"
+    path.write_bytes(data[:200])
+    result = hartvm("boot", "--kernel", str(path))
+    assert_clean_error(result, str(path))
+
+
+def test_segment_outside_ram(toolchain):
+    sieve = build_c("bench-sieve", [os.path.join(ROOT, "benchmarks", "workloads", "sieve.c")])
+    assert_clean_error(hartvm("boot", "--memory", "1M", "--kernel", sieve), "outside RAM")
+
+
+@pytest.mark.parametrize("size", ["12Q", "0", "-5M", "1000", "3.5G", "2T"])
+def test_bad_memory_size(toolchain, size):
+    result = hartvm("boot", f"--memory={size}", "--kernel", build_c("printf"))
+    assert_clean_error(result, size)
+
+
+def test_instruction_limit(toolchain):
+    result = run_hartvm(assemble(LOOP), "--max-instructions", "5000")
+    assert result.returncode == 124
+    assert b"--max-instructions 5000" in result.stderr
+
+
+def test_wfi_with_nothing_to_wake_is_reported(toolchain):
+    result = run_hartvm(assemble(WFI_FOREVER))
+    assert result.returncode == 125
+    assert b"wfi" in result.stderr
+
+
+def test_stats_report_instructions(toolchain):
+    result = run_hartvm(build_c("printf"), "--stats")
+    assert result.returncode == 0
+    assert b"instructions in" in result.stderr and b"MIPS" in result.stderr

@@ -1,0 +1,54 @@
+"""Bare-metal C programs: hartvm prints what QEMU prints and exits as QEMU does.
+
+Each program (tests/programs and the benchmark workloads) is built by the
+test set-up, run under ``qemu-system-riscv64 -M virt -bios none`` and under
+``hartvm boot --bios none``; console output and exit status must match.
+"""
+
+import os
+
+import pytest
+
+from conftest import PROGRAMS, ROOT, build_c, run_hartvm, run_qemu
+
+WORKLOADS = os.path.join(ROOT, "benchmarks", "workloads")
+SAME_AS_QEMU = ["printf", "arith", "atomics", "traps", "exitcode"]
+
+
+@pytest.mark.parametrize("name", SAME_AS_QEMU)
+def test_program_matches_qemu(toolchain, qemu, name):
+    elf = build_c(name)
+    expected_output, expected_status = run_qemu(qemu, elf)
+    result = run_hartvm(elf)
+    assert result.stdout == expected_output
+    assert result.returncode == expected_status
+
+
+@pytest.mark.parametrize("name", sorted(f[:-2] for f in os.listdir(WORKLOADS) if f.endswith(".c")))
+def test_benchmark_workload_matches_qemu(toolchain, qemu, name):
+    elf = build_c("bench-" + name, [os.path.join(WORKLOADS, name + ".c")])
+    expected_output, expected_status = run_qemu(qemu, elf)
+    result = run_hartvm(elf)
+    assert expected_status == 0 and expected_output
+    assert (result.stdout, result.returncode) == (expected_output, expected_status)
+
+
+def test_exit_status_of_failing_program(toolchain):
+    result = run_hartvm(build_c("exitcode"))
+    assert result.returncode == 42
+    assert result.stdout == b"failing on purpose\n"
+
+
+def test_htif_console_and_exit(toolchain):
+    result = run_hartvm(build_c("htif"))
+    assert result.stdout == b"hello through HTIF\n"
+    assert result.returncode == 5
+
+
+def test_traps_program_output(toolchain):
+    result = run_hartvm(build_c("traps"))
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == "trap 1: mcause b"
+    assert "trap 4: mcause 2 mtval ffffffff" in lines
+    assert lines[-1] == "8 traps, mstatus.MPP 0"  # mret leaves MPP at U
+    assert result.returncode == 0
