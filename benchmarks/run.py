@@ -1,0 +1,101 @@
+"""`make bench`: bare-metal workloads on hartvm and on QEMU in the same run.
+
+For each workload in benchmarks/workloads it prints hartvm's wall time,
+QEMU's wall time (``qemu-system-riscv64 -M virt -bios none``, the CPU
+flags of ARCHITECTURE.md), their ratio, and hartvm's MIPS (instructions
+counted by hartvm over the time spent in its run loop). Then the cold
+start (empty numba cache) and the warm start of hartvm. Each timing is the
+best of ``--repeat`` runs.
+"""
+
+import argparse
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "baremetal"))
+
+import build as baremetal  # noqa: E402
+
+WORKLOADS = os.path.join(ROOT, "benchmarks", "workloads")
+OUT = os.path.join(ROOT, "build", "bench")
+QEMU_CPU = "rv64,v=false,zba=false,zbb=false,zbc=false,zbs=false,svpbmt=false,sstc=false"
+STATS = re.compile(rb"hartvm: (\d+) instructions in ([0-9.]+) s")
+
+
+def timed(command, env=None):
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, env=env, stdin=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n"
+                           f"{result.stderr.decode(errors='replace')}")
+    return elapsed, result
+
+
+def hartvm_command(elf):
+    return [sys.executable, "-m", "hartvm", "boot", "--bios", "none", "--kernel", elf, "--stats"]
+
+
+def run_hartvm(elf, repeat):
+    best = None
+    for _ in range(repeat):
+        wall, result = timed(hartvm_command(elf))
+        match = STATS.search(result.stderr)
+        instructions, loop_seconds = int(match.group(1)), float(match.group(2))
+        if best is None or wall < best[0]:
+            best = (wall, instructions, loop_seconds, result.stdout)
+    return best
+
+
+def run_qemu(elf, repeat):
+    command = ["qemu-system-riscv64", "-M", "virt", "-cpu", QEMU_CPU, "-bios", "none",
+               "-kernel", elf, "-nographic", "-monitor", "none", "-serial", "stdio"]
+    best = None
+    for _ in range(repeat):
+        wall, result = timed(command)
+        if best is None or wall < best[0]:
+            best = (wall, result.stdout)
+    return best
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("workloads", nargs="*", help="names (default: all)")
+    args = parser.parse_args()
+    names = args.workloads or sorted(f[:-2] for f in os.listdir(WORKLOADS) if f.endswith(".c"))
+    elfs = {name: baremetal.build([os.path.join(WORKLOADS, name + ".c")],
+                                  os.path.join(OUT, name + ".elf")) for name in names}
+    demo = baremetal.build([os.path.join(ROOT, "examples", "hello.c")], os.path.join(OUT, "hello.elf"))
+
+    # Cold start first: an empty numba cache forces every function to compile.
+    with tempfile.TemporaryDirectory() as cache:
+        cold, _ = timed(hartvm_command(demo), env={**os.environ, "NUMBA_CACHE_DIR": cache})
+    warm = min(timed(hartvm_command(demo))[0] for _ in range(3))
+
+    print(f"{'workload':<10} {'hartvm s':>9} {'QEMU s':>8} {'ratio':>7} {'MIPS':>7} {'instructions':>14}")
+    all_mips = []
+    for name, elf in elfs.items():
+        wall, instructions, loop_seconds, output = run_hartvm(elf, args.repeat)
+        qemu_wall, qemu_output = run_qemu(elf, args.repeat)
+        if output != qemu_output:
+            raise RuntimeError(f"{name}: hartvm and QEMU printed different output")
+        mips = instructions / loop_seconds / 1e6
+        all_mips.append(mips)
+        print(f"{name:<10} {wall:9.2f} {qemu_wall:8.2f} {wall / qemu_wall:6.1f}x {mips:7.1f} "
+              f"{instructions:14,}")
+    geomean = math.exp(sum(math.log(m) for m in all_mips) / len(all_mips))
+    print(f"geometric mean: {geomean:.1f} MIPS (target >= 100)")
+    print(f"cold start (empty numba cache, demo program): {cold:.1f} s (target <= 30 s)")
+    print(f"warm start (whole demo run, an upper bound on time to first instruction): "
+          f"{warm:.2f} s (target <= 1 s)")
+
+
+if __name__ == "__main__":
+    main()
