@@ -7,7 +7,7 @@ ISA spec chapters 2.4 (RV32I computational), 5.2 (RV64I), 13 (M extension).
 """
 
 import numpy as np
-from .jit import jit
+from .jit import jit, jit_inline
 
 from .layout import CAUSE_ILLEGAL, PARCEL
 from .trap import take_trap
@@ -17,19 +17,19 @@ U32 = np.uint64(32)
 UMASK32 = np.uint64(0xFFFFFFFF)
 
 
-@jit
+@jit_inline
 def sext32(value):
     """Sign-extend the low 32 bits of ``value``."""
     return ((value & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000
 
 
-@jit
+@jit_inline
 def ltu(a, b):
     """Unsigned a < b for int64 operands."""
     return (a ^ INT64_MIN) < (b ^ INT64_MIN)
 
 
-@jit
+@jit_inline
 def srl(a, shamt):
     """Logical right shift of a 64-bit value."""
     return np.int64(np.uint64(a) >> np.uint64(shamt))
@@ -111,7 +111,7 @@ def illegal(h, insn, pc, ilen):
     return take_trap(h, CAUSE_ILLEGAL, bits, pc, False)
 
 
-@jit
+@jit_inline
 def op_imm(h, insn, pc, ilen):
     """OP-IMM: addi, slti, sltiu, xori, ori, andi, slli, srli, srai."""
     rd = (insn >> 7) & 31
@@ -145,7 +145,7 @@ def op_imm(h, insn, pc, ilen):
     return pc + ilen
 
 
-@jit
+@jit_inline
 def op_imm32(h, insn, pc, ilen):
     """OP-IMM-32: addiw, slliw, srliw, sraiw."""
     rd = (insn >> 7) & 31
@@ -185,7 +185,7 @@ def _muldiv(funct3, a, b):
     return remu(a, b)
 
 
-@jit
+@jit_inline
 def op(h, insn, pc, ilen):
     """OP: register-register integer instructions and RV64M."""
     rd = (insn >> 7) & 31
@@ -234,7 +234,7 @@ def _muldiv32(funct3, a, b):
     return sext32(remu(a & 0xFFFFFFFF, b & 0xFFFFFFFF))
 
 
-@jit
+@jit_inline
 def op32(h, insn, pc, ilen):
     """OP-32: addw, subw, sllw, srlw, sraw and the RV64M word forms."""
     rd = (insn >> 7) & 31

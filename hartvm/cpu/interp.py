@@ -9,13 +9,13 @@ odd pc (a CSR write, a trap return, WFI, an MMIO access) so that anything
 that may change which interrupts are deliverable is seen at once.
 """
 
-from .jit import jit
+from .jit import jit, jit_inline
 
 from .alu import illegal, ltu, op, op32, op_imm, op_imm32
 from .csr import mtime
 from .layout import (
     CAUSE_FETCH_ACCESS, CAUSE_ILLEGAL, CSR, CYCLE, CYCLES_PER_TICK, EXIT_BUDGET,
-    EXIT_MMIO, EXIT_REASON, INSTRET, MIP, MIP_MTIP, MTIMECMP, PARCEL, PC, RAM_BASE, RAM_SIZE,
+    EXIT_MMIO, EXIT_REASON, INSTRET, MIP, MIP_MTIP, MTIMECMP, PARCEL, PC, RAM_BASE,
     ROM_BASE, ROM_SIZE,
 )
 from .loadstore import amo, load, store
@@ -23,20 +23,21 @@ from .system import system
 from .trap import pending_interrupt, take_trap
 
 
-@jit
-def fetch(h, m16, rom16, pc):
+@jit_inline
+def fetch(h, m16, rom16, ram_base, pc):
     """(instruction, length) at ``pc``; length 0 means an access fault.
 
     A 16-bit parcel whose low bits are not 11 is a compressed instruction
     (ISA spec 1.5); otherwise the next parcel holds the upper half.
     """
-    offset = pc - h[RAM_BASE]
-    if 0 <= offset <= h[RAM_SIZE] - 2:
+    offset = pc - ram_base
+    ram_size = 2 * m16.size
+    if 0 <= offset <= ram_size - 2:
         index = offset >> 1
         low = m16[index] & 0xFFFF
         if low & 3 != 3:
             return low, 2
-        if offset + 4 > h[RAM_SIZE]:
+        if offset + 4 > ram_size:
             return 0, 0
         return (m16[index + 1] << 16) | low, 4
     offset = pc - h[ROM_BASE]
@@ -49,7 +50,7 @@ def fetch(h, m16, rom16, pc):
     return 0, 0
 
 
-@jit
+@jit_inline
 def branch(h, insn, pc, ilen):
     """BRANCH: beq, bne, blt, bge, bltu, bgeu."""
     a = h[(insn >> 15) & 31]
@@ -76,7 +77,7 @@ def branch(h, insn, pc, ilen):
     return pc + ilen
 
 
-@jit
+@jit_inline
 def jumps_and_upper(h, insn, pc, ilen):
     """JAL, JALR, LUI and AUIPC (ISA spec 2.4-2.5)."""
     opcode = insn & 0x7F
@@ -99,16 +100,16 @@ def jumps_and_upper(h, insn, pc, ilen):
     return pc + ilen
 
 
-@jit
-def execute(h, m8, m16, m32, m64, insn, pc, ilen):
+@jit_inline
+def execute(h, m8, m16, m32, m64, ram_base, insn, pc, ilen):
     """Run one (expanded) instruction; return the next pc, odd to end the block."""
     opcode = insn & 0x7F
     if opcode == 0x13:
         return op_imm(h, insn, pc, ilen)
     if opcode == 0x03:
-        return load(h, m8, m16, m32, m64, insn, pc, ilen)
+        return load(h, m8, m16, m32, m64, ram_base, insn, pc, ilen)
     if opcode == 0x23:
-        return store(h, m8, m16, m32, m64, insn, pc, ilen)
+        return store(h, m8, m16, m32, m64, ram_base, insn, pc, ilen)
     if opcode == 0x63:
         return branch(h, insn, pc, ilen)
     if opcode == 0x33:
@@ -120,7 +121,7 @@ def execute(h, m8, m16, m32, m64, insn, pc, ilen):
     if opcode == 0x6F or opcode == 0x67 or opcode == 0x37 or opcode == 0x17:
         return jumps_and_upper(h, insn, pc, ilen)
     if opcode == 0x2F:
-        return amo(h, m8, m16, m32, m64, insn, pc, ilen)
+        return amo(h, m8, m16, m32, m64, ram_base, insn, pc, ilen)
     if opcode == 0x0F:
         funct3 = (insn >> 12) & 7
         if funct3 == 0 or funct3 == 1:       # fence, fence.i: nothing is cached
@@ -138,9 +139,10 @@ def block(h, m8, m16, m32, m64, rom16, ctable, pc, limit):
     """
     steps = 0
     counted = 0
+    ram_base = h[RAM_BASE]
     while steps < limit:
         steps += 1
-        word, ilen = fetch(h, m16, rom16, pc)
+        word, ilen = fetch(h, m16, rom16, ram_base, pc)
         if ilen == 0:
             pc = take_trap(h, CAUSE_FETCH_ACCESS, pc, pc, False)
             continue
@@ -157,7 +159,7 @@ def block(h, m8, m16, m32, m64, rom16, ctable, pc, limit):
             counted = steps - 1
             npc = system(h, insn, pc, ilen)
         else:
-            npc = execute(h, m8, m16, m32, m64, insn, pc, ilen)
+            npc = execute(h, m8, m16, m32, m64, ram_base, insn, pc, ilen)
         h[0] = 0
         if npc & 1:
             if h[EXIT_REASON] == EXIT_MMIO:  # the machine completes the instruction

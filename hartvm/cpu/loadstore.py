@@ -8,7 +8,7 @@ a misaligned one is an address-misaligned fault (ISA spec 14.4).
 Each function returns the next pc, or an odd pc (pc | 1) to leave the loop.
 """
 
-from .jit import jit
+from .jit import jit, jit_inline
 
 from .alu import ltu, sext32, illegal
 from .layout import (
@@ -21,7 +21,7 @@ from .mmu import ACCESS_LOAD, ACCESS_STORE, ram_offset, ram_read, ram_write, tra
 from .trap import take_trap
 
 
-@jit
+@jit_inline
 def mmio_exit(h, paddr, size, value, rd, flags, pc, ilen):
     """Describe an MMIO access for the machine and leave the run loop at ``pc``."""
     h[EXIT_REASON] = EXIT_MMIO
@@ -34,8 +34,8 @@ def mmio_exit(h, paddr, size, value, rd, flags, pc, ilen):
     return pc | 1
 
 
-@jit
-def load_value(h, m8, m16, m32, m64, vaddr, size, pc):
+@jit_inline
+def load_value(h, m8, m16, m32, m64, ram_base, vaddr, size, pc):
     """Read ``size`` bytes at ``vaddr`` from RAM.
 
     Returns (value, paddr, status): status 0 done, 1 not RAM (value unset,
@@ -44,29 +44,27 @@ def load_value(h, m8, m16, m32, m64, vaddr, size, pc):
     paddr, fault = translate(h, vaddr, ACCESS_LOAD)
     if fault >= 0:
         return take_trap(h, fault, vaddr, pc, False), paddr, 2
-    offset = ram_offset(h, paddr, size)
+    offset = ram_offset(m8, ram_base, paddr, size)
     if offset < 0:
         return 0, paddr, 1
     return ram_read(m8, m16, m32, m64, offset, size), paddr, 0
 
 
-@jit
-def store_value(h, m8, m16, m32, m64, vaddr, size, value, pc):
+@jit_inline
+def store_value(h, m8, m16, m32, m64, ram_base, vaddr, size, value, pc):
     """Write ``size`` bytes at ``vaddr``: status as in ``load_value`` (first item is the trap pc)."""
     paddr, fault = translate(h, vaddr, ACCESS_STORE)
     if fault >= 0:
         return take_trap(h, fault, vaddr, pc, False), paddr, 2
-    offset = ram_offset(h, paddr, size)
+    offset = ram_offset(m8, ram_base, paddr, size)
     if offset < 0:
         return 0, paddr, 1
     ram_write(m8, m16, m32, m64, offset, size, value)
-    if (paddr ^ h[RESERVATION]) < 8:
-        h[RESERVATION] = -1
     return 0, paddr, 0
 
 
-@jit
-def load(h, m8, m16, m32, m64, insn, pc, ilen):
+@jit_inline
+def load(h, m8, m16, m32, m64, ram_base, insn, pc, ilen):
     """LOAD: lb, lh, lw, ld, lbu, lhu, lwu."""
     funct3 = (insn >> 12) & 7
     if funct3 == 7:
@@ -74,7 +72,7 @@ def load(h, m8, m16, m32, m64, insn, pc, ilen):
     rd = (insn >> 7) & 31
     vaddr = h[(insn >> 15) & 31] + (insn >> 20)
     size = 1 << (funct3 & 3)
-    value, paddr, status = load_value(h, m8, m16, m32, m64, vaddr, size, pc)
+    value, paddr, status = load_value(h, m8, m16, m32, m64, ram_base, vaddr, size, pc)
     if status == 2:
         return value
     unsigned = funct3 >= 4
@@ -86,8 +84,8 @@ def load(h, m8, m16, m32, m64, insn, pc, ilen):
     return pc + ilen
 
 
-@jit
-def store(h, m8, m16, m32, m64, insn, pc, ilen):
+@jit_inline
+def store(h, m8, m16, m32, m64, ram_base, insn, pc, ilen):
     """STORE: sb, sh, sw, sd. A store to the HTIF tohost word leaves the loop."""
     funct3 = (insn >> 12) & 7
     if funct3 >= 4:
@@ -96,7 +94,7 @@ def store(h, m8, m16, m32, m64, insn, pc, ilen):
     vaddr = h[(insn >> 15) & 31] + imm
     value = h[(insn >> 20) & 31]
     size = 1 << funct3
-    trap_pc, paddr, status = store_value(h, m8, m16, m32, m64, vaddr, size, value, pc)
+    trap_pc, paddr, status = store_value(h, m8, m16, m32, m64, ram_base, vaddr, size, value, pc)
     if status == 2:
         return trap_pc
     if status == 1:
@@ -142,7 +140,7 @@ def _amo_result(funct5, old, src, word):
 
 
 @jit
-def amo(h, m8, m16, m32, m64, insn, pc, ilen):
+def amo(h, m8, m16, m32, m64, ram_base, insn, pc, ilen):
     """AMO: lr, sc and the read-modify-write atomics, W and D."""
     funct3 = (insn >> 12) & 7
     funct5 = (insn >> 27) & 31
@@ -163,7 +161,7 @@ def amo(h, m8, m16, m32, m64, insn, pc, ilen):
     paddr, fault = translate(h, vaddr, ACCESS_LOAD if is_load else ACCESS_STORE)
     if fault >= 0:
         return take_trap(h, fault, vaddr, pc, False)
-    offset = ram_offset(h, paddr, size)
+    offset = ram_offset(m8, ram_base, paddr, size)
     if offset < 0:
         cause = CAUSE_LOAD_ACCESS if is_load else CAUSE_STORE_ACCESS
         return take_trap(h, cause, vaddr, pc, False)

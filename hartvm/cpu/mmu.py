@@ -5,34 +5,36 @@ only the Bare translation mode of ``satp`` so far (a legal WARL choice,
 privileged spec 4.1.11), so every address maps to itself; Sv39/Sv48 plug in
 here. Guest RAM is one byte buffer seen through four signed views
 (``m8``..``m64``); an access wholly inside RAM is done here, anything else
-leaves the run loop as an MMIO exit for the bus to handle.
+leaves the run loop as an MMIO exit for the bus to handle. The RAM base
+is passed down as a plain value rather than read from ``h``: a value read
+from ``h`` must be read again after every register write (they might
+alias), and this check runs for every load, store and fetch.
 """
 
-from .jit import jit
+from .jit import jit, jit_inline
 
-from .layout import RAM_BASE, RAM_SIZE
 
 ACCESS_FETCH = 0
 ACCESS_LOAD = 1
 ACCESS_STORE = 2
 
 
-@jit
+@jit_inline
 def translate(h, vaddr, access):
     """Physical address for ``vaddr`` and a page-fault cause, or -1 for none."""
     return vaddr, -1
 
 
-@jit
-def ram_offset(h, paddr, size):
-    """Offset of ``paddr`` in RAM when the whole access fits in RAM, else -1."""
-    offset = paddr - h[RAM_BASE]
-    if offset < 0 or offset > h[RAM_SIZE] - size:
+@jit_inline
+def ram_offset(m8, ram_base, paddr, size):
+    """Offset of ``paddr`` in RAM (``m8`` at ``ram_base``) when the whole access fits, else -1."""
+    offset = paddr - ram_base
+    if offset < 0 or offset > m8.size - size:
         return -1
     return offset
 
 
-@jit
+@jit_inline
 def ram_read(m8, m16, m32, m64, offset, size):
     """Sign-extended value of ``size`` bytes at RAM ``offset`` (any alignment)."""
     if offset & (size - 1) == 0:
@@ -51,7 +53,7 @@ def ram_read(m8, m16, m32, m64, offset, size):
     return (value << shift) >> shift
 
 
-@jit
+@jit_inline
 def ram_write(m8, m16, m32, m64, offset, size, value):
     """Store the low ``size`` bytes of ``value`` at RAM ``offset`` (any alignment)."""
     if offset & (size - 1) == 0:
