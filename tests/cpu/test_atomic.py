@@ -29,15 +29,15 @@ def test_amo_returns_old_value_and_stores_result(asm_program, name, width):
 def test_lr_sc(asm_program):
     prefix = f"    addi a3, gp, {SCRATCH}\n    li a0, 0x1234\n    sd a0, 0(a3)\n"
     cases = [
+        # sc without a reservation (none yet in this program) fails (writes 1), stores nothing
+        (prefix + "    li a0, 77\n    sc.d a2, a0, (a3)", 1),
+        (prefix + "    li a0, 77\n    sc.d a4, a0, (a3)\n    ld a2, 0(a3)", 0x1234),
         # a reserved sc succeeds (writes 0) and stores
         (prefix + "    lr.d a1, (a3)\n    li a0, 77\n    sc.d a2, a0, (a3)", 0),
         (prefix + "    lr.d a1, (a3)\n    li a0, 77\n    sc.d a4, a0, (a3)\n    ld a2, 0(a3)", 77),
         # lr loads the value
         (prefix + "    lr.d a2, (a3)", 0x1234),
         (prefix + "    li a0, -5\n    sw a0, 0(a3)\n    lr.w a2, (a3)", -5),
-        # sc without a reservation fails (writes 1) and does not store
-        (prefix + "    li a0, 77\n    sc.d a2, a0, (a3)", 1),
-        (prefix + "    li a0, 77\n    sc.d a4, a0, (a3)\n    ld a2, 0(a3)", 0x1234),
         # a second sc after a successful one fails: sc consumes the reservation
         (prefix + "    lr.d a1, (a3)\n    sc.d a4, a0, (a3)\n    sc.d a2, a0, (a3)", 1),
         # sc to another address than the reserved one fails
