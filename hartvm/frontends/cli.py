@@ -7,7 +7,10 @@ waits for an interrupt that can never come; 70 for an internal error.
 """
 
 import argparse
+import os
 import sys
+import time
+import traceback
 
 from .. import __version__
 from ..errors import HartvmError
@@ -77,8 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _boot(args) -> int:
-    import time
-
     if args.bios != "none":
         raise HartvmError(f"--bios {args.bios}: only '--bios none' is supported so far")
     started = time.perf_counter()
@@ -88,7 +89,16 @@ def _boot(args) -> int:
         raise HartvmError(f"cannot allocate {args.memory} bytes of guest memory: {error}") from None
     machine.load_kernel(args.kernel)
     ready = time.perf_counter()
-    result = machine.run(max_instructions=args.max_instructions)
+    try:
+        result = machine.run(max_instructions=args.max_instructions)
+    except (HartvmError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # a hartvm bug: say so, with the guest state to report
+        if os.environ.get("HARTVM_DEBUG"):
+            traceback.print_exc()
+        print(f"hartvm: internal error: {error!r} (set HARTVM_DEBUG=1 for details)\n"
+              f"{machine.harts[0].dump()}", file=sys.stderr)
+        return EXIT_INTERNAL
     finished = time.perf_counter()
     if args.stats:
         seconds = finished - ready
