@@ -32,6 +32,7 @@ test: $(VENV)/.installed toolchain qemu
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed toolchain qemu
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/run.py
 
 clean:
