@@ -13,6 +13,7 @@ slot so that the time base is not disturbed.
 
 import numpy as np
 from .jit import jit
+from .mmu import SATP_MODE_BARE, SATP_MODE_SV39, SATP_MODE_SV48, tlb_flush
 
 from .layout import (
     CSR, CYCLE, CYCLES_PER_TICK, INSTRET, MCAUSE, MCOUNTEREN, MCOUNTINHIBIT,
@@ -35,6 +36,7 @@ MSTATUS_WRITABLE = MSTATUS_SIE | MSTATUS_MIE | MSTATUS_SPIE | MSTATUS_MPIE | MST
 # Exceptions that M-mode may hand to S-mode: all but ecall from M (cause 11).
 DELEGABLE_EXCEPTIONS = 0b1011_0011_1111_1111
 PMPADDR_MASK = (1 << 54) - 1
+SATP_WRITABLE = (0xF << 60) | (0xFFFF << 44) | ((1 << 44) - 1)  # MODE, ASID, PPN
 
 
 def _tables():
@@ -45,7 +47,7 @@ def _tables():
         MENVCFG: 1, MCOUNTINHIBIT: 0, MSCRATCH: ALL, MEPC: ALL, MCAUSE: ALL, MTVAL: ALL,
         MIP: S_INTERRUPTS, MVENDORID: 0, MARCHID: 0, MIMPID: 0, MHARTID: 0, MCONFIGPTR: 0,
         SSTATUS: 0, SIE: 0, STVEC: ALL, SCOUNTEREN: 0xFFFFFFFF, SENVCFG: 1, SSCRATCH: ALL,
-        SEPC: ALL, SCAUSE: ALL, STVAL: ALL, SIP: 0, SATP: 0,
+        SEPC: ALL, SCAUSE: ALL, STVAL: ALL, SIP: 0, SATP: ALL,
         MCYCLE: ALL, MINSTRET: ALL, CYCLE_CSR: 0, TIME_CSR: 0, INSTRET_CSR: 0,
         PMPCFG0: ALL, PMPCFG0 + 2: ALL,
     }
@@ -117,7 +119,7 @@ def csr_write(h, number, value):
         h[CSR + MINSTRET] = value - h[INSTRET] - 1
     elif number == SSTATUS:
         keep = h[CSR + MSTATUS] & ~SSTATUS_MASK
-        h[CSR + MSTATUS] = keep | (value & SSTATUS_MASK & MSTATUS_WRITABLE)
+        set_mstatus(h, keep | (value & SSTATUS_MASK & MSTATUS_WRITABLE))
     elif number == SIE:
         delegated = h[CSR + MIDELEG]
         h[CSR + MIE] = (h[CSR + MIE] & ~delegated) | (value & delegated)
@@ -128,7 +130,15 @@ def csr_write(h, number, value):
         new = (h[CSR + MSTATUS] & ~MSTATUS_WRITABLE) | (value & MSTATUS_WRITABLE)
         if (new & MSTATUS_MPP) == (2 << 11):  # MPP=2 is reserved: keep the old mode
             new = (new & ~MSTATUS_MPP) | (h[CSR + MSTATUS] & MSTATUS_MPP)
-        h[CSR + MSTATUS] = new
+        set_mstatus(h, new)
+    elif number == SATP:
+        mode = (value >> 60) & 0xF
+        # Bare, Sv39 and Sv48; a write of another mode has no effect (4.1.11).
+        if mode == SATP_MODE_BARE:
+            h[CSR + SATP] = 0
+        elif mode == SATP_MODE_SV39 or mode == SATP_MODE_SV48:
+            h[CSR + SATP] = value & SATP_WRITABLE
+        tlb_flush(h)
     elif number == MTVEC or number == STVEC:
         h[CSR + number] = value & ~2  # modes 0 (direct) and 1 (vectored) only
     elif number == MEPC or number == SEPC:
@@ -139,6 +149,14 @@ def csr_write(h, number, value):
         mask = CSR_WRITABLE[number]
         h[CSR + number] = (h[CSR + number] & ~mask) | (value & mask)
     return True
+
+
+@jit
+def set_mstatus(h, value):
+    """Store mstatus; a change of SUM or MXR changes what the TLB allows."""
+    if (h[CSR + MSTATUS] ^ value) & (MSTATUS_SUM | MSTATUS_MXR):
+        tlb_flush(h)
+    h[CSR + MSTATUS] = value
 
 
 @jit

@@ -154,3 +154,4 @@ class Hart:
         self.state[L.RAM_SIZE] = self.ram.size
         self.state[L.ROM_BASE] = self._rom_base
         self.state[L.ROM_SIZE] = 2 * len(self.rom_halfwords)
+        self.state[L.TLB:] = 0  # a cache: never trusted from a snapshot

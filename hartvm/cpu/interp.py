@@ -19,35 +19,49 @@ from .layout import (
     ROM_BASE, ROM_SIZE,
 )
 from .loadstore import amo, load, store
+from .mmu import ACCESS_FETCH, translate
 from .system import system
 from .trap import pending_interrupt, take_trap
 
 
 @jit_inline
-def fetch(h, m16, rom16, ram_base, pc):
-    """(instruction, length) at ``pc``; length 0 means an access fault.
+def parcel(h, m16, rom16, ram_base, paddr):
+    """The 16-bit instruction parcel at ``paddr`` in RAM or the boot ROM, or -1."""
+    offset = paddr - ram_base
+    if 0 <= offset < 2 * m16.size:
+        return m16[offset >> 1] & 0xFFFF
+    offset = paddr - h[ROM_BASE]
+    if 0 <= offset < h[ROM_SIZE]:
+        return rom16[offset >> 1] & 0xFFFF
+    return -1
+
+
+@jit_inline
+def fetch(h, m16, m64, rom16, ram_base, pc):
+    """(instruction, length, 0) at ``pc``, or (cause, 0, tval) when the fetch faults.
 
     A 16-bit parcel whose low bits are not 11 is a compressed instruction
-    (ISA spec 1.5); otherwise the next parcel holds the upper half.
+    (ISA spec 1.5); otherwise the next parcel holds the upper half, which
+    may lie on the next page and so is translated on its own.
     """
-    offset = pc - ram_base
-    ram_size = 2 * m16.size
-    if 0 <= offset <= ram_size - 2:
-        index = offset >> 1
-        low = m16[index] & 0xFFFF
-        if low & 3 != 3:
-            return low, 2
-        if offset + 4 > ram_size:
-            return 0, 0
-        return (m16[index + 1] << 16) | low, 4
-    offset = pc - h[ROM_BASE]
-    if 0 <= offset <= h[ROM_SIZE] - 4:
-        index = offset >> 1
-        low = rom16[index] & 0xFFFF
-        if low & 3 != 3:
-            return low, 2
-        return (rom16[index + 1] << 16) | low, 4
-    return 0, 0
+    paddr, fault = translate(h, m64, ram_base, pc, ACCESS_FETCH)
+    if fault >= 0:
+        return fault, 0, pc
+    low = parcel(h, m16, rom16, ram_base, paddr)
+    if low < 0:
+        return CAUSE_FETCH_ACCESS, 0, pc
+    if low & 3 != 3:
+        return low, 2, 0
+    if pc & 0xFFF == 0xFFE:
+        paddr, fault = translate(h, m64, ram_base, pc + 2, ACCESS_FETCH)
+        if fault >= 0:
+            return fault, 0, pc + 2
+    else:
+        paddr += 2
+    high = parcel(h, m16, rom16, ram_base, paddr)
+    if high < 0:
+        return CAUSE_FETCH_ACCESS, 0, pc + 2
+    return (((high << 16) | low) ^ 0x80000000) - 0x80000000, 4, 0
 
 
 @jit_inline
@@ -142,9 +156,9 @@ def block(h, m8, m16, m32, m64, rom16, ctable, pc, limit):
     ram_base = h[RAM_BASE]
     while steps < limit:
         steps += 1
-        word, ilen = fetch(h, m16, rom16, ram_base, pc)
+        word, ilen, tval = fetch(h, m16, m64, rom16, ram_base, pc)
         if ilen == 0:
-            pc = take_trap(h, CAUSE_FETCH_ACCESS, pc, pc, False)
+            pc = take_trap(h, word, tval, pc, False)
             continue
         insn = word
         if ilen == 2:

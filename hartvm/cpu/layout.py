@@ -11,6 +11,7 @@ Slots below are indexes into that array:
   LR/SC reservation, the description of the last exit from the run loop)
 * ``CSR + n``  CSR number ``n`` (0..4095), so a CSR is stored at a fixed slot
   given by its number; CSRs with side effects are handled in ``csr.py``
+* ``TLB...``   the software TLB of ``mmu.py`` (a cache: cleared on restore)
 
 Also here: CSR numbers, trap causes and ``mstatus``/``mip`` bit masks
 (RISC-V privileged spec 1.12, sections 2.2, 3.1).
@@ -47,7 +48,9 @@ EXIT_FLAGS = 85      # MMIO: combination of MMIO_* flags
 EXIT_ILEN = 86       # MMIO: length of the instruction (2 or 4)
 
 CSR = 4096
-STATE_SIZE = CSR + 4096
+TLB = CSR + 4096     # software TLB: for fetch, load, store: TLB_ENTRIES tags, then pages
+TLB_ENTRIES = 256
+STATE_SIZE = TLB + 3 * 2 * TLB_ENTRIES
 
 # --- exit reasons of run() ---------------------------------------------------
 EXIT_BUDGET = 0      # the instruction budget is spent

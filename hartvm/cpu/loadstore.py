@@ -41,7 +41,9 @@ def load_value(h, m8, m16, m32, m64, ram_base, vaddr, size, pc):
     Returns (value, paddr, status): status 0 done, 1 not RAM (value unset,
     the caller makes an MMIO exit), 2 a trap was taken (value is its pc).
     """
-    paddr, fault = translate(h, vaddr, ACCESS_LOAD)
+    if vaddr & 0xFFF > 4096 - size:
+        return split_access(h, m8, m16, m32, m64, ram_base, vaddr, size, 0, pc, False)
+    paddr, fault = translate(h, m64, ram_base, vaddr, ACCESS_LOAD)
     if fault >= 0:
         return take_trap(h, fault, vaddr, pc, False), paddr, 2
     offset = ram_offset(m8, ram_base, paddr, size)
@@ -53,7 +55,9 @@ def load_value(h, m8, m16, m32, m64, ram_base, vaddr, size, pc):
 @jit_inline
 def store_value(h, m8, m16, m32, m64, ram_base, vaddr, size, value, pc):
     """Write ``size`` bytes at ``vaddr``: status as in ``load_value`` (first item is the trap pc)."""
-    paddr, fault = translate(h, vaddr, ACCESS_STORE)
+    if vaddr & 0xFFF > 4096 - size:
+        return split_access(h, m8, m16, m32, m64, ram_base, vaddr, size, value, pc, True)
+    paddr, fault = translate(h, m64, ram_base, vaddr, ACCESS_STORE)
     if fault >= 0:
         return take_trap(h, fault, vaddr, pc, False), paddr, 2
     offset = ram_offset(m8, ram_base, paddr, size)
@@ -61,6 +65,38 @@ def store_value(h, m8, m16, m32, m64, ram_base, vaddr, size, value, pc):
         return 0, paddr, 1
     ram_write(m8, m16, m32, m64, offset, size, value)
     return 0, paddr, 0
+
+
+@jit
+def split_access(h, m8, m16, m32, m64, ram_base, vaddr, size, value, pc, write):
+    """A misaligned access that crosses a page: each page is translated on its own.
+
+    Both pages are translated before any byte is written, so a fault leaves
+    memory untouched. Such an access must lie in RAM; elsewhere it is an
+    access fault. Returns as ``load_value``.
+    """
+    access = ACCESS_STORE if write else ACCESS_LOAD
+    first, fault = translate(h, m64, ram_base, vaddr, access)
+    if fault < 0:
+        second, fault = translate(h, m64, ram_base, (vaddr | 0xFFF) + 1, access)
+    if fault >= 0:
+        return take_trap(h, fault, vaddr, pc, False), 0, 2
+    first_bytes = 4096 - (vaddr & 0xFFF)
+    for i in range(size):
+        paddr = first + i if i < first_bytes else second + i - first_bytes
+        if ram_offset(m8, ram_base, paddr, 1) < 0:
+            cause = CAUSE_STORE_ACCESS if write else CAUSE_LOAD_ACCESS
+            return take_trap(h, cause, vaddr, pc, False), 0, 2
+    result = 0
+    for i in range(size):
+        paddr = first + i if i < first_bytes else second + i - first_bytes
+        offset = paddr - ram_base
+        if write:
+            m8[offset] = (((value >> (8 * i)) & 0xFF) ^ 0x80) - 0x80
+        else:
+            result |= (m8[offset] & 0xFF) << (8 * i)
+    shift = 64 - 8 * size
+    return (result << shift) >> shift, first, 0
 
 
 @jit_inline
@@ -158,7 +194,7 @@ def amo(h, m8, m16, m32, m64, ram_base, insn, pc, ilen):
     if vaddr & (size - 1):
         cause = CAUSE_LOAD_MISALIGNED if is_load else CAUSE_STORE_MISALIGNED
         return take_trap(h, cause, vaddr, pc, False)
-    paddr, fault = translate(h, vaddr, ACCESS_LOAD if is_load else ACCESS_STORE)
+    paddr, fault = translate(h, m64, ram_base, vaddr, ACCESS_LOAD if is_load else ACCESS_STORE)
     if fault >= 0:
         return take_trap(h, fault, vaddr, pc, False)
     offset = ram_offset(m8, ram_base, paddr, size)

@@ -1,9 +1,14 @@
-"""Address translation and guest RAM access from inside the run loop.
+"""Address translation (Bare, Sv39, Sv48) and guest RAM access from inside the run loop.
 
-``translate`` maps a virtual address to a physical one. This hart supports
-only the Bare translation mode of ``satp`` so far (a legal WARL choice,
-privileged spec 4.1.11), so every address maps to itself; Sv39/Sv48 plug in
-here. Guest RAM is one byte buffer seen through four signed views
+``translate`` maps a virtual address to a physical one for a fetch, load or
+store, following privileged spec 4.3-4.5: the page-table walk, permission
+checks with U/SUM/MXR and MPRV, superpage alignment, and the hardware update
+of the A and D bits. Walks are cached in a software TLB stored in the hart
+state (one direct-mapped table per access kind). A TLB tag holds the page
+number and the effective privilege, so privilege changes need no flush;
+``tlb_flush`` runs on satp writes, sfence.vma and SUM/MXR changes. A store
+entry is only made once D is set, so the first store still walks and sets D.
+Guest RAM is one byte buffer seen through four signed views
 (``m8``..``m64``); an access wholly inside RAM is done here, anything else
 leaves the run loop as an MMIO exit for the bus to handle. The RAM base
 is passed down as a plain value rather than read from ``h``: a value read
@@ -12,17 +17,143 @@ alias), and this check runs for every load, store and fetch.
 """
 
 from .jit import jit, jit_inline
-
+from .layout import (
+    CAUSE_FETCH_ACCESS, CAUSE_FETCH_PAGE, CAUSE_LOAD_ACCESS, CAUSE_LOAD_PAGE,
+    CAUSE_STORE_ACCESS, CAUSE_STORE_PAGE, CSR, MSTATUS, MSTATUS_MPP,
+    MSTATUS_MPP_SHIFT, MSTATUS_MPRV, MSTATUS_MXR, MSTATUS_SUM, PRIV, PRIV_M,
+    PRIV_S, PRIV_U, SATP, TLB, TLB_ENTRIES,
+)
 
 ACCESS_FETCH = 0
 ACCESS_LOAD = 1
 ACCESS_STORE = 2
 
+SATP_MODE_BARE = 0
+SATP_MODE_SV39 = 8
+SATP_MODE_SV48 = 9
+PPN_MASK = (1 << 44) - 1
+
+PTE_V = 1 << 0
+PTE_R = 1 << 1
+PTE_W = 1 << 2
+PTE_X = 1 << 3
+PTE_U = 1 << 4
+PTE_A = 1 << 6
+PTE_D = 1 << 7
+PTE_RESERVED = -(1 << 54)   # bits 63:54 (N, PBMT, reserved): not implemented, must be 0
+
 
 @jit_inline
-def translate(h, vaddr, access):
-    """Physical address for ``vaddr`` and a page-fault cause, or -1 for none."""
-    return vaddr, -1
+def effective_priv(h, access):
+    """The privilege a memory access is checked against (MPRV, privileged spec 3.1.6.3)."""
+    priv = h[PRIV]
+    if access != ACCESS_FETCH and priv == PRIV_M:
+        status = h[CSR + MSTATUS]
+        if status & MSTATUS_MPRV:
+            return (status & MSTATUS_MPP) >> MSTATUS_MPP_SHIFT
+    return priv
+
+
+@jit_inline
+def translate(h, m64, ram_base, vaddr, access):
+    """(paddr, fault cause or -1) for ``vaddr``; the TLB is tried before a walk."""
+    priv = effective_priv(h, access)
+    satp = h[CSR + SATP]
+    if priv == PRIV_M or satp == 0:
+        return vaddr, -1
+    vpn = vaddr >> 12
+    slot = TLB + access * 2 * TLB_ENTRIES + (vpn & (TLB_ENTRIES - 1))
+    if h[slot] == ((vpn << 2) | priv) + 1:
+        return h[slot + TLB_ENTRIES] | (vaddr & 0xFFF), -1
+    return walk(h, m64, ram_base, vaddr, access, priv, satp)
+
+
+@jit
+def _fault(access):
+    if access == ACCESS_FETCH:
+        return CAUSE_FETCH_PAGE
+    if access == ACCESS_LOAD:
+        return CAUSE_LOAD_PAGE
+    return CAUSE_STORE_PAGE
+
+
+@jit
+def _access_fault(access):
+    if access == ACCESS_FETCH:
+        return CAUSE_FETCH_ACCESS
+    if access == ACCESS_LOAD:
+        return CAUSE_LOAD_ACCESS
+    return CAUSE_STORE_ACCESS
+
+
+@jit
+def walk(h, m64, ram_base, vaddr, access, priv, satp):
+    """The page-table walk of privileged spec 4.3.2 for Sv39 and Sv48."""
+    mode = (satp >> 60) & 0xF
+    levels = 3 if mode == SATP_MODE_SV39 else 4
+    va_bits = 12 + 9 * levels
+    # The address must be sign-extended from its top valid bit (4.4.1, 4.5.1).
+    top = vaddr >> (va_bits - 1)
+    if top != 0 and top != -1:
+        return 0, _fault(access)
+    table = (satp & PPN_MASK) << 12
+    ram_words = m64.size
+    level = levels - 1
+    while True:
+        pte_addr = table + ((vaddr >> (12 + 9 * level)) & 511) * 8
+        index = (pte_addr - ram_base) >> 3
+        if pte_addr < ram_base or index >= ram_words:
+            return 0, _access_fault(access)   # the table is not in RAM
+        pte = m64[index]
+        if not pte & PTE_V or (not pte & PTE_R and pte & PTE_W) or pte & PTE_RESERVED:
+            return 0, _fault(access)
+        if pte & (PTE_R | PTE_X):
+            break
+        if level == 0 or pte & (PTE_A | PTE_D | PTE_U):
+            return 0, _fault(access)           # a pointer must have A, D, U clear
+        table = ((pte >> 10) & PPN_MASK) << 12
+        level -= 1
+    # Leaf: permission checks (4.3.1, 4.3.2 step 5).
+    status = h[CSR + MSTATUS]
+    if access == ACCESS_FETCH:
+        allowed = pte & PTE_X
+    elif access == ACCESS_LOAD:
+        allowed = pte & PTE_R or (status & MSTATUS_MXR and pte & PTE_X)
+    else:
+        allowed = pte & PTE_W
+    if not allowed:
+        return 0, _fault(access)
+    if pte & PTE_U:
+        if priv == PRIV_S and (access == ACCESS_FETCH or not status & MSTATUS_SUM):
+            return 0, _fault(access)
+    elif priv == PRIV_U:
+        return 0, _fault(access)
+    ppn = (pte >> 10) & PPN_MASK
+    low_ppn_mask = (1 << (9 * level)) - 1
+    if ppn & low_ppn_mask:
+        return 0, _fault(access)               # misaligned superpage
+    # Hardware A/D update (Svadu behaviour, as QEMU does it).
+    update = PTE_A | (PTE_D if access == ACCESS_STORE else 0)
+    if pte & update != update:
+        pte |= update
+        m64[index] = pte
+    page = ((ppn & ~low_ppn_mask) | ((vaddr >> 12) & low_ppn_mask)) << 12
+    vpn = vaddr >> 12
+    slot = TLB + access * 2 * TLB_ENTRIES + (vpn & (TLB_ENTRIES - 1))
+    h[slot] = ((vpn << 2) | priv) + 1
+    h[slot + TLB_ENTRIES] = page
+    if access == ACCESS_LOAD and pte & PTE_D and pte & PTE_W:
+        # A later store to this page needs no walk either.
+        store_slot = slot + 2 * TLB_ENTRIES
+        h[store_slot] = h[slot]
+        h[store_slot + TLB_ENTRIES] = page
+    return page | (vaddr & 0xFFF), -1
+
+
+@jit
+def tlb_flush(h):
+    for i in range(3 * 2 * TLB_ENTRIES):
+        h[TLB + i] = 0
 
 
 @jit_inline

@@ -14,6 +14,7 @@ from .layout import (
     MSTATUS, MSTATUS_TSR, MSTATUS_TVM, MSTATUS_TW, PRIV, PRIV_M, PRIV_S,
     PRIV_U, SATP,
 )
+from .mmu import tlb_flush
 from .trap import mret, sret, take_trap
 
 ECALL = 0x00000073
@@ -51,7 +52,8 @@ def _privileged(h, insn, pc, ilen):
     if (word >> 25) == 0x09 and (word & 0x7FFF) == 0x73:  # sfence.vma
         if priv == PRIV_U or (priv == PRIV_S and status & MSTATUS_TVM):
             return illegal(h, insn, pc, ilen)
-        return (pc + ilen) | 1  # translations are not cached yet
+        tlb_flush(h)  # the whole TLB: simpler than per-address and ASID flushes
+        return (pc + ilen) | 1
     return illegal(h, insn, pc, ilen)
 
 
