@@ -1,6 +1,7 @@
 /* Start-up code for bare-metal programs on the virt board (M-mode, hart 0).
  * Other harts park in wfi. Sets up sp and gp, clears .bss, installs
- * trap_entry in mtvec, calls main and passes its result to exit(). */
+ * trap_entry in mtvec, turns the FPU on, calls main and passes its result
+ * to exit(). */
     .section .text.init
     .globl _start
 _start:
@@ -19,6 +20,8 @@ _start:
     j       1b
 2:  la      t0, trap_entry
     csrw    mtvec, t0
+    li      t0, 0x2000              /* mstatus.FS = Initial: the FPU is on */
+    csrs    mstatus, t0
     call    main
     call    exit
 park:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from .board.virt import MEMORY_MAP, VirtBoard
 from .cpu import layout as L
+from .cpu.csr import mtime
 from .cpu.hart import Hart
 from .devices.htif import HTIF
 from .errors import HartvmError
@@ -19,6 +20,8 @@ from .loader.elf import load_elf, read_elf
 
 SLICE = 1_000_000        # instructions per call into the compiled loop
 DEFAULT_MEMORY = 128 << 20
+# A WFI waiting longer than this (about 29,000 years of guest time) waits forever.
+MAX_SLEEP_TICKS = 1 << 53
 
 
 class Stop(enum.Enum):
@@ -83,7 +86,8 @@ class Machine:
     # --- running --------------------------------------------------------------
     @property
     def instructions(self) -> int:
-        return sum(hart.instret for hart in self.harts)
+        """Instructions executed by all harts (trapping ones included)."""
+        return sum(hart.steps for hart in self.harts)
 
     def run(self, max_instructions: int | None = None) -> RunResult:
         hart = self.harts[0]
@@ -134,12 +138,16 @@ class Machine:
         state = hart.state
         if not state[L.CSR + L.MIE] & L.MIP_MTIP:
             return bool(state[L.CSR + L.MIP] & state[L.CSR + L.MIE])
+        # The ACLINT compares mtime and mtimecmp as unsigned 64-bit numbers.
+        now = int(mtime(state)) & (2**64 - 1)
         deadline = int(state[L.MTIMECMP]) & (2**64 - 1)
-        target_cycle = (deadline - int(state[L.TIME_OFFSET])) * L.CYCLES_PER_TICK
-        if target_cycle > int(state[L.CYCLE]):
-            if target_cycle >= 2**63:
-                return False  # the timer is disarmed: nothing will ever come
-            state[L.CYCLE] = target_cycle
+        if deadline <= now:
+            return True               # the interrupt is due now
+        ticks = deadline - now
+        if ticks > MAX_SLEEP_TICKS:
+            return False              # disarmed (e.g. mtimecmp = -1): nothing will come
+        cycle = int(state[L.CYCLE])
+        state[L.CYCLE] = cycle + ticks * L.CYCLES_PER_TICK - cycle % L.CYCLES_PER_TICK
         return True
 
 

@@ -19,7 +19,7 @@ from .layout import (
     CSR, CYCLE, CYCLES_PER_TICK, INSTRET, MCAUSE, MCOUNTEREN, MCOUNTINHIBIT,
     MCYCLE, MEDELEG, MENVCFG, MEPC, MHARTID, MIDELEG, MIE, MINSTRET, MIP, MISA,
     MSCRATCH, MSTATUS, MSTATUS_FS, MSTATUS_MIE, MSTATUS_MPIE, MSTATUS_MPP,
-    MSTATUS_MPRV, MSTATUS_MXR, MSTATUS_SIE, MSTATUS_SPIE, MSTATUS_SPP,
+    MSTATUS_MPRV, MSTATUS_MXR, MSTATUS_SD, FFLAGS, FRM, FCSR, MSTATUS_SIE, MSTATUS_SPIE, MSTATUS_SPP,
     MSTATUS_SUM, MSTATUS_SXL, MSTATUS_TSR, MSTATUS_TVM, MSTATUS_TW,
     MSTATUS_UXL, MTVAL, MTVEC, MVENDORID, MARCHID, MIMPID, MCONFIGPTR,
     PMPADDR0, PMPCFG0, SATP, SCAUSE, SCOUNTEREN, SENVCFG, SEPC, SIE, SIP,
@@ -29,10 +29,10 @@ from .layout import (
 
 ALL = -1
 SSTATUS_MASK = MSTATUS_SIE | MSTATUS_SPIE | MSTATUS_SPP | MSTATUS_FS | MSTATUS_SUM \
-    | MSTATUS_MXR | MSTATUS_UXL
+    | MSTATUS_MXR | MSTATUS_UXL | MSTATUS_SD
 MSTATUS_WRITABLE = MSTATUS_SIE | MSTATUS_MIE | MSTATUS_SPIE | MSTATUS_MPIE | MSTATUS_SPP \
     | MSTATUS_MPP | MSTATUS_MPRV | MSTATUS_SUM | MSTATUS_MXR | MSTATUS_TVM | MSTATUS_TW \
-    | MSTATUS_TSR
+    | MSTATUS_TSR | MSTATUS_FS
 # Exceptions that M-mode may hand to S-mode: all but ecall from M (cause 11).
 DELEGABLE_EXCEPTIONS = 0b1011_0011_1111_1111
 PMPADDR_MASK = (1 << 54) - 1
@@ -49,7 +49,7 @@ def _tables():
         SSTATUS: 0, SIE: 0, STVEC: ALL, SCOUNTEREN: 0xFFFFFFFF, SENVCFG: 1, SSCRATCH: ALL,
         SEPC: ALL, SCAUSE: ALL, STVAL: ALL, SIP: 0, SATP: ALL,
         MCYCLE: ALL, MINSTRET: ALL, CYCLE_CSR: 0, TIME_CSR: 0, INSTRET_CSR: 0,
-        PMPCFG0: ALL, PMPCFG0 + 2: ALL,
+        PMPCFG0: ALL, PMPCFG0 + 2: ALL, FFLAGS: 0x1F, FRM: 0x7, FCSR: 0xFF,
     }
     for i in range(16):
         writable[PMPADDR0 + i] = PMPADDR_MASK
@@ -103,6 +103,10 @@ def csr_read(h, number):
         return h[CSR + MIE] & h[CSR + MIDELEG], True
     if number == SIP:
         return h[CSR + MIP] & h[CSR + MIDELEG], True
+    if number == FFLAGS:
+        return h[CSR + FCSR] & 0x1F, True
+    if number == FRM:
+        return (h[CSR + FCSR] >> 5) & 7, True
     return h[CSR + number], True
 
 
@@ -143,6 +147,13 @@ def csr_write(h, number, value):
         h[CSR + number] = value & ~2  # modes 0 (direct) and 1 (vectored) only
     elif number == MEPC or number == SEPC:
         h[CSR + number] = value & ~1  # IALIGN=16 with the C extension
+    elif number == FFLAGS or number == FRM or number == FCSR:
+        if number == FFLAGS:
+            value = (h[CSR + FCSR] & ~0x1F) | (value & 0x1F)
+        elif number == FRM:
+            value = (h[CSR + FCSR] & 0x1F) | ((value & 7) << 5)
+        h[CSR + FCSR] = value & 0xFF
+        h[CSR + MSTATUS] |= MSTATUS_FS | MSTATUS_SD
     elif number == PMPCFG0 or number == PMPCFG0 + 2:
         h[CSR + number] = pmpcfg_legal(h[CSR + number], value)
     else:
@@ -156,6 +167,9 @@ def set_mstatus(h, value):
     """Store mstatus; a change of SUM or MXR changes what the TLB allows."""
     if (h[CSR + MSTATUS] ^ value) & (MSTATUS_SUM | MSTATUS_MXR):
         tlb_flush(h)
+    value &= ~MSTATUS_SD
+    if value & MSTATUS_FS == MSTATUS_FS:
+        value |= MSTATUS_SD  # SD summarises a Dirty FS (3.1.6.6)
     h[CSR + MSTATUS] = value
 
 

@@ -65,6 +65,7 @@ class Hart:
             if size == 4:
                 value |= 0xFFFFFFFF_00000000  # NaN-boxing of a single
             s[L.FREG + int(s[L.EXIT_RD])] = _signed(value)
+            s[L.CSR + L.MSTATUS] |= L.MSTATUS_FS | L.MSTATUS_SD
         else:
             if not flags & L.MMIO_UNSIGNED and value >> (8 * size - 1):
                 value -= 1 << (8 * size)
@@ -78,16 +79,17 @@ class Hart:
         s[L.PC] += s[L.EXIT_ILEN]
         s[L.INSTRET] += 1
         s[L.CYCLE] += 1
+        s[L.STEPS] += 1
 
     def fault_mmio(self) -> None:
         """The MMIO access hit no device: raise an access fault in the guest."""
         s = self.state
         write = int(s[L.EXIT_FLAGS]) & L.MMIO_WRITE
         cause = L.CAUSE_STORE_ACCESS if write else L.CAUSE_LOAD_ACCESS
-        vaddr = int(s[L.EXIT_PADDR])  # identical while only Bare translation exists
-        self.trap(cause, vaddr)
-        s[L.INSTRET] += 1  # a trap is a step of the run loop, as inside numba
+        self.trap(cause, int(s[L.EXIT_VADDR]))
+        s[L.INSTRET] += 1  # a step, as inside the run loop (take_trap took it back)
         s[L.CYCLE] += 1
+        s[L.STEPS] += 1
 
     def trap(self, cause: int, tval: int) -> None:
         s = self.state
@@ -111,6 +113,8 @@ class Hart:
             self.state[index] = _signed(value)
 
     def csr(self, number: int) -> int:
+        if not 0 <= number < 4096:
+            raise KeyError(f"CSR number {number:#x} out of range")
         value, ok = csr_read(self.state, number)
         if not ok:
             raise KeyError(f"CSR {number:#x} is not implemented")
@@ -122,7 +126,13 @@ class Hart:
 
     @property
     def instret(self) -> int:
+        """Instructions retired."""
         return int(self.state[L.INSTRET])
+
+    @property
+    def steps(self) -> int:
+        """Instructions executed, including those that trapped."""
+        return int(self.state[L.STEPS])
 
     def dump(self) -> str:
         """Registers as text, for fatal-error reports and --trace."""

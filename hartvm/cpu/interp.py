@@ -15,9 +15,10 @@ from .alu import illegal, ltu, op, op32, op_imm, op_imm32
 from .csr import mtime
 from .layout import (
     CAUSE_FETCH_ACCESS, CAUSE_ILLEGAL, CSR, CYCLE, CYCLES_PER_TICK, EXIT_BUDGET,
-    EXIT_MMIO, EXIT_REASON, INSTRET, MIP, MIP_MTIP, MTIMECMP, PARCEL, PC, RAM_BASE,
+    EXIT_MMIO, EXIT_REASON, INSTRET, MIP, MIP_MTIP, MTIMECMP, PARCEL, PC, RAM_BASE, STEPS,
     ROM_BASE, ROM_SIZE,
 )
+from .fpu import fused, load_fp, op_fp, store_fp
 from .loadstore import amo, load, store
 from .mmu import ACCESS_FETCH, translate
 from .system import system
@@ -136,6 +137,14 @@ def execute(h, m8, m16, m32, m64, ram_base, insn, pc, ilen):
         return jumps_and_upper(h, insn, pc, ilen)
     if opcode == 0x2F:
         return amo(h, m8, m16, m32, m64, ram_base, insn, pc, ilen)
+    if opcode == 0x07:
+        return load_fp(h, m8, m16, m32, m64, ram_base, insn, pc, ilen)
+    if opcode == 0x27:
+        return store_fp(h, m8, m16, m32, m64, ram_base, insn, pc, ilen)
+    if opcode == 0x53:
+        return op_fp(h, insn, pc, ilen)
+    if opcode & 0x73 == 0x43:                # fmadd, fmsub, fnmsub, fnmadd
+        return fused(h, insn, pc, ilen)
     if opcode == 0x0F:
         funct3 = (insn >> 12) & 7
         if funct3 == 0 or funct3 == 1:       # fence, fence.i: nothing is cached
@@ -170,6 +179,7 @@ def block(h, m8, m16, m32, m64, rom16, ctable, pc, limit):
         if insn & 0x7F == 0x73:
             h[INSTRET] += steps - 1 - counted
             h[CYCLE] += steps - 1 - counted
+            h[STEPS] += steps - 1 - counted
             counted = steps - 1
             npc = system(h, insn, pc, ilen)
         else:
@@ -184,6 +194,7 @@ def block(h, m8, m16, m32, m64, rom16, ctable, pc, limit):
         pc = npc
     h[INSTRET] += steps - counted
     h[CYCLE] += steps - counted
+    h[STEPS] += steps - counted
     return steps, pc
 
 
@@ -198,9 +209,10 @@ def run(h, m8, m16, m32, m64, rom16, ctable, budget):
         limit = budget - done
         if ltu(now, h[MTIMECMP]):
             h[CSR + MIP] &= ~MIP_MTIP
-            ticks = h[MTIMECMP] - now
-            if 0 < ticks < limit // CYCLES_PER_TICK:
-                limit = ticks * CYCLES_PER_TICK - h[CYCLE] % CYCLES_PER_TICK
+            ticks = h[MTIMECMP] - now    # positive: mtimecmp is ahead
+            if 0 < ticks <= limit:
+                # stop exactly at the cycle where mtime reaches mtimecmp
+                limit = min(limit, ticks * CYCLES_PER_TICK - h[CYCLE] % CYCLES_PER_TICK)
         else:
             h[CSR + MIP] |= MIP_MTIP
         irq = pending_interrupt(h)

@@ -27,8 +27,8 @@ FREG = 32
 PC = 64
 PRIV = 65            # current privilege: 0 U, 1 S, 3 M
 RESERVATION = 66     # physical address reserved by LR, -1 when none
-INSTRET = 67         # instructions retired
-CYCLE = 68           # cycles: instret plus time skipped while in WFI
+INSTRET = 67         # instructions retired (an instruction that traps does not retire)
+CYCLE = 68           # cycles: one per instruction executed, plus time skipped in WFI
 TIME_OFFSET = 69     # added to cycle-derived mtime (mtime writes)
 MTIMECMP = 70        # this hart's ACLINT mtimecmp (compared inside the run loop)
 HARTID = 71
@@ -38,6 +38,7 @@ ROM_BASE = 74        # physical address of the (executable) boot ROM
 ROM_SIZE = 75
 WATCH_PADDR = 76     # HTIF tohost: a RAM store here exits the run loop; -1 off
 PARCEL = 77          # the 16 bits of the compressed instruction being executed
+STEPS = 78           # instructions executed, including those that trapped
 
 EXIT_REASON = 80     # why run() returned, one of EXIT_*
 EXIT_PADDR = 81      # MMIO: physical address of the access
@@ -46,6 +47,7 @@ EXIT_VALUE = 83      # MMIO: value to store
 EXIT_RD = 84         # MMIO load: destination register number
 EXIT_FLAGS = 85      # MMIO: combination of MMIO_* flags
 EXIT_ILEN = 86       # MMIO: length of the instruction (2 or 4)
+EXIT_VADDR = 87      # MMIO: virtual address of the access (mtval if it faults)
 
 CSR = 4096
 TLB = CSR + 4096     # software TLB: for fetch, load, store: TLB_ENTRIES tags, then pages
@@ -118,6 +120,7 @@ MSTATUS_SPP = 1 << 8
 MSTATUS_MPP_SHIFT = 11
 MSTATUS_MPP = 3 << 11
 MSTATUS_FS = 3 << 13
+MSTATUS_SD = -(1 << 63)  # bit 63: FS (or XS/VS) is Dirty
 MSTATUS_MPRV = 1 << 17
 MSTATUS_SUM = 1 << 18
 MSTATUS_MXR = 1 << 19
@@ -164,7 +167,7 @@ INTERRUPT_BIT = np.int64(-9223372036854775808)  # bit 63 of mcause
 TIMEBASE_HZ = 10_000_000   # ACLINT mtime frequency, as on QEMU virt
 CYCLES_PER_TICK = 10       # the hart is modelled at 100 MHz, one instruction a cycle
 
-# --- misa: RV64 I M A C, S and U modes (privileged spec 3.1.1) ----------------
+# --- misa: RV64 I M A F D C, S and U modes (privileged spec 3.1.1) ----------------
 def _misa(letters: str) -> int:
     value = 2 << 62  # MXL = 64
     for letter in letters:
@@ -172,4 +175,4 @@ def _misa(letters: str) -> int:
     return value - (1 << 64)  # as a signed int64
 
 
-MISA_VALUE = _misa("IMACSU")
+MISA_VALUE = _misa("IMAFDCSU")

@@ -14,7 +14,7 @@ from .alu import ltu, sext32, illegal
 from .layout import (
     CAUSE_LOAD_ACCESS, CAUSE_LOAD_MISALIGNED, CAUSE_STORE_ACCESS,
     CAUSE_STORE_MISALIGNED, EXIT_FLAGS, EXIT_HTIF, EXIT_ILEN, EXIT_MMIO,
-    EXIT_PADDR, EXIT_RD, EXIT_REASON, EXIT_SIZE, EXIT_VALUE, MMIO_FP,
+    EXIT_PADDR, EXIT_RD, EXIT_VADDR, EXIT_REASON, EXIT_SIZE, EXIT_VALUE, MMIO_FP,
     MMIO_UNSIGNED, MMIO_WRITE, RESERVATION, WATCH_PADDR,
 )
 from .mmu import ACCESS_LOAD, ACCESS_STORE, ram_offset, ram_read, ram_write, translate
@@ -22,9 +22,10 @@ from .trap import take_trap
 
 
 @jit_inline
-def mmio_exit(h, paddr, size, value, rd, flags, pc, ilen):
+def mmio_exit(h, vaddr, paddr, size, value, rd, flags, pc, ilen):
     """Describe an MMIO access for the machine and leave the run loop at ``pc``."""
     h[EXIT_REASON] = EXIT_MMIO
+    h[EXIT_VADDR] = vaddr
     h[EXIT_PADDR] = paddr
     h[EXIT_SIZE] = size
     h[EXIT_VALUE] = value
@@ -76,17 +77,19 @@ def split_access(h, m8, m16, m32, m64, ram_base, vaddr, size, value, pc, write):
     access fault. Returns as ``load_value``.
     """
     access = ACCESS_STORE if write else ACCESS_LOAD
+    next_page = (vaddr | 0xFFF) + 1
     first, fault = translate(h, m64, ram_base, vaddr, access)
-    if fault < 0:
-        second, fault = translate(h, m64, ram_base, (vaddr | 0xFFF) + 1, access)
     if fault >= 0:
         return take_trap(h, fault, vaddr, pc, False), 0, 2
+    second, fault = translate(h, m64, ram_base, next_page, access)
+    if fault >= 0:  # mtval: the address of the part that faulted (priv 3.1.16)
+        return take_trap(h, fault, next_page, pc, False), 0, 2
     first_bytes = 4096 - (vaddr & 0xFFF)
     for i in range(size):
         paddr = first + i if i < first_bytes else second + i - first_bytes
         if ram_offset(m8, ram_base, paddr, 1) < 0:
             cause = CAUSE_STORE_ACCESS if write else CAUSE_LOAD_ACCESS
-            return take_trap(h, cause, vaddr, pc, False), 0, 2
+            return take_trap(h, cause, vaddr + i, pc, False), 0, 2
     result = 0
     for i in range(size):
         paddr = first + i if i < first_bytes else second + i - first_bytes
@@ -113,7 +116,7 @@ def load(h, m8, m16, m32, m64, ram_base, insn, pc, ilen):
         return value
     unsigned = funct3 >= 4
     if status == 1:
-        return mmio_exit(h, paddr, size, 0, rd, MMIO_UNSIGNED if unsigned else 0, pc, ilen)
+        return mmio_exit(h, vaddr, paddr, size, 0, rd, MMIO_UNSIGNED if unsigned else 0, pc, ilen)
     if unsigned:
         value &= (1 << (8 * size)) - 1
     h[rd] = value
@@ -134,7 +137,7 @@ def store(h, m8, m16, m32, m64, ram_base, insn, pc, ilen):
     if status == 2:
         return trap_pc
     if status == 1:
-        return mmio_exit(h, paddr, size, value, 0, MMIO_WRITE, pc, ilen)
+        return mmio_exit(h, vaddr, paddr, size, value, 0, MMIO_WRITE, pc, ilen)
     if (paddr & ~7) == h[WATCH_PADDR]:
         h[EXIT_REASON] = EXIT_HTIF
         return (pc + ilen) | 1
@@ -142,9 +145,10 @@ def store(h, m8, m16, m32, m64, ram_base, insn, pc, ilen):
 
 
 @jit
-def fp_mmio_exit(h, paddr, size, value, rd, write, pc, ilen):
+def fp_mmio_exit(h, vaddr, paddr, size, value, rd, write, pc, ilen):
     """MMIO exit of FLW/FLD/FSW/FSD (used by the F and D extensions)."""
-    return mmio_exit(h, paddr, size, value, rd, MMIO_FP | (MMIO_WRITE if write else 0), pc, ilen)
+    return mmio_exit(h, vaddr, paddr, size, value, rd, MMIO_FP | (MMIO_WRITE if write else 0),
+                     pc, ilen)
 
 
 @jit

@@ -12,7 +12,7 @@ from .csr import counter_allowed, csr_read, csr_write
 from .layout import (
     CAUSE_BREAKPOINT, CAUSE_ECALL_U, CSR, EXIT_REASON, EXIT_WFI, MIE, MIP,
     MSTATUS, MSTATUS_TSR, MSTATUS_TVM, MSTATUS_TW, PRIV, PRIV_M, PRIV_S,
-    PRIV_U, SATP,
+    PRIV_U, SATP, FCSR, MSTATUS_FS,
 )
 from .mmu import tlb_flush
 from .trap import mret, sret, take_trap
@@ -74,6 +74,8 @@ def system(h, insn, pc, ilen):
         return illegal(h, insn, pc, ilen)
     if 0xC00 <= number <= 0xC1F and not counter_allowed(h, number):
         return illegal(h, insn, pc, ilen)
+    if number <= FCSR and not h[CSR + MSTATUS] & MSTATUS_FS:
+        return illegal(h, insn, pc, ilen)  # fflags, frm, fcsr with the FPU off
     operand = rs1 if funct3 >= 5 else h[rs1]  # immediate forms use the rs1 field
     kind = funct3 & 3                          # 1 write, 2 set, 3 clear
     writes = kind == 1 or rs1 != 0

@@ -11,7 +11,7 @@ from .layout import (
     MSTATUS_MIE, MSTATUS_MPIE, MSTATUS_MPP, MSTATUS_MPP_SHIFT, MSTATUS_MPRV,
     MSTATUS_SIE, MSTATUS_SPIE, MSTATUS_SPP, MTVAL, MTVEC, PRIV, PRIV_M, PRIV_S,
     PRIV_U, SCAUSE, SEPC, STVAL, STVEC, IRQ_MEI, IRQ_MSI, IRQ_MTI, IRQ_SEI,
-    IRQ_SSI, IRQ_STI, RESERVATION,
+    IRQ_SSI, IRQ_STI, RESERVATION, INSTRET,
 )
 
 
@@ -19,6 +19,8 @@ from .layout import (
 def take_trap(h, cause, tval, pc, interrupt):
     """Enter the trap handler for ``cause`` raised at ``pc``; return the handler's pc."""
     priv = h[PRIV]
+    if not interrupt:
+        h[INSTRET] -= 1  # the run loop counts every step; a trapping one does not retire
     delegated = h[CSR + (MIDELEG if interrupt else MEDELEG)]
     mcause = cause | INTERRUPT_BIT if interrupt else cause
     status = h[CSR + MSTATUS]

@@ -24,6 +24,8 @@ IER_RDA = 0x01          # received data available
 IER_THRE = 0x02         # transmitter holding register empty
 LCR_DLAB = 0x80
 LSR_DR = 0x01
+LSR_OE = 0x02
+FIFO_SIZE = 16
 LSR_THRE = 0x20
 LSR_TEMT = 0x40
 IIR_NONE = 0x01
@@ -49,6 +51,7 @@ class UART16550(Device):
         self.fcr = 0
         self.divisor = 1
         self.thre_pending = False
+        self.overrun = False
         self._irq_level = False
 
     # --- host side --------------------------------------------------------
@@ -77,7 +80,8 @@ class UART16550(Device):
         if offset == MCR:
             return self.mcr
         if offset == LSR:
-            return LSR_THRE | LSR_TEMT | (LSR_DR if self.rx else 0)
+            overrun, self.overrun = self.overrun, False  # OE clears when LSR is read
+            return LSR_THRE | LSR_TEMT | (LSR_DR if self.rx else 0) | (LSR_OE if overrun else 0)
         if offset == MSR:
             return MSR_LOOP_BITS
         if offset == SCR:
@@ -92,7 +96,10 @@ class UART16550(Device):
             return
         if offset == RBR_THR:
             if self.mcr & MCR_LOOP:
-                self.rx.append(value)
+                if len(self.rx) < FIFO_SIZE:
+                    self.rx.append(value)
+                else:
+                    self.overrun = True   # the guest loses the byte, as on a real 16550
             else:
                 self._output(bytes([value]))
             self.thre_pending = True  # sent at once: THR is empty again

@@ -6,16 +6,16 @@ segment beyond its file size is zero-filled. The ``tohost``/``fromhost``
 symbols, when present, are returned for HTIF.
 """
 
+import os
 from dataclasses import dataclass, field
 
-from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from ..errors import HartvmError
 
-EM_RISCV = 243
 PT_LOAD = "PT_LOAD"
+MAX_SEGMENT = 1 << 40   # no RAM is larger
 
 
 @dataclass
@@ -36,6 +36,7 @@ def read_elf(path: str) -> ElfImage:
     """Parse ``path`` and check that it is a little-endian RV64 executable."""
     try:
         with open(path, "rb") as file:
+            file_size = os.fstat(file.fileno()).st_size
             if file.read(4) != b"\x7fELF":
                 raise HartvmError(f"{path}: not an ELF file")
             file.seek(0)
@@ -47,9 +48,15 @@ def read_elf(path: str) -> ElfImage:
             for segment in elf.iter_segments():
                 if segment["p_type"] != PT_LOAD or segment["p_memsz"] == 0:
                     continue
-                data = segment.data()
-                if len(data) != segment["p_filesz"] or segment["p_filesz"] > segment["p_memsz"]:
+                # Check sizes before reading: a corrupt header must not make us
+                # read or allocate gigabytes.
+                if segment["p_offset"] + segment["p_filesz"] > file_size \
+                        or segment["p_filesz"] > segment["p_memsz"] \
+                        or segment["p_memsz"] > MAX_SEGMENT:
                     raise HartvmError(f"{path}: truncated or inconsistent segment")
+                data = segment.data()
+                if len(data) != segment["p_filesz"]:
+                    raise HartvmError(f"{path}: truncated segment")
                 image.segments.append(Segment(segment["p_paddr"], data, segment["p_memsz"]))
             for section in elf.iter_sections():
                 if isinstance(section, SymbolTableSection):
@@ -63,8 +70,12 @@ def read_elf(path: str) -> ElfImage:
         raise HartvmError(f"{path}: is a directory") from None
     except PermissionError:
         raise HartvmError(f"{path}: permission denied") from None
-    except (ELFError, ValueError, KeyError, OSError) as error:
-        raise HartvmError(f"{path}: corrupt ELF file ({error})") from None
+    except HartvmError:
+        raise
+    except OSError as error:
+        raise HartvmError(f"{path}: cannot read ({error.strerror or error})") from None
+    except Exception as error:  # pyelftools raises many kinds on corrupt input
+        raise HartvmError(f"{path}: corrupt ELF file ({type(error).__name__}: {error})") from None
     if not image.segments:
         raise HartvmError(f"{path}: no loadable segments")
     return image

@@ -19,6 +19,7 @@ SENTINEL = 0xDEAD
 LEGAL_CAUSES = {L.CAUSE_ILLEGAL, L.CAUSE_BREAKPOINT, L.CAUSE_LOAD_MISALIGNED,
                 L.CAUSE_LOAD_ACCESS, L.CAUSE_STORE_MISALIGNED, L.CAUSE_STORE_ACCESS,
                 L.CAUSE_ECALL_M, L.CAUSE_FETCH_ACCESS}
+FS_INITIAL = 1 << 13
 RAM_SIZE = 1 << 20
 
 
@@ -47,18 +48,22 @@ def _run_words(words, length, seed):
         state = hart.state
         state[L.CSR + L.MTVEC] = MTVEC
         state[L.CSR + L.MCAUSE] = SENTINEL
+        state[L.CSR + L.MSTATUS] |= FS_INITIAL  # let FP instructions execute too
+        for index in range(32):
+            state[L.FREG + index] = rng.getrandbits(64) - 2**63
         for index, value in enumerate(_register_values(rng, base), start=1):
             hart.set_x(index, value)
         machine.ram.write(base, int(word).to_bytes(length, "little") + b"\x13\x00\x00\x00")
         machine.run(max_instructions=1)
         cause = hart.csr(L.MCAUSE)
-        assert hart.x(0) == 0 and hart.instret == 1, f"{word:#x}: not one step"
+        assert hart.x(0) == 0 and hart.steps == 1, f"{word:#x}: not one step"
         trapped = hart.pc == MTVEC and hart.csr(L.MEPC) == base and cause != SENTINEL
         if not trapped:  # retired (it may have written mcause itself, as csrw does)
+            assert hart.instret == 1, f"{word:#x}: executed but not retired"
             outcomes["retired"] += 1
         else:
             assert cause in LEGAL_CAUSES, f"{word:#x}: cause {cause}"
-            assert hart.priv == L.PRIV_M
+            assert hart.priv == L.PRIV_M and hart.instret == 0  # a trap does not retire
             if cause == L.CAUSE_ILLEGAL:
                 assert hart.csr(L.MTVAL) == word
             outcomes["trapped"] += 1
