@@ -16,8 +16,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CROSS = os.environ.get("CROSS_COMPILE", "riscv64-linux-gnu-")
-MARCH = "rv64imac_zicsr_zifencei"
-CFLAGS = ["-mabi=lp64", "-mcmodel=medany", "-O2", "-g0", "-ffreestanding", "-fno-builtin",
+MARCH = "rv64imafdc_zicsr_zifencei"
+CFLAGS = ["-mabi=lp64d", "-mcmodel=medany", "-O2", "-g0", "-ffreestanding", "-fno-builtin",
           "-fno-tree-loop-distribute-patterns", "-fno-pic", "-fno-pie", "-Wall",
           "-fno-asynchronous-unwind-tables", "-nostdlib", "-nostartfiles", "-static", "-no-pie",
           "-Wl,--build-id=none", "-Wl,--no-warn-rwx-segments"]
