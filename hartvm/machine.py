@@ -1,27 +1,47 @@
 """The machine: a board, its harts and the run loop that serves their exits.
 
-``Machine.run`` is the vCPU loop of ARCHITECTURE.md: it calls the hart's
-compiled ``run`` with an instruction budget and handles what comes back
-(MMIO to the bus, WFI, HTIF), until the guest powers off, the instruction
-limit is reached, or no hart can make progress.
+``Machine.run`` is the vCPU loop of ARCHITECTURE.md. Harts take turns in
+rounds of ``QUANTUM`` cycles (deterministic round-robin): each hart's
+compiled ``run`` is called with a budget that ends at the round's end, and
+what comes back is handled here (MMIO to the bus, WFI, HTIF). A hart in WFI
+sleeps until an interrupt is pending for it; its cycle counter, which is
+also its clock (mtime), moves with the round, or straight to its timer
+deadline. When every hart sleeps, time skips to the earliest deadline, so
+idle guests cost nothing and runs stay reproducible. In ``realtime_idle``
+mode (an interactive console) those skips take real time instead, and host
+input can end them.
+
+Two ways to boot, as QEMU: ``load_kernel`` runs a bare-metal ELF in M-mode
+(``--bios none``); ``boot`` loads firmware (OpenSBI), a kernel, an initrd
+and a device tree the way QEMU's virt machine does.
 """
 
 import enum
+import os
+import select
 import sys
+import time
 from dataclasses import dataclass
 
 from .board.virt import MEMORY_MAP, VirtBoard
 from .cpu import layout as L
 from .cpu.csr import mtime
 from .cpu.hart import Hart
+from .cpu.trap import effective_mip
 from .devices.htif import HTIF
 from .errors import HartvmError
-from .loader.elf import load_elf, read_elf
+from .loader.image import Blob, load_file
 
-SLICE = 1_000_000        # instructions per call into the compiled loop
+QUANTUM = 100_000        # cycles each hart runs per round (1 ms of guest time at 100 MHz)
+SLICE = 1_000_000        # one hart: cycles per call into the compiled loop
 DEFAULT_MEMORY = 128 << 20
+MAX_HARTS = 64
 # A WFI waiting longer than this (about 29,000 years of guest time) waits forever.
 MAX_SLEEP_TICKS = 1 << 53
+DEFAULT_RTC_EPOCH_NS = 1_767_225_600 * 10**9   # 2026-01-01T00:00:00Z
+KERNEL_ALIGN = 2 << 20   # the RV64 kernel goes on the next 2 MiB boundary after the firmware
+FDT_ALIGN = 2 << 20
+INITRD_OFFSET_MAX = 128 << 20
 
 
 class Stop(enum.Enum):
@@ -38,41 +58,80 @@ class RunResult:
 
 
 class Machine:
-    def __init__(self, memory_size: int = DEFAULT_MEMORY, output=None):
+    def __init__(self, memory_size: int = DEFAULT_MEMORY, output=None, harts: int = 1,
+                 rtc_epoch_ns: int = DEFAULT_RTC_EPOCH_NS):
+        if not 1 <= harts <= MAX_HARTS:
+            raise HartvmError(f"bad hart count {harts}: must be 1 to {MAX_HARTS}")
         self._output = output or _stdout_write
         self._exit_status: int | None = None
         self._reset_requested = False
-        self.harts: list[Hart] = []
-        self.board = VirtBoard(memory_size, [], self._output, self._guest_exit,
-                               self._guest_reset)
+        states = []
+        self.board = VirtBoard(memory_size, states, self._output, self._guest_exit,
+                               self._guest_reset, self._elapsed_ns, rtc_epoch_ns)
         self.ram = self.board.ram
         rom = MEMORY_MAP["rom"]
-        self.harts.append(Hart(0, self.ram, rom.base, self.board.rom.halfwords))
-        self.board.clint.harts.append(self.harts[0].state)
+        self.harts = [Hart(i, self.ram, rom.base, self.board.rom.halfwords) for i in range(harts)]
+        states.extend(hart.state for hart in self.harts)
+        self.sleeping = [False] * harts
         self.htif: HTIF | None = None
-        self._image = None
+        self._blobs: list[Blob] = []     # what reset copies into RAM again
+        self.input_fd: int | None = None  # host input for the UART (read when ready)
+        self.realtime_idle = False
 
     # --- loading --------------------------------------------------------------
     def load_kernel(self, path: str) -> int:
-        """Load a bare-metal ELF and make the reset vector jump to its entry."""
-        image = read_elf(path)
-        load_elf(image, self.ram, path)
-        self._image = image
+        """Bare metal: load an ELF and make the reset vector jump to its entry (M-mode)."""
+        image = load_file(path, self.ram, self.ram.base, "kernel", elf_only=True)
+        if image.tohost is not None and self.ram.contains(image.tohost, 8):
+            self.htif = HTIF(self.ram, image.tohost, image.fromhost, self._output,
+                             self._guest_exit)
+        self._blobs = list(image.blobs)
         self.board.set_boot(image.entry)
-        tohost = image.symbols.get("tohost")
-        if tohost is not None and self.ram.contains(tohost, 8):
-            self.htif = HTIF(self.ram, tohost, image.symbols.get("fromhost"),
-                             self._output, self._guest_exit)
         self.reset()
         return image.entry
 
+    def boot(self, kernel: str, firmware: str, initrd: str | None = None, bootargs: str = ""):
+        """Firmware at the start of RAM, the kernel on the next 2 MiB boundary, then
+        the initrd and the device tree, placed as QEMU's virt machine places them."""
+        ram = self.ram
+        fw = load_file(firmware, ram, ram.base, "firmware")
+        kernel_base = -(-fw.end // KERNEL_ALIGN) * KERNEL_ALIGN
+        image = load_file(kernel, ram, kernel_base, "kernel")
+        blobs = list(fw.blobs) + list(image.blobs)
+        initrd_range = None
+        if initrd is not None:
+            try:
+                with open(initrd, "rb") as file:
+                    data = file.read()
+            except OSError as error:
+                raise HartvmError(f"{initrd}: {error.strerror or error}") from None
+            start = image.entry + min(ram.size // 2, INITRD_OFFSET_MAX)
+            start = max(start, -(-image.end // 4096) * 4096)
+            if not ram.contains(start, len(data)):
+                raise HartvmError(f"{initrd}: {len(data)} bytes do not fit in RAM after the "
+                                  f"kernel (use more --memory)")
+            blobs.append(Blob(start, data))
+            initrd_range = (start, start + len(data))
+        dtb = self.board.device_tree(len(self.harts), bootargs, initrd_range)
+        top = min(ram.base + ram.size, 3 << 30)
+        fdt_addr = (top - len(dtb)) // FDT_ALIGN * FDT_ALIGN
+        occupied = max(b.paddr + len(b.data) for b in blobs)
+        if fdt_addr < occupied:
+            raise HartvmError("the kernel, initrd and device tree do not fit in RAM "
+                              "(use more --memory)")
+        blobs.append(Blob(fdt_addr, dtb))
+        self._blobs = blobs
+        self.board.set_boot(fw.entry, fdt_addr, next_addr=image.entry)
+        self.reset()
+
     def reset(self) -> None:
-        """Reset every hart to the boot ROM (and reload the kernel's segments)."""
-        if self._image is not None and self._reset_requested:
-            load_elf(self._image, self.ram)
+        """Reset every hart to the boot ROM and copy the boot images into RAM again."""
+        for blob in self._blobs:
+            self.ram.write(blob.paddr, blob.data)
         self._reset_requested = False
-        for hart in self.harts:
+        for index, hart in enumerate(self.harts):
             hart.reset(MEMORY_MAP["rom"].base)
+            self.sleeping[index] = False
             if self.htif is not None:
                 hart.state[L.WATCH_PADDR] = self.htif.tohost & ~7
 
@@ -83,6 +142,10 @@ class Machine:
     def _guest_reset(self) -> None:
         self._reset_requested = True
 
+    def _elapsed_ns(self) -> int:
+        """Guest time since reset, from hart 0's clock (100 ns per mtime tick)."""
+        return int(mtime(self.harts[0].state)) * (10**9 // L.TIMEBASE_HZ)
+
     # --- running --------------------------------------------------------------
     @property
     def instructions(self) -> int:
@@ -90,32 +153,85 @@ class Machine:
         return sum(hart.steps for hart in self.harts)
 
     def run(self, max_instructions: int | None = None) -> RunResult:
-        hart = self.harts[0]
         start = self.instructions
         try:
             while True:
-                budget = SLICE
-                if max_instructions is not None:
-                    left = max_instructions - (self.instructions - start)
-                    if left <= 0:
-                        return RunResult(Stop.INSTRUCTION_LIMIT, 0, self.instructions - start)
-                    budget = min(budget, left)
-                reason = hart.run(budget)
-                if reason == L.EXIT_MMIO:
-                    self._mmio(hart)
-                elif reason == L.EXIT_HTIF and self.htif is not None:
-                    self.htif.handle()
-                elif reason == L.EXIT_WFI and not self._wake(hart):
+                executed = self.instructions - start
+                if max_instructions is not None and executed >= max_instructions:
+                    return RunResult(Stop.INSTRUCTION_LIMIT, 0, executed)
+                limit = None if max_instructions is None else max_instructions - executed
+                if not self._round(limit):
                     return RunResult(Stop.HALTED, 0, self.instructions - start)
-                elif reason == L.EXIT_BUDGET:
-                    _flush_stdout(self._output)  # show console output as it comes
                 if self._reset_requested:
                     self.reset()
                 if self._exit_status is not None:
                     status, self._exit_status = self._exit_status, None
                     return RunResult(Stop.EXITED, status, self.instructions - start)
+                _flush_stdout(self._output)  # show console output as it comes
         finally:
             _flush_stdout(self._output)
+
+    def _round(self, limit: int | None) -> bool:
+        """Run every hart up to the end of a round; False if none can ever run again."""
+        self._poll_input()
+        length = SLICE if len(self.harts) == 1 else QUANTUM
+        if limit is not None:
+            length = min(length, limit)
+        round_end = int(self.harts[0].state[L.CYCLE]) + length
+        if all(self._asleep(i) for i in range(len(self.harts))):
+            wake = min((self._deadline(hart) for hart in self.harts), default=None)
+            if wake is None:
+                return self._wait_for_input()
+            if self.realtime_idle:
+                wake = self._sleep_until(wake)
+            round_end = max(round_end, wake)
+        for index, hart in enumerate(self.harts):
+            self._run_hart(index, hart, round_end)
+            if self._exit_status is not None or self._reset_requested:
+                break
+        return True
+
+    def _asleep(self, index: int) -> bool:
+        """Is hart ``index`` in WFI with nothing pending for it?"""
+        if self.sleeping[index]:
+            state = self.harts[index].state
+            if effective_mip(state) & state[L.CSR + L.MIE]:
+                self.sleeping[index] = False
+        return self.sleeping[index]
+
+    def _deadline(self, hart: Hart) -> int | None:
+        """The cycle at which the hart's timer interrupt becomes pending, if enabled."""
+        state = hart.state
+        if not state[L.CSR + L.MIE] & L.MIP_MTIP:
+            return None
+        now = int(mtime(state)) & (2**64 - 1)
+        deadline = int(state[L.MTIMECMP]) & (2**64 - 1)
+        cycle = int(state[L.CYCLE])
+        if deadline <= now:
+            return cycle
+        if deadline - now > MAX_SLEEP_TICKS:
+            return None               # disarmed (e.g. mtimecmp = -1)
+        return cycle + (deadline - now) * L.CYCLES_PER_TICK - cycle % L.CYCLES_PER_TICK
+
+    def _run_hart(self, index: int, hart: Hart, round_end: int) -> None:
+        state = hart.state
+        while int(state[L.CYCLE]) < round_end:
+            if self._asleep(index):
+                deadline = self._deadline(hart)
+                if deadline is None or deadline > round_end:
+                    state[L.CYCLE] = round_end   # time passes while it sleeps
+                    return
+                state[L.CYCLE] = max(deadline, int(state[L.CYCLE]))
+                self.sleeping[index] = False
+            reason = hart.run(round_end - int(state[L.CYCLE]))
+            if reason == L.EXIT_MMIO:
+                self._mmio(hart)
+            elif reason == L.EXIT_HTIF and self.htif is not None:
+                self.htif.handle()
+            elif reason == L.EXIT_WFI:
+                self.sleeping[index] = True
+            if self._exit_status is not None or self._reset_requested:
+                return
 
     def _mmio(self, hart: Hart) -> None:
         state = hart.state
@@ -133,22 +249,49 @@ class Machine:
             else:
                 hart.complete_load(value)
 
-    def _wake(self, hart: Hart) -> bool:
-        """WFI with nothing pending: skip time to the next timer event if one can come."""
-        state = hart.state
-        if not state[L.CSR + L.MIE] & L.MIP_MTIP:
-            return bool(state[L.CSR + L.MIP] & state[L.CSR + L.MIE])
-        # The ACLINT compares mtime and mtimecmp as unsigned 64-bit numbers.
-        now = int(mtime(state)) & (2**64 - 1)
-        deadline = int(state[L.MTIMECMP]) & (2**64 - 1)
-        if deadline <= now:
-            return True               # the interrupt is due now
-        ticks = deadline - now
-        if ticks > MAX_SLEEP_TICKS:
-            return False              # disarmed (e.g. mtimecmp = -1): nothing will come
-        cycle = int(state[L.CYCLE])
-        state[L.CYCLE] = cycle + ticks * L.CYCLES_PER_TICK - cycle % L.CYCLES_PER_TICK
+    # --- host input -------------------------------------------------------------
+    def _poll_input(self, timeout: float = 0.0) -> bool:
+        """Move available host input to the UART; False once the input has ended."""
+        if self.input_fd is None:
+            return False
+        try:
+            ready, _, _ = select.select([self.input_fd], [], [], timeout)
+            if not ready:
+                return True
+            data = os.read(self.input_fd, 4096)
+        except (OSError, ValueError):
+            data = b""
+        if not data:
+            self.input_fd = None
+            return False
+        self.board.uart.push_input(data)
         return True
+
+    def _wait_for_input(self) -> bool:
+        """Every hart sleeps and no timer is armed: only host input can wake one."""
+        while self.input_fd is not None:
+            if not self._poll_input(timeout=1.0):
+                return False
+            if not all(self._asleep(i) for i in range(len(self.harts))):
+                return True
+        return False
+
+    def _sleep_until(self, wake_cycle: int) -> int:
+        """Realtime idle: let skipped guest time pass on the host clock too.
+
+        Sleeps until ``wake_cycle`` (at most a second at a time) or until host
+        input wakes a hart; returns the cycle the guest's time has reached.
+        """
+        now = int(self.harts[0].state[L.CYCLE])
+        cycles_per_second = L.CYCLES_PER_TICK * L.TIMEBASE_HZ
+        started = time.monotonic()
+        end = started + min((wake_cycle - now) / cycles_per_second, 1.0)
+        while time.monotonic() < end:
+            if self._poll_input(timeout=end - time.monotonic()) and \
+                    not all(self._asleep(i) for i in range(len(self.harts))):
+                break
+        passed = int((time.monotonic() - started) * cycles_per_second)
+        return min(wake_cycle, now + max(passed, 1))
 
 
 def _stdout_write(data: bytes) -> None:

@@ -15,11 +15,15 @@ import struct
 from dataclasses import dataclass
 
 from ..bus import Bus
+from ..cpu.layout import IRQ_MEI, IRQ_MSI, IRQ_MTI, IRQ_SEI, TIMEBASE_HZ
 from ..devices.aclint import ACLINT
+from ..devices.goldfish_rtc import GoldfishRTC
+from ..devices.plic import SOURCES as PLIC_SOURCES, PLIC
 from ..devices.rom import ROM
-from ..devices.syscon import Syscon
+from ..devices.syscon import FINISHER_PASS, FINISHER_RESET, Syscon
 from ..devices.uart16550 import UART16550
 from ..memory import RAM
+from . import fdt
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,9 @@ MEMORY_MAP: dict[str, Region] = {
     "dram": Region(0x8000_0000, 0),  # size: the machine's memory size
 }
 
+# What the hart implements, as the device tree's riscv,isa-extensions lists it.
+ISA_EXTENSIONS = ("i", "m", "a", "f", "d", "c", "zicsr", "zifencei", "zicntr")
+UART_CLOCK_HZ = 3686400
 FW_DYNAMIC_MAGIC = 0x4942534F  # "OSBI"
 FW_DYNAMIC_VERSION = 2
 NEXT_MODE_S = 1
@@ -63,24 +70,119 @@ def reset_vector(start: int, fdt: int, next_addr: int, next_mode: int = NEXT_MOD
 
 
 class VirtBoard:
-    """RAM, the bus and the devices of the board, wired from ``MEMORY_MAP``."""
+    """RAM, the bus and the devices of the board, wired from ``MEMORY_MAP``.
 
-    def __init__(self, memory_size: int, hart_states, output, on_exit, on_reset):
+    ``hart_states`` is the list of the harts' state arrays; the machine fills
+    it, and the CLINT and PLIC drive the harts' interrupt bits through it.
+    """
+
+    def __init__(self, memory_size: int, hart_states, output, on_exit, on_reset, elapsed_ns,
+                 rtc_epoch_ns: int):
         dram = MEMORY_MAP["dram"]
         self.ram = RAM(dram.base, memory_size)
-        rom = MEMORY_MAP["rom"]
-        self.rom = ROM(rom.size)
-        self.uart = UART16550(output)
+        self.hart_states = hart_states
+        self.rom = ROM(MEMORY_MAP["rom"].size)
+        self.plic = PLIC(hart_states)
+        uart_irq = MEMORY_MAP["uart0"].irq
+        self.uart = UART16550(output, lambda level: self.plic.set_irq(uart_irq, level))
         self.clint = ACLINT(hart_states)
+        self.rtc = GoldfishRTC(rtc_epoch_ns, elapsed_ns)
         self.syscon = Syscon(on_exit, on_reset)
         self.bus = Bus()
-        for name, device in (("rom", self.rom), ("syscon", self.syscon),
-                             ("clint", self.clint), ("uart0", self.uart)):
+        for name, device in (("rom", self.rom), ("syscon", self.syscon), ("rtc", self.rtc),
+                             ("clint", self.clint), ("plic", self.plic), ("uart0", self.uart)):
             region = MEMORY_MAP[name]
             self.bus.attach(region.base, region.size, device)
 
-    def set_boot(self, start: int, fdt: int = 0) -> None:
+    def set_boot(self, start: int, fdt: int = 0, next_addr: int | None = None) -> None:
         """Point the reset vector at ``start`` (firmware or bare-metal entry)."""
-        content = reset_vector(start, fdt, start)
+        content = reset_vector(start, fdt, start if next_addr is None else next_addr)
         self.rom.data[:] = 0
         self.rom.data[:len(content)] = list(content)
+
+    def device_tree(self, harts: int, bootargs: str = "", initrd: tuple[int, int] | None = None,
+                    isa_extensions=ISA_EXTENSIONS) -> bytes:
+        """The DTB describing this board, as QEMU's virt machine describes itself."""
+        root = fdt.Node()
+        root.set("#address-cells", 2).set("#size-cells", 2)
+        root.set("compatible", "riscv-virtio").set("model", "riscv-virtio,qemu")
+        chosen = root.child("chosen")
+        uart = MEMORY_MAP["uart0"]
+        chosen.set("stdout-path", f"/soc/serial@{uart.base:x}")
+        if bootargs:
+            chosen.set("bootargs", bootargs)
+        if initrd is not None:
+            chosen.set("linux,initrd-start", fdt.cells(initrd[0] >> 32, initrd[0]))
+            chosen.set("linux,initrd-end", fdt.cells(initrd[1] >> 32, initrd[1]))
+        dram = MEMORY_MAP["dram"]
+        memory = root.child(f"memory@{dram.base:x}")
+        memory.set("device_type", "memory").set("reg", fdt.addr_size(dram.base, self.ram.size))
+
+        phandles = iter(range(1, 1 << 16))
+        cpus = root.child("cpus")
+        cpus.set("#address-cells", 1).set("#size-cells", 0)
+        cpus.set("timebase-frequency", TIMEBASE_HZ)
+        intc_phandles = []
+        cpu_map = fdt.Node("cpu-map")
+        cluster = cpu_map.child("cluster0")
+        isa = "rv64" + "".join(e for e in isa_extensions if len(e) == 1) + \
+            "".join("_" + e for e in isa_extensions if len(e) > 1)
+        for hartid in range(harts):
+            cpu = cpus.child(f"cpu@{hartid}")
+            cpu_phandle = next(phandles)
+            cpu.set("phandle", cpu_phandle).set("device_type", "cpu").set("reg", hartid)
+            cpu.set("status", "okay").set("compatible", "riscv")
+            cpu.set("riscv,isa", isa).set("riscv,isa-base", "rv64i")
+            cpu.set("riscv,isa-extensions", fdt.strings(*isa_extensions))
+            cpu.set("mmu-type", "riscv,sv48")
+            intc = cpu.child("interrupt-controller")
+            intc_phandle = next(phandles)
+            intc_phandles.append(intc_phandle)
+            intc.set("#interrupt-cells", 1).set("interrupt-controller")
+            intc.set("compatible", "riscv,cpu-intc").set("phandle", intc_phandle)
+            cluster.child(f"core{hartid}").set("cpu", cpu_phandle)
+        cpus.children.append(cpu_map)
+
+        soc = root.child("soc")
+        soc.set("#address-cells", 2).set("#size-cells", 2)
+        soc.set("compatible", "simple-bus").set("ranges")
+        syscon_region = MEMORY_MAP["syscon"]
+        syscon_phandle = next(phandles)
+        test = soc.child(f"test@{syscon_region.base:x}")
+        test.set("phandle", syscon_phandle)
+        test.set("reg", fdt.addr_size(syscon_region.base, syscon_region.size))
+        test.set("compatible", fdt.strings("sifive,test1", "sifive,test0", "syscon"))
+        for name, value in (("poweroff", FINISHER_PASS), ("reboot", FINISHER_RESET)):
+            node = root.child(name)
+            node.set("value", value).set("offset", 0).set("regmap", syscon_phandle)
+            node.set("compatible", f"syscon-{name}")
+
+        clint_region = MEMORY_MAP["clint"]
+        clint = soc.child(f"clint@{clint_region.base:x}")
+        clint.set("interrupts-extended", fdt.cells(*[c for p in intc_phandles
+                                                      for c in (p, IRQ_MSI, p, IRQ_MTI)]))
+        clint.set("reg", fdt.addr_size(clint_region.base, clint_region.size))
+        clint.set("compatible", fdt.strings("sifive,clint0", "riscv,clint0"))
+
+        plic_region = MEMORY_MAP["plic"]
+        plic_phandle = next(phandles)
+        plic = soc.child(f"plic@{plic_region.base:x}")
+        plic.set("phandle", plic_phandle).set("riscv,ndev", PLIC_SOURCES - 1)
+        plic.set("reg", fdt.addr_size(plic_region.base, plic_region.size))
+        plic.set("interrupts-extended", fdt.cells(*[c for p in intc_phandles
+                                                     for c in (p, IRQ_MEI, p, IRQ_SEI)]))
+        plic.set("interrupt-controller").set("compatible", fdt.strings("sifive,plic-1.0.0",
+                                                                      "riscv,plic0"))
+        plic.set("#address-cells", 0).set("#interrupt-cells", 1)
+
+        rtc_region = MEMORY_MAP["rtc"]
+        rtc = soc.child(f"rtc@{rtc_region.base:x}")
+        rtc.set("interrupts", rtc_region.irq).set("interrupt-parent", plic_phandle)
+        rtc.set("reg", fdt.addr_size(rtc_region.base, rtc_region.size))
+        rtc.set("compatible", "google,goldfish-rtc")
+
+        serial = soc.child(f"serial@{uart.base:x}")
+        serial.set("interrupts", uart.irq).set("interrupt-parent", plic_phandle)
+        serial.set("clock-frequency", UART_CLOCK_HZ)
+        serial.set("reg", fdt.addr_size(uart.base, uart.size)).set("compatible", "ns16550a")
+        return fdt.to_dtb(root)

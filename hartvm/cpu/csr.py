@@ -13,6 +13,7 @@ slot so that the time base is not disturbed.
 
 import numpy as np
 from .jit import jit
+from .trap import effective_mip
 from .mmu import SATP_MODE_BARE, SATP_MODE_SV39, SATP_MODE_SV48, tlb_flush
 
 from .layout import (
@@ -102,7 +103,9 @@ def csr_read(h, number):
     if number == SIE:
         return h[CSR + MIE] & h[CSR + MIDELEG], True
     if number == SIP:
-        return h[CSR + MIP] & h[CSR + MIDELEG], True
+        return effective_mip(h) & h[CSR + MIDELEG], True
+    if number == MIP:
+        return effective_mip(h), True
     if number == FFLAGS:
         return h[CSR + FCSR] & 0x1F, True
     if number == FRM:

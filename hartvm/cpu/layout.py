@@ -48,6 +48,7 @@ EXIT_RD = 84         # MMIO load: destination register number
 EXIT_FLAGS = 85      # MMIO: combination of MMIO_* flags
 EXIT_ILEN = 86       # MMIO: length of the instruction (2 or 4)
 EXIT_VADDR = 87      # MMIO: virtual address of the access (mtval if it faults)
+SEIP_LINE = 88       # the PLIC's supervisor external interrupt line (ORed into mip.SEIP)
 
 CSR = 4096
 TLB = CSR + 4096     # software TLB: for fetch, load, store: TLB_ENTRIES tags, then pages

@@ -15,7 +15,7 @@ from .layout import (
     PRIV_U, SATP, FCSR, MSTATUS_FS,
 )
 from .mmu import tlb_flush
-from .trap import mret, sret, take_trap
+from .trap import effective_mip, mret, sret, take_trap
 
 ECALL = 0x00000073
 EBREAK = 0x00100073
@@ -45,7 +45,7 @@ def _privileged(h, insn, pc, ilen):
     if word == WFI:
         if priv == PRIV_U or (priv == PRIV_S and status & MSTATUS_TW):
             return illegal(h, insn, pc, ilen)
-        if h[CSR + MIP] & h[CSR + MIE]:
+        if effective_mip(h) & h[CSR + MIE]:
             return pc + ilen  # an interrupt is already pending: WFI is a nop
         h[EXIT_REASON] = EXIT_WFI
         return (pc + ilen) | 1

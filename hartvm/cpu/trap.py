@@ -11,7 +11,7 @@ from .layout import (
     MSTATUS_MIE, MSTATUS_MPIE, MSTATUS_MPP, MSTATUS_MPP_SHIFT, MSTATUS_MPRV,
     MSTATUS_SIE, MSTATUS_SPIE, MSTATUS_SPP, MTVAL, MTVEC, PRIV, PRIV_M, PRIV_S,
     PRIV_U, SCAUSE, SEPC, STVAL, STVEC, IRQ_MEI, IRQ_MSI, IRQ_MTI, IRQ_SEI,
-    IRQ_SSI, IRQ_STI, RESERVATION, INSTRET,
+    IRQ_SSI, IRQ_STI, RESERVATION, INSTRET, MIP_SEIP, SEIP_LINE,
 )
 
 
@@ -105,9 +105,15 @@ def _highest(pending):
 
 
 @jit
+def effective_mip(h):
+    """mip as software reads it: SEIP is the OR of the written bit and the PLIC line (3.1.9)."""
+    return h[CSR + MIP] | (MIP_SEIP if h[SEIP_LINE] else 0)
+
+
+@jit
 def pending_interrupt(h):
     """The interrupt the hart must take now, or -1 (privileged spec 3.1.9)."""
-    pending = h[CSR + MIP] & h[CSR + MIE]
+    pending = effective_mip(h) & h[CSR + MIE]
     if pending == 0:
         return -1
     priv = h[PRIV]

@@ -1,0 +1,161 @@
+"""The platform-level interrupt controller (SiFive PLIC, as on QEMU's virt board).
+
+Register map (RISC-V PLIC specification 1.0.0, chapter 3): source
+priorities at 4*source, pending bits at 0x1000, per-context enable bits at
+0x2000 + 0x80*context, per-context threshold at 0x200000 + 0x1000*context
+and claim/complete at the threshold + 4. Context 2*N is hart N's M-mode,
+2*N+1 its S-mode, as QEMU's virt board numbers them.
+
+Sources are level-triggered: ``set_irq(source, level)``. A source is pending
+while its line is high and it is not being served (claimed and not yet
+completed, the "gateway" of chapter 4). Each context's output drives the
+hart's MEIP bit (M contexts) or SEIP line (S contexts).
+"""
+
+from ..cpu.layout import CSR, MIP, MIP_MEIP, SEIP_LINE
+from .base import Device
+
+SOURCES = 96              # source 0 does not exist; QEMU virt has 95 (riscv,ndev)
+PRIORITY_MASK = 7
+PENDING = 0x1000
+ENABLE = 0x2000
+ENABLE_STRIDE = 0x80
+CONTEXT = 0x200000
+CONTEXT_STRIDE = 0x1000
+
+
+class PLIC(Device):
+    access_sizes = frozenset({4})
+
+    def __init__(self, harts):
+        super().__init__()
+        self.harts = harts                 # hart state arrays, by hart id
+        self.priority = [0] * SOURCES
+        self.level = [False] * SOURCES
+        self.pending = [False] * SOURCES
+        self.in_service = [False] * SOURCES
+        self.enable = {}                   # context -> bitmask of enabled sources
+        self.threshold = {}                # context -> threshold
+
+    @property
+    def contexts(self) -> int:
+        return 2 * len(self.harts)
+
+    # --- interrupt lines ----------------------------------------------------
+    def set_irq(self, source: int, level: bool) -> None:
+        if not 0 < source < SOURCES:
+            return
+        self.level[source] = level
+        if level and not self.in_service[source]:
+            self.pending[source] = True
+        elif not level:
+            self.pending[source] = False
+        self._update()
+
+    def _best(self, context: int) -> int:
+        """The pending, enabled source of highest priority above the threshold, or 0."""
+        enabled = self.enable.get(context, 0)
+        best, best_priority = 0, self.threshold.get(context, 0)
+        for source in range(1, SOURCES):
+            if self.pending[source] and enabled >> source & 1 and self.priority[source] > best_priority:
+                best, best_priority = source, self.priority[source]
+        return best
+
+    def _update(self) -> None:
+        for hart, state in enumerate(self.harts):
+            if self._best(2 * hart):
+                state[CSR + MIP] |= MIP_MEIP
+            else:
+                state[CSR + MIP] &= ~MIP_MEIP
+            state[SEIP_LINE] = 1 if self._best(2 * hart + 1) else 0
+
+    # --- registers ----------------------------------------------------------
+    def read(self, offset, size):
+        if offset < PENDING:
+            source = offset // 4
+            return self.priority[source] if source < SOURCES else 0
+        if offset < ENABLE:
+            word = (offset - PENDING) // 4
+            return sum(1 << i for i in range(32)
+                       if 32 * word + i < SOURCES and self.pending[32 * word + i])
+        if offset < CONTEXT:
+            context, within = divmod(offset - ENABLE, ENABLE_STRIDE)
+            if context < self.contexts:
+                return (self.enable.get(context, 0) >> (8 * within)) & 0xFFFFFFFF
+            return self.unknown("read", offset)
+        context, register = divmod(offset - CONTEXT, CONTEXT_STRIDE)
+        if context >= self.contexts:
+            return self.unknown("read", offset)
+        if register == 0:
+            return self.threshold.get(context, 0)
+        if register == 4:
+            return self._claim(context)
+        return self.unknown("read", offset)
+
+    def write(self, offset, size, value):
+        if offset < PENDING:
+            source = offset // 4
+            if 0 < source < SOURCES:
+                self.priority[source] = value & PRIORITY_MASK
+        elif offset < ENABLE:
+            pass  # pending bits are read-only
+        elif offset < CONTEXT:
+            context, within = divmod(offset - ENABLE, ENABLE_STRIDE)
+            if context >= self.contexts or within >= (SOURCES + 31) // 32 * 4:
+                self.unknown("write", offset)
+                return
+            shift = 8 * within
+            mask = ((1 << SOURCES) - 2)   # source 0 cannot be enabled
+            current = self.enable.get(context, 0) & ~(0xFFFFFFFF << shift)
+            self.enable[context] = (current | (value << shift)) & mask
+        else:
+            context, register = divmod(offset - CONTEXT, CONTEXT_STRIDE)
+            if context >= self.contexts:
+                self.unknown("write", offset)
+                return
+            if register == 0:
+                self.threshold[context] = value & PRIORITY_MASK
+            elif register == 4:
+                self._complete(context, value)
+            else:
+                self.unknown("write", offset)
+                return
+        self._update()
+
+    def _claim(self, context: int) -> int:
+        source = self._best(context)
+        if source:
+            self.pending[source] = False
+            self.in_service[source] = True
+            self._update()
+        return source
+
+    def _complete(self, context: int, source: int) -> None:
+        # A completion for a source that is not enabled for this context is ignored (7.x).
+        if 0 < source < SOURCES and self.enable.get(context, 0) >> source & 1:
+            self.in_service[source] = False
+            if self.level[source]:
+                self.pending[source] = True
+
+    # --- snapshots ----------------------------------------------------------
+    def save(self) -> dict:
+        return {"priority": list(self.priority), "level": [int(x) for x in self.level],
+                "pending": [int(x) for x in self.pending],
+                "in_service": [int(x) for x in self.in_service],
+                "enable": {int(k): int(v) for k, v in self.enable.items()},
+                "threshold": {int(k): int(v) for k, v in self.threshold.items()}}
+
+    def restore(self, state: dict) -> None:
+        for name in ("priority", "level", "pending", "in_service"):
+            values = state[name]
+            if len(values) != SOURCES:
+                raise ValueError(f"PLIC {name}: expected {SOURCES} entries")
+        self.priority = [int(v) & PRIORITY_MASK for v in state["priority"]]
+        self.level = [bool(v) for v in state["level"]]
+        self.pending = [bool(v) for v in state["pending"]]
+        self.in_service = [bool(v) for v in state["in_service"]]
+        self.enable = {int(k): int(v) & ((1 << SOURCES) - 2) for k, v in state["enable"].items()
+                       if 0 <= int(k) < self.contexts}
+        self.threshold = {int(k): int(v) & PRIORITY_MASK for k, v in state["threshold"].items()
+                          if 0 <= int(k) < self.contexts}
+        self._update()

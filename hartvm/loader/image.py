@@ -1,0 +1,67 @@
+"""Loading boot images: ELF executables or raw binaries (firmware, Linux Image).
+
+``load_file`` copies a file into guest RAM and returns what the machine
+needs to boot it: the entry point, the end of the memory it occupies, and
+the blobs it wrote (so that a reset can write them again). An ELF is loaded
+by its segments' physical addresses; anything else is a raw image loaded at
+the given address. A RISC-V Linux ``Image`` (its header, Documentation/
+arch/riscv/boot-image-header.rst) also declares how much memory it needs
+beyond its file size, which the initrd must not overlap.
+"""
+
+import struct
+from dataclasses import dataclass, field
+
+from ..errors import HartvmError
+from .elf import load_elf, read_elf
+
+LINUX_IMAGE_MAGIC2 = b"RSC\x05"
+
+
+@dataclass
+class Blob:
+    paddr: int
+    data: bytes
+
+
+@dataclass
+class LoadedImage:
+    entry: int
+    end: int
+    blobs: list[Blob] = field(default_factory=list)
+    tohost: int | None = None
+    fromhost: int | None = None
+
+
+def load_file(path: str, ram, default_paddr: int, role: str, elf_only: bool = False) -> LoadedImage:
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4)
+    except FileNotFoundError:
+        raise HartvmError(f"{role} {path}: no such file") from None
+    except IsADirectoryError:
+        raise HartvmError(f"{role} {path}: is a directory") from None
+    except OSError as error:
+        raise HartvmError(f"{role} {path}: {error.strerror or error}") from None
+    if head == b"\x7fELF":
+        image = read_elf(path)
+        load_elf(image, ram, path)
+        blobs = [Blob(s.paddr, s.data + bytes(s.memsize - len(s.data))) for s in image.segments]
+        end = max(s.paddr + s.memsize for s in image.segments)
+        return LoadedImage(image.entry, end, blobs, image.symbols.get("tohost"),
+                           image.symbols.get("fromhost"))
+    if elf_only:
+        raise HartvmError(f"{path}: not an ELF file")
+    with open(path, "rb") as file:
+        data = file.read()
+    if not data:
+        raise HartvmError(f"{role} {path}: empty file")
+    end = default_paddr + len(data)
+    if len(data) >= 64 and data[56:60] == LINUX_IMAGE_MAGIC2:
+        image_size = struct.unpack_from("<Q", data, 16)[0]
+        end = default_paddr + max(len(data), image_size)
+    if not ram.contains(default_paddr, end - default_paddr):
+        raise HartvmError(f"{role} {path}: {end - default_paddr} bytes at {default_paddr:#x} "
+                          f"do not fit in RAM ({ram.size >> 20} MiB; use more --memory)")
+    ram.write(default_paddr, data)
+    return LoadedImage(default_paddr, end, [Blob(default_paddr, data)])
