@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 NEED := scripts/need-debian-packages
-CROSS_TOOLS := riscv64-linux-gnu-gcc=gcc-riscv64-linux-gnu riscv64-linux-gnu-objdump=binutils-riscv64-linux-gnu
+CROSS_TOOLS := riscv64-linux-gnu-gcc=gcc-riscv64-linux-gnu riscv64-linux-gnu-objdump=binutils-riscv64-linux-gnu dtc=device-tree-compiler
 QEMU := qemu-system-riscv64=qemu-system-misc
 
 .PHONY: run test bench toolchain qemu clean

@@ -48,6 +48,7 @@ class Stop(enum.Enum):
     EXITED = "exited"                  # the guest ended with an exit status
     INSTRUCTION_LIMIT = "limit"        # max_instructions was reached
     HALTED = "halted"                  # every hart waits with nothing to wake it
+    STOPPED = "stopped"                # the front end's stop_when said so
 
 
 @dataclass
@@ -76,6 +77,8 @@ class Machine:
         self.htif: HTIF | None = None
         self._blobs: list[Blob] = []     # what reset copies into RAM again
         self.input_fd: int | None = None  # host input for the UART (read when ready)
+        self.input_filter = None          # bytes -> bytes, applied to host input
+        self.stop_when = None             # () -> bool, checked between rounds
         self.realtime_idle = False
 
     # --- loading --------------------------------------------------------------
@@ -167,6 +170,8 @@ class Machine:
                 if self._exit_status is not None:
                     status, self._exit_status = self._exit_status, None
                     return RunResult(Stop.EXITED, status, self.instructions - start)
+                if self.stop_when is not None and self.stop_when():
+                    return RunResult(Stop.STOPPED, 0, self.instructions - start)
                 _flush_stdout(self._output)  # show console output as it comes
         finally:
             _flush_stdout(self._output)
@@ -264,6 +269,8 @@ class Machine:
         if not data:
             self.input_fd = None
             return False
+        if self.input_filter is not None:
+            data = self.input_filter(data)
         self.board.uart.push_input(data)
         return True
 
@@ -301,6 +308,8 @@ def _stdout_write(data: bytes) -> None:
 def _flush_stdout(output) -> None:
     if output is _stdout_write:
         sys.stdout.buffer.flush()
+    elif hasattr(getattr(output, "__self__", None), "flush"):
+        output.__self__.flush()   # a console object's write method
 
 
 def parse_size(text: str) -> int:

@@ -1,9 +1,10 @@
 """The ``hartvm`` command line.
 
 Exit statuses: the guest's own status when it ends through the test
-finisher or HTIF (0 for pass); 2 for bad input (missing or invalid file,
-bad size); 124 when ``--max-instructions`` is reached; 125 when every hart
-waits for an interrupt that can never come; 70 for an internal error.
+finisher or HTIF (0 for pass, and for a guest power-off); 2 for bad input
+(missing or invalid file, bad size); 3 when the guest kernel panics; 124
+when ``--max-instructions`` is reached; 125 when every hart waits for an
+interrupt that can never come; 70 for an internal error.
 """
 
 import argparse
@@ -14,9 +15,11 @@ import traceback
 
 from .. import __version__
 from ..errors import HartvmError
-from ..machine import DEFAULT_MEMORY, Machine, Stop, parse_size
+from ..machine import DEFAULT_MEMORY, MAX_HARTS, Machine, Stop, parse_size
+from .console import Console, QuitRequested
 
 EXIT_BAD_INPUT = 2
+EXIT_PANIC = 3
 EXIT_INTERNAL = 70
 EXIT_INSTRUCTION_LIMIT = 124
 EXIT_HALTED = 125
@@ -56,22 +59,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="hartvm",
         description="hartvm: a RISC-V RV64 virtual machine (QEMU 'virt' board layout).",
-        epilog="Exit status: the guest's status (0 = pass), 2 bad input, "
-               "124 instruction limit reached, 125 guest halted forever, 70 internal error.")
+        epilog="Exit status: the guest's status (0 = pass or power-off), 2 bad input, "
+               "3 guest kernel panic, 124 instruction limit reached, 125 guest halted forever, "
+               "70 internal error.")
     parser.add_argument("--version", action="version", version=f"hartvm {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     boot = commands.add_parser(
         "boot", help="boot a machine from a kernel image",
-        description="Boot the virt machine. With --bios none, the ELF given with --kernel "
-                    "runs in M-mode from its entry point, like qemu-system-riscv64 -M virt "
-                    "-bios none -kernel PROG.elf. The UART is on stdout; the run ends when the "
-                    "program writes the test finisher (0x100000) or HTIF tohost.")
+        description="Boot the virt machine like qemu-system-riscv64 -M virt -nographic. "
+                    "The serial console is the terminal (Ctrl-A X quits); when stdin is not "
+                    "a terminal it is piped to the guest. With --bios none, the ELF given with "
+                    "--kernel runs in M-mode from its entry point and the run ends when it "
+                    "writes the test finisher (0x100000) or HTIF tohost. Otherwise the firmware "
+                    "(OpenSBI) starts the kernel in S-mode; guest power-off ends the run.")
     boot.add_argument("--kernel", required=True, metavar="PATH",
-                      help="RISC-V 64-bit ELF to load (its segments must lie in RAM)")
-    boot.add_argument("--bios", default="none", metavar="none",
-                      help="firmware; only 'none' (run the kernel in M-mode) for now")
+                      help="kernel: a Linux Image, or any RISC-V 64-bit ELF")
+    boot.add_argument("--bios", default="default", metavar="PATH|none|default",
+                      help="firmware loaded at the start of RAM (default: OpenSBI fw_dynamic "
+                           "from Debian, fetched and cached on first use); 'none' runs the "
+                           "kernel ELF directly in M-mode")
+    boot.add_argument("--initrd", metavar="PATH", help="initial ramdisk for the kernel")
+    boot.add_argument("--append", default="", metavar="STRING",
+                      help="kernel command line (the device tree's bootargs)")
     boot.add_argument("--memory", "-m", type=_memory, default=DEFAULT_MEMORY, metavar="SIZE",
                       help="RAM size, e.g. 128M or 1G (default 128M)")
+    boot.add_argument("--smp", type=_positive, default=1, metavar="N",
+                      help=f"number of harts (default 1, at most {MAX_HARTS})")
     boot.add_argument("--max-instructions", type=_positive, metavar="N",
                       help=f"stop after N instructions (exit status {EXIT_INSTRUCTION_LIMIT})")
     boot.add_argument("--stats", action="store_true",
@@ -79,18 +92,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _firmware(args) -> str:
+    if args.bios != "default":
+        return args.bios
+    from ..guest import debian
+    return str(debian.opensbi_firmware())
+
+
+def _report(console: Console, message: str) -> None:
+    lines = console.last_lines()[-10:]
+    print(f"hartvm: {message}", file=sys.stderr)
+    if lines:
+        print("hartvm: last console lines:\n" + "\n".join("  | " + line for line in lines),
+              file=sys.stderr)
+
+
 def _boot(args) -> int:
-    if args.bios != "none":
-        raise HartvmError(f"--bios {args.bios}: only '--bios none' is supported so far")
     started = time.perf_counter()
+    if args.smp > MAX_HARTS:
+        raise HartvmError(f"--smp {args.smp}: at most {MAX_HARTS} harts")
+    if args.bios == "none" and (args.initrd or args.append):
+        raise HartvmError("--initrd and --append need firmware to pass them on (not --bios none)")
+    console = Console()
     try:
-        machine = Machine(memory_size=args.memory)
+        machine = Machine(memory_size=args.memory, output=console.write, harts=args.smp)
     except OSError as error:
         raise HartvmError(f"cannot allocate {args.memory} bytes of guest memory: {error}") from None
-    machine.load_kernel(args.kernel)
+    if args.bios == "none":
+        machine.load_kernel(args.kernel)
+    else:
+        machine.boot(args.kernel, _firmware(args), args.initrd, args.append)
+    machine.stop_when = lambda: console.panicked
     ready = time.perf_counter()
     try:
-        result = machine.run(max_instructions=args.max_instructions)
+        with console.attached(0):
+            machine.input_fd = 0
+            machine.input_filter = console.filter_input
+            machine.realtime_idle = console.interactive
+            result = machine.run(max_instructions=args.max_instructions)
+    except QuitRequested:
+        print("\r\nhartvm: quit (Ctrl-A X)", file=sys.stderr)
+        return 0
     except (HartvmError, KeyboardInterrupt):
         raise
     except Exception as error:  # a hartvm bug: say so, with the guest state to report
@@ -106,13 +148,16 @@ def _boot(args) -> int:
         print(f"hartvm: {result.instructions} instructions in {seconds:.3f} s "
               f"({mips:.1f} MIPS), start-up {ready - started:.3f} s", file=sys.stderr)
     if result.stop is Stop.INSTRUCTION_LIMIT:
-        print(f"hartvm: stopped after --max-instructions {args.max_instructions} "
-              f"(pc {machine.harts[0].pc:#x})", file=sys.stderr)
+        _report(console, f"stopped after --max-instructions {args.max_instructions} "
+                         f"(pc {machine.harts[0].pc:#x})")
         return EXIT_INSTRUCTION_LIMIT
     if result.stop is Stop.HALTED:
-        print(f"hartvm: the guest waits for an interrupt that can never arrive "
-              f"(wfi at pc {machine.harts[0].pc:#x}); stopping", file=sys.stderr)
+        _report(console, f"the guest waits for an interrupt that can never arrive "
+                         f"(wfi at pc {machine.harts[0].pc:#x}); stopping")
         return EXIT_HALTED
+    if result.stop is Stop.STOPPED:
+        _report(console, "the guest kernel panicked")
+        return EXIT_PANIC
     return result.status & 0xFF if result.status <= 0xFF else 1
 
 

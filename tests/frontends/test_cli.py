@@ -52,7 +52,7 @@ def test_missing_kernel_file():
 def test_not_an_elf(tmp_path):
     path = tmp_path / "text.elf"
     path.write_text("hello\n")
-    assert_clean_error(hartvm("boot", "--kernel", str(path)), "not an ELF")
+    assert_clean_error(hartvm("boot", "--bios", "none", "--kernel", str(path)), "not an ELF")
 
 
 def test_elf_for_another_machine(toolchain, tmp_path):
@@ -60,25 +60,25 @@ def test_elf_for_another_machine(toolchain, tmp_path):
     data[18:20] = (62).to_bytes(2, "little")  # e_machine = x86-64
     path = tmp_path / "x86.elf"
     path.write_bytes(bytes(data))
-    assert_clean_error(hartvm("boot", "--kernel", str(path)), "not a RISC-V 64-bit")
+    assert_clean_error(hartvm("boot", "--bios", "none", "--kernel", str(path)), "not a RISC-V 64-bit")
 
 
 def test_truncated_elf(toolchain, tmp_path):
     data = open(build_c("printf"), "rb").read()
     path = tmp_path / "cut.elf"
     path.write_bytes(data[:200])
-    result = hartvm("boot", "--kernel", str(path))
+    result = hartvm("boot", "--bios", "none", "--kernel", str(path))
     assert_clean_error(result, str(path))
 
 
 def test_segment_outside_ram(toolchain):
     sieve = build_c("bench-sieve", [os.path.join(ROOT, "benchmarks", "workloads", "sieve.c")])
-    assert_clean_error(hartvm("boot", "--memory", "1M", "--kernel", sieve), "outside RAM")
+    assert_clean_error(hartvm("boot", "--bios", "none", "--memory", "1M", "--kernel", sieve), "outside RAM")
 
 
 @pytest.mark.parametrize("size", ["12Q", "0", "-5M", "1000", "3.5G", "2T"])
 def test_bad_memory_size(toolchain, size):
-    result = hartvm("boot", f"--memory={size}", "--kernel", build_c("printf"))
+    result = hartvm("boot", "--bios", "none", f"--memory={size}", "--kernel", build_c("printf"))
     assert_clean_error(result, size)
 
 
