@@ -11,9 +11,9 @@ apt runs with a private configuration: its own package lists, cache, sources
 and configuration directory, all under the cache directory, so the host's
 apt state (its lists, its cache, its installed packages) is neither used nor
 modified, and the host's apt hooks (``APT::Update::Post-Invoke`` and
-friends) never run. Only three things come
-from the host: the mirror URI and its ``Signed-By`` keyring (from the host's
-sources) and its proxy settings (from ``apt-config dump``).
+friends) never run. Only three things come from the host: the mirror URI and
+its ``Signed-By`` keyring (from the host's sources) and its proxy settings
+(from ``apt-config dump``).
 
 Layout of the cache (``$XDG_CACHE_HOME/hartvm``, default ``~/.cache/hartvm``)::
 
@@ -66,20 +66,25 @@ MODULES_GLOBS = ("usr/lib/modules/*", "lib/modules/*")
 BUSYBOX_GLOBS = ("usr/bin/busybox", "bin/busybox")
 
 HOST_APT_DIR = Path("/etc/apt")
-DEFAULT_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+# The keyring of the debian-archive-keyring package: .gpg up to bookworm,
+# .pgp from trixie on.
+DEBIAN_KEYRINGS = (Path("/usr/share/keyrings/debian-archive-keyring.gpg"),
+                   Path("/usr/share/keyrings/debian-archive-keyring.pgp"))
 
 # How long a downloaded package index is trusted before `apt-get update`.
 INDEX_MAX_AGE = 7 * 24 * 3600
 
-# Suite names of the Debian archive (codenames and their aliases). A host
-# source is taken as "the Debian archive" when one of its suites is one of
-# these (possibly with -updates, -backports, ...), not -security. This tells
-# Debian apart from third-party repositories without knowing any host name.
-DEBIAN_SUITES = {
-    "jessie", "stretch", "buster", "bullseye", "bookworm", "trixie", "forky",
-    "duke", "sid", "oldoldstable", "oldstable", "stable", "testing",
-    "unstable", "experimental",
-}
+# Suite names of the Debian archive. A host source is taken as "the Debian
+# archive" when one of its suites is one of these (possibly with one of the
+# suffixes), with component main; the security archive ("-security") is not
+# one of them. This tells Debian apart from third-party repositories without
+# knowing any host name; among several candidates, those signed with the
+# Debian archive keyring come first, then those named by a codename (third
+# parties such as browser vendors call their suite "stable").
+DEBIAN_CODENAMES = {"jessie", "stretch", "buster", "bullseye", "bookworm", "trixie",
+                    "forky", "duke", "sid"}
+DEBIAN_ALIASES = {"oldoldstable", "oldstable", "stable", "testing", "unstable"}
+DEBIAN_SUFFIXES = ("", "-updates", "-backports", "-backports-sloppy", "-proposed-updates")
 
 HINT = "--kernel/--initrd/--bios accept local files"
 
@@ -169,9 +174,8 @@ def extract(deb_path, member_glob) -> list[Path]:
                          .encode()).hexdigest()[:16]
     marker = dest / f".extracted-{key}.json"
     with _lock_file(deb.parent / ".lock"):
-        if marker.exists():
-            names = json.loads(marker.read_text())
-            paths = [dest / name for name in names]
+        with contextlib.suppress(OSError, ValueError):
+            paths = [dest / name for name in json.loads(marker.read_text())]
             if all(os.path.lexists(p) for p in paths):
                 return paths
         try:
@@ -183,13 +187,18 @@ def extract(deb_path, member_glob) -> list[Path]:
     return [dest / name for name in names]
 
 
+def opensbi_firmware(progress: bool = True, root: Path | None = None) -> Path:
+    """OpenSBI's ``fw_dynamic.bin`` alone (``--bios default``), without the kernel."""
+    deb = fetch([FIRMWARE_PACKAGE], progress, root)[FIRMWARE_PACKAGE]
+    return _one(extract(deb, FIRMWARE_GLOB), FIRMWARE_PACKAGE, FIRMWARE_GLOB)
+
+
 def default_guest(progress: bool = True, root: Path | None = None) -> GuestFiles:
     """Fetch (first time only) and extract the default guest's files."""
     kernel_package = resolve_kernel_package(progress, root)
     debs = fetch([FIRMWARE_PACKAGE, kernel_package, BUSYBOX_PACKAGE], progress, root)
 
-    firmware = _one(extract(debs[FIRMWARE_PACKAGE], FIRMWARE_GLOB),
-                    FIRMWARE_PACKAGE, FIRMWARE_GLOB)
+    firmware = opensbi_firmware(progress, root)
     busybox = _one(extract(debs[BUSYBOX_PACKAGE], BUSYBOX_GLOBS),
                    BUSYBOX_PACKAGE, "bin/busybox")
 
@@ -244,7 +253,8 @@ class _Apt:
             self.ensure_index(force=True)
             records = self.show(names)
         total = sum(int(r.get("Size", 0)) for r in records.values())
-        label = f"downloading {', '.join(names)} ({_size(total)}) from Debian {SUITE}"
+        what = names[0] if len(names) == 1 else f"{len(names)} packages"
+        label = f"downloading {what} from Debian {SUITE} ({_size(total)})"
         # apt-get download writes to the current directory under the final
         # name: download into a scratch directory and move finished files
         # into the cache, so that an interrupted download is never taken
@@ -275,11 +285,11 @@ class _Apt:
 
     def show(self, names: list[str]) -> dict[str, dict[str, str]]:
         """The index records of the candidate versions of ``names``."""
-        # Without --no-all-versions apt-cache fails only if *all* names are
-        # unknown; with it, unknown and purely virtual names are silently
-        # skipped. Either way the records tell which names exist.
+        # apt-cache fails ("E: No packages found") only if *none* of the
+        # names is known; otherwise unknown and purely virtual names are
+        # silently skipped. Either way the records tell which names exist.
         code, output = self.run(["apt-cache", "show", "--no-all-versions", *names])
-        if code != 0:
+        if code != 0 and "E: No packages found" not in output:
             self.fail("apt-cache show failed", output)
         records = {}
         for paragraph in output.split("\n\n"):
@@ -434,12 +444,13 @@ def host_mirror(apt_dir: Path = HOST_APT_DIR) -> tuple[str, str]:
     sources.list.d/*.sources (deb822), in apt's order. Signed-By is the
     host's value (a keyring path, or an inline key block kept verbatim), the
     Debian archive keyring if the host has none, or "" if that is not
-    installed either (then apt uses the host's trusted.gpg.d).
+    installed either (then apt checks against the host's trusted.gpg.d).
     """
     files = [apt_dir / "sources.list"]
     parts = apt_dir / "sources.list.d"
     if parts.is_dir():
         files += sorted(p for p in parts.iterdir() if p.suffix in (".list", ".sources"))
+    candidates = []
     for path in files:
         try:
             text = path.read_text(errors="replace")
@@ -447,24 +458,29 @@ def host_mirror(apt_dir: Path = HOST_APT_DIR) -> tuple[str, str]:
             continue
         entries = _deb822_entries(text) if path.suffix == ".sources" else _one_line_entries(text)
         for types, uris, suites, components, signed_by in entries:
-            if "deb" in types and "main" in components and _is_debian_archive(suites):
-                uri = next((u for u in uris if not u.startswith("cdrom:")), None)
-                if uri:
-                    if not signed_by and DEFAULT_KEYRING.exists():
-                        signed_by = str(DEFAULT_KEYRING)
-                    return uri, signed_by
-    raise HartvmError(f"cannot fetch the default guest: no Debian archive source (suite "
-                      f"such as bookworm or trixie, component main) in {apt_dir}/sources.list "
-                      f"or {apt_dir}/sources.list.d; {HINT}")
+            uri = next((u for u in uris if not u.startswith("cdrom:")), None)
+            rank = _debian_rank(suites, signed_by)
+            if "deb" in types and "main" in components and uri and rank is not None:
+                candidates.append((rank, len(candidates), uri, signed_by))
+    if not candidates:
+        raise HartvmError(f"cannot fetch the default guest: no Debian archive source (suite "
+                          f"such as bookworm or trixie, component main) in "
+                          f"{apt_dir}/sources.list or {apt_dir}/sources.list.d; {HINT}")
+    _, _, uri, signed_by = min(candidates)
+    if not signed_by:
+        signed_by = next((str(k) for k in DEBIAN_KEYRINGS if k.exists()), "")
+    return uri, signed_by
 
 
-def _is_debian_archive(suites: list[str]) -> bool:
-    for suite in suites:
-        if suite.endswith("-security") or "/updates" in suite:
-            continue   # the security archive has no trixie main suite
-        if suite.split("-")[0] in DEBIAN_SUITES:
-            return True
-    return False
+def _debian_rank(suites: list[str], signed_by: str) -> int | None:
+    """None if not a Debian archive suite; else lower is more certainly Debian."""
+    names = {suite.removesuffix(suffix) for suite in suites for suffix in DEBIAN_SUFFIXES
+             if suite.endswith(suffix)}
+    if names & DEBIAN_CODENAMES or names & DEBIAN_ALIASES:
+        if any(Path(p).name.startswith("debian-archive-") for p in signed_by.split(",")):
+            return 0
+        return 1 if names & DEBIAN_CODENAMES else 2
+    return None
 
 
 def _one_line_entries(text: str):
@@ -591,12 +607,11 @@ def _extract_members(deb: Path, patterns: list[str], dest: Path) -> list[str]:
             raise HartvmError(f"{deb} has no data.tar member")
         name, offset, size = data
         compression = name[len("data.tar"):].lstrip(".")
-        mode = {"": "r|", "xz": "r|xz", "gz": "r|gz", "bz2": "r|bz2", "zst": "r|zst"}.get(compression)
-        if mode is None:
+        if compression not in ("", "xz", "gz", "bz2", "zst"):
             raise HartvmError(f"{deb}: unsupported data archive {name}")
         try:
             # Python reads xz, gzip and bzip2 itself, and zstd from 3.14 on.
-            with tarfile.open(fileobj=_Slice(f, offset, size), mode=mode) as tar:
+            with tarfile.open(fileobj=_Slice(f, offset, size), mode="r|" + compression) as tar:
                 return _extract_tar(tar, patterns, dest)
         except tarfile.CompressionError:
             pass
@@ -716,7 +731,10 @@ class _ProgressLine:
         text = f"hartvm: {self.label}: {percent:3.0f}%"
         if self.total:
             text += f" ({_size(int(self.total * percent / 100))})"
-        sys.stderr.write("\r" + text + "\x1b[K")
+        # Longer than the terminal, the line would wrap and "\r" would no
+        # longer bring the cursor back to its start.
+        width = shutil.get_terminal_size().columns - 1
+        sys.stderr.write("\r" + text[:width] + "\x1b[K")
         sys.stderr.flush()
         self.shown = True
 

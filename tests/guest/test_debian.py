@@ -6,6 +6,7 @@ run fetches about 110 MB, mostly the kernel package).
 """
 
 import io
+import os
 import shutil
 import struct
 import subprocess
@@ -53,6 +54,12 @@ def test_fetch_opensbi_gives_the_firmware(opensbi_deb, cache):
     assert [p.name for p in paths] == ["fw_dynamic.bin"]
     assert paths[0].is_file() and paths[0].stat().st_size > 0
     assert paths[0].is_relative_to(opensbi_deb.parent / opensbi_deb.name.removesuffix(".deb"))
+
+
+@needs_apt
+def test_opensbi_firmware(opensbi_deb, cache):
+    firmware = debian.opensbi_firmware(progress=False, root=cache)
+    assert firmware == debian.extract(opensbi_deb, debian.FIRMWARE_GLOB)[0]
 
 
 @needs_apt
@@ -110,6 +117,26 @@ def test_default_guest(cache):
     assert debian.default_guest(progress=False, root=cache) == guest
 
 
+@needs_apt
+def test_offline_reuses_the_index_it_has(cache, monkeypatch):
+    name = debian.resolve_kernel_package(progress=False, root=cache)
+    stamp = debian.package_dir(cache) / "apt" / "updated"
+    real_run = debian._Apt.run
+
+    def offline(self, argv, **kwargs):
+        if argv[:2] == ["apt-get", "update"]:
+            return 100, "E: offline\n"
+        return real_run(self, argv, **kwargs)
+
+    monkeypatch.setattr(debian._Apt, "run", offline)
+    saved = stamp.stat().st_mtime
+    os.utime(stamp, (0, 0))          # an index older than INDEX_MAX_AGE
+    try:
+        assert debian.resolve_kernel_package(progress=False, root=cache) == name
+    finally:
+        os.utime(stamp, (saved, saved))
+
+
 # --- Errors without the network ----------------------------------------------
 
 def test_no_apt_on_the_host(tmp_path, monkeypatch):
@@ -122,8 +149,9 @@ def test_no_apt_on_the_host(tmp_path, monkeypatch):
 @needs_apt
 def test_unreachable_mirror(tmp_path, monkeypatch, capsys):
     # Nothing listens on port 9 (discard) of the loopback interface.
-    keyring = str(debian.DEFAULT_KEYRING)
+    keyring = next(str(k) for k in debian.DEBIAN_KEYRINGS if k.exists())
     monkeypatch.setattr(debian, "host_mirror", lambda: ("http://127.0.0.1:9/debian", keyring))
+    monkeypatch.setattr(debian, "_host_proxy_settings", lambda: ['Acquire::Retries "0";'])
     with pytest.raises(HartvmError) as error:
         debian.fetch(["opensbi"], progress=False, root=tmp_path)
     assert "package index" in one_line(error)
@@ -185,7 +213,8 @@ deb-src http://src.mirror.example/debian bookworm main
 deb http://security.mirror.example/debian-security bookworm-security main
 deb [ arch=amd64 signed-by=/etc/apt/keyrings/debian.gpg ] http://mirror.example/debian bookworm main
 """)
-    assert debian.host_mirror(apt) == ("http://mirror.example/debian", "/etc/apt/keyrings/debian.gpg")
+    assert debian.host_mirror(apt) == ("http://mirror.example/debian",
+                                       "/etc/apt/keyrings/debian.gpg")
 
 
 def test_mirror_keeps_an_inline_key_and_skips_disabled_entries(tmp_path):
@@ -216,8 +245,26 @@ Signed-By:
 
 def test_mirror_without_signed_by_uses_the_archive_keyring(tmp_path):
     apt = write_sources(tmp_path, "deb http://mirror.example/debian trixie main\n")
-    expected = str(debian.DEFAULT_KEYRING) if debian.DEFAULT_KEYRING.exists() else ""
+    expected = next((str(k) for k in debian.DEBIAN_KEYRINGS if k.exists()), "")
     assert debian.host_mirror(apt) == ("http://mirror.example/debian", expected)
+
+
+def test_mirror_prefers_debian_keyring_then_codenames(tmp_path):
+    apt = write_sources(tmp_path, """\
+deb http://browser.example/deb stable main
+deb [signed-by=/usr/share/keyrings/pgdg.gpg] http://db.example/apt bookworm-pgdg main
+deb http://mirror.example/debian bookworm main
+""")
+    assert debian.host_mirror(apt)[0] == "http://mirror.example/debian"
+    (apt / "sources.list.d" / "trixie.sources").write_text("""\
+Types: deb
+URIs: http://other.mirror.example/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.pgp
+""")
+    assert debian.host_mirror(apt) == ("http://other.mirror.example/debian",
+                                       "/usr/share/keyrings/debian-archive-keyring.pgp")
 
 
 def test_no_debian_source(tmp_path):
