@@ -34,7 +34,9 @@ class Hart:
     def reset(self, pc: int) -> None:
         """Architectural reset (privileged spec 3.4): M-mode, mstatus.MIE=0, pc."""
         s = self.state
+        steps = s[L.STEPS]          # a count for the host (--max-instructions): keep it
         s[:] = 0
+        s[L.STEPS] = steps
         s[L.PC] = pc
         s[L.PRIV] = L.PRIV_M
         s[L.RESERVATION] = -1

@@ -1,8 +1,9 @@
 """A 16550A UART with register shift 0, as on QEMU's virt board.
 
 Transmission is instantaneous: a byte written to THR goes straight to the
-``output`` callable. Received bytes wait in a FIFO filled by
-``push_input``. The interrupt line follows IER and the receive and
+``output`` callable. Bytes from the host (``push_input``) wait in a queue
+of their own, which a FIFO reset does not empty; bytes sent to itself in
+loopback mode go through a 16-byte FIFO that can overrun, like the chip's. The interrupt line follows IER and the receive and
 transmit state (registers and IIR priorities as in the PC16550D data
 sheet); ``set_irq(level)`` is called on every change.
 """
@@ -43,7 +44,8 @@ class UART16550(Device):
         super().__init__()
         self._output = output
         self._set_irq = set_irq
-        self.rx = deque()
+        self.rx = deque()             # loopback FIFO (16 bytes, as the chip's)
+        self.host_input = deque()     # bytes from the host, waiting to be read
         self.ier = 0
         self.lcr = 0
         self.mcr = 0
@@ -56,7 +58,7 @@ class UART16550(Device):
 
     # --- host side --------------------------------------------------------
     def push_input(self, data: bytes) -> None:
-        self.rx.extend(data)
+        self.host_input.extend(data)
         self._update_irq()
 
     # --- registers ----------------------------------------------------------
@@ -64,7 +66,12 @@ class UART16550(Device):
         if self.lcr & LCR_DLAB and offset in (RBR_THR, IER):
             return (self.divisor >> (8 * offset)) & 0xFF
         if offset == RBR_THR:
-            value = self.rx.popleft() if self.rx else 0
+            if self.rx:
+                value = self.rx.popleft()
+            elif self.host_input:
+                value = self.host_input.popleft()
+            else:
+                value = 0
             self._update_irq()
             return value
         if offset == IER:
@@ -81,7 +88,8 @@ class UART16550(Device):
             return self.mcr
         if offset == LSR:
             overrun, self.overrun = self.overrun, False  # OE clears when LSR is read
-            return LSR_THRE | LSR_TEMT | (LSR_DR if self.rx else 0) | (LSR_OE if overrun else 0)
+            ready = LSR_DR if self.rx or self.host_input else 0
+            return LSR_THRE | LSR_TEMT | ready | (LSR_OE if overrun else 0)
         if offset == MSR:
             return MSR_LOOP_BITS
         if offset == SCR:
@@ -108,6 +116,9 @@ class UART16550(Device):
                 self.thre_pending = True
             self.ier = value & 0x0F
         elif offset == IIR_FCR:
+            # A receive-FIFO reset (bit 1) drops loopback bytes but keeps what
+            # the host typed: drivers reset the FIFO when they start, and input
+            # typed (or piped) before then should still reach the guest.
             self.fcr = value & 0xC9
             if value & 0x02:
                 self.rx.clear()
@@ -122,7 +133,7 @@ class UART16550(Device):
         self._update_irq()
 
     def _iir(self):
-        if self.ier & IER_RDA and self.rx:
+        if self.ier & IER_RDA and (self.rx or self.host_input):
             return IIR_RDA
         if self.ier & IER_THRE and self.thre_pending:
             return IIR_THRE
@@ -136,12 +147,13 @@ class UART16550(Device):
                 self._set_irq(level)
 
     def save(self):
-        return {"rx": bytes(self.rx), "ier": self.ier, "lcr": self.lcr, "mcr": self.mcr,
+        return {"rx": bytes(self.rx), "host_input": bytes(self.host_input), "ier": self.ier, "lcr": self.lcr, "mcr": self.mcr,
                 "scr": self.scr, "fcr": self.fcr, "divisor": self.divisor,
                 "thre_pending": int(self.thre_pending)}
 
     def restore(self, state):
-        self.rx = deque(bytes(state["rx"]))
+        self.rx = deque(bytes(state["rx"])[:FIFO_SIZE])
+        self.host_input = deque(bytes(state["host_input"]))
         for name in ("ier", "lcr", "mcr", "scr", "fcr", "divisor"):
             setattr(self, name, int(state[name]) & 0xFFFF)
         self.thre_pending = bool(state["thre_pending"])

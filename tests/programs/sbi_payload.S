@@ -1,5 +1,5 @@
-/* An S-mode kernel stand-in: greets through the SBI debug console, shows the
- * boot registers (a0 = hart id, a1 = device tree), then asks SBI to power off. */
+/* An S-mode kernel stand-in: greets through the SBI debug console, checks the
+ * boot registers (a1 = device tree), says so, then asks SBI to power off. */
     .section .text.init
     .globl _start
 _start:
@@ -12,17 +12,20 @@ _start:
     li a7, 0x4442434E       /* DBCN extension: sbi_debug_console_write(len, lo, hi) */
     li a6, 0
     ecall
-    lw t1, 0(s1)            /* the device tree's magic, big-endian d00dfeed */
+    lwu t1, 0(s1)           /* the device tree's magic, big-endian d00dfeed */
     li t2, 0xedfe0dd0
-    bne t1, t2, fail
-    li a0, 0                /* SRST: shutdown, no reason */
-    li a1, 0
-    li a7, 0x53525354
+    la a1, fdt_ok
+    la t0, fdt_ok_end
+    beq t1, t2, 2f
+    la a1, fdt_bad
+    la t0, fdt_bad_end
+2:  sub a0, t0, a1
+    li a2, 0
+    li a7, 0x4442434E
     li a6, 0
     ecall
-fail:
-    li a0, 1                /* SRST: shutdown, system failure */
-    li a1, 1
+    li a0, 0                /* SRST: shutdown, no reason */
+    li a1, 0
     li a7, 0x53525354
     li a6, 0
     ecall
@@ -31,3 +34,9 @@ fail:
 message:
     .ascii "hello from S-mode through SBI\n"
 message_end:
+fdt_ok:
+    .ascii "a1 points at the device tree\n"
+fdt_ok_end:
+fdt_bad:
+    .ascii "a1 does not point at a device tree\n"
+fdt_bad_end:
