@@ -95,7 +95,7 @@ class Hart:
 
     def trap(self, cause: int, tval: int) -> None:
         s = self.state
-        s[L.PC] = take_trap(s, cause, _signed(tval), int(s[L.PC]), False)
+        s[L.PC] = take_trap(s, cause, _signed(tval), int(s[L.PC]), False) & ~1
 
     # --- inspection ---------------------------------------------------------
     @property

@@ -39,7 +39,7 @@ def parcel(h, m16, rom16, ram_base, paddr):
 
 @jit_inline
 def fetch(h, m16, m64, rom16, ram_base, pc):
-    """(instruction, length, 0) at ``pc``, or (cause, 0, tval) when the fetch faults.
+    """(instruction, length, paddr) at ``pc``, or (cause, 0, tval) when the fetch faults.
 
     A 16-bit parcel whose low bits are not 11 is a compressed instruction
     (ISA spec 1.5); otherwise the next parcel holds the upper half, which
@@ -52,7 +52,7 @@ def fetch(h, m16, m64, rom16, ram_base, pc):
     if low < 0:
         return CAUSE_FETCH_ACCESS, 0, pc
     if low & 3 != 3:
-        return low, 2, 0
+        return low, 2, paddr
     if pc & 0xFFF == 0xFFE:
         paddr, fault = translate(h, m64, ram_base, pc + 2, ACCESS_FETCH)
         if fault >= 0:
@@ -62,7 +62,7 @@ def fetch(h, m16, m64, rom16, ram_base, pc):
     high = parcel(h, m16, rom16, ram_base, paddr)
     if high < 0:
         return CAUSE_FETCH_ACCESS, 0, pc + 2
-    return (((high << 16) | low) ^ 0x80000000) - 0x80000000, 4, 0
+    return (((high << 16) | low) ^ 0x80000000) - 0x80000000, 4, paddr - 2
 
 
 @jit_inline
@@ -163,19 +163,38 @@ def block(h, m8, m16, m32, m64, rom16, ctable, pc, limit):
     steps = 0
     counted = 0
     ram_base = h[RAM_BASE]
+    # The page being executed: its virtual page number and the m16 index of its
+    # first parcel. Within a block nothing changes its translation (traps,
+    # trap returns, satp writes and sfence.vma all end the block).
+    code_page = -1
+    code_index = 0
     while steps < limit:
         steps += 1
-        word, ilen, tval = fetch(h, m16, m64, rom16, ram_base, pc)
+        offset = pc & 0xFFF
+        ilen = 0
+        if pc >> 12 == code_page:
+            index = code_index + (offset >> 1)
+            word = m16[index] & 0xFFFF
+            if word & 3 != 3:
+                ilen = 2
+            elif offset != 0xFFE:
+                word = (m16[index + 1] << 16) | word
+                ilen = 4
         if ilen == 0:
-            pc = take_trap(h, word, tval, pc, False)
-            continue
+            word, ilen, paddr = fetch(h, m16, m64, rom16, ram_base, pc)
+            if ilen == 0:
+                pc = take_trap(h, word, paddr, pc, False) & ~1
+                break
+            if 0 <= paddr - ram_base < 2 * m16.size:
+                code_page = pc >> 12
+                code_index = (paddr - ram_base - offset) >> 1
         insn = word
         if ilen == 2:
             insn = ctable[word]
             h[PARCEL] = word
             if insn == 0:
-                pc = take_trap(h, CAUSE_ILLEGAL, word, pc, False)
-                continue
+                pc = take_trap(h, CAUSE_ILLEGAL, word, pc, False) & ~1
+                break
         if insn & 0x7F == 0x73:
             h[INSTRET] += steps - 1 - counted
             h[CYCLE] += steps - 1 - counted
@@ -217,7 +236,7 @@ def run(h, m8, m16, m32, m64, rom16, ctable, budget):
             h[CSR + MIP] |= MIP_MTIP
         irq = pending_interrupt(h)
         if irq >= 0:
-            pc = take_trap(h, irq, 0, pc, True)
+            pc = take_trap(h, irq, 0, pc, True) & ~1
         steps, pc = block(h, m8, m16, m32, m64, rom16, ctable, pc, limit)
         done += steps
         if h[EXIT_REASON] != EXIT_BUDGET:

@@ -37,11 +37,11 @@ def _privileged(h, insn, pc, ilen):
     if word == MRET:
         if priv != PRIV_M:
             return illegal(h, insn, pc, ilen)
-        return mret(h) | 1
+        return mret(h)
     if word == SRET:
         if priv == PRIV_U or (priv == PRIV_S and status & MSTATUS_TSR):
             return illegal(h, insn, pc, ilen)
-        return sret(h) | 1
+        return sret(h)
     if word == WFI:
         if priv == PRIV_U or (priv == PRIV_S and status & MSTATUS_TW):
             return illegal(h, insn, pc, ilen)

@@ -1,7 +1,9 @@
 """Trap entry, trap return and interrupt selection (privileged spec 3.1.7-3.1.9, 3.3.2, 4.1).
 
 Every function here works on the hart's state array ``h`` (see ``layout``)
-and returns the pc at which the hart continues.
+and returns the pc at which the hart continues, with bit 0 set: a trap or a
+trap return changes the privilege and maybe the address space, so the run
+loop must end its block (and forget its cached code page).
 """
 
 from .jit import jit
@@ -50,8 +52,8 @@ def take_trap(h, cause, tval, pc, interrupt):
         tvec = h[CSR + MTVEC]
     base = tvec & ~3
     if interrupt and (tvec & 3) == 1:  # vectored mode
-        return base + 4 * cause
-    return base
+        return (base + 4 * cause) | 1
+    return base | 1
 
 
 @jit
@@ -68,7 +70,7 @@ def mret(h):
     h[CSR + MSTATUS] = status
     h[PRIV] = new_priv
     h[RESERVATION] = -1
-    return h[CSR + MEPC]
+    return h[CSR + MEPC] | 1
 
 
 @jit
@@ -83,7 +85,7 @@ def sret(h):
     h[CSR + MSTATUS] = status
     h[PRIV] = new_priv
     h[RESERVATION] = -1
-    return h[CSR + SEPC]
+    return h[CSR + SEPC] | 1
 
 
 @jit
