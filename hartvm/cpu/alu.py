@@ -35,7 +35,7 @@ def srl(a, shamt):
     return np.int64(np.uint64(a) >> np.uint64(shamt))
 
 
-@jit
+@jit_inline
 def mulhu(a, b):
     """High 64 bits of the unsigned 128-bit product (schoolbook on 32-bit halves)."""
     ua = np.uint64(a)
@@ -166,7 +166,7 @@ def op_imm32(h, insn, pc, ilen):
     return pc + ilen
 
 
-@jit
+@jit_inline
 def _muldiv(funct3, a, b):
     if funct3 == 0:
         return a * b
