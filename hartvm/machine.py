@@ -80,6 +80,7 @@ class Machine:
         self.input_filter = None          # bytes -> bytes, applied to host input
         self.stop_when = None             # () -> bool, checked between rounds
         self.realtime_idle = False
+        self.trace = None                 # a text stream: one line per instruction
 
     # --- loading --------------------------------------------------------------
     def load_kernel(self, path: str) -> int:
@@ -228,15 +229,29 @@ class Machine:
                     return
                 state[L.CYCLE] = max(deadline, int(state[L.CYCLE]))
                 self.sleeping[index] = False
-            reason = hart.run(round_end - int(state[L.CYCLE]))
+            if self.trace is not None:
+                line, before = hart.trace_line(), state[:64].copy()
+                reason = hart.run(1)
+            else:
+                reason = hart.run(round_end - int(state[L.CYCLE]))
             if reason == L.EXIT_MMIO:
                 self._mmio(hart)
             elif reason == L.EXIT_HTIF and self.htif is not None:
                 self.htif.handle()
             elif reason == L.EXIT_WFI:
                 self.sleeping[index] = True
+            if self.trace is not None:
+                self._trace_write(line, before, state)
             if self._exit_status is not None or self._reset_requested:
                 return
+
+    def _trace_write(self, line: str, before, state) -> None:
+        """A trace line, with the registers the instruction changed."""
+        for index in range(1, 64):
+            if state[index] != before[index]:
+                name = f"x{index}" if index < 32 else f"f{index - 32}"
+                line += f"  {name}={int(state[index]) & (2**64 - 1):#x}"
+        self.trace.write(line + "\n")
 
     def _mmio(self, hart: Hart) -> None:
         state = hart.state

@@ -11,7 +11,8 @@ import numpy as np
 from . import layout as L
 from .compressed import EXPANSION_TABLE
 from .csr import csr_read
-from .interp import run
+from .disasm import disassemble
+from .interp import fetch, run
 from .trap import take_trap
 
 MASK64 = 2**64 - 1
@@ -98,6 +99,21 @@ class Hart:
         s[L.PC] = take_trap(s, cause, _signed(tval), int(s[L.PC]), False) & ~1
 
     # --- inspection ---------------------------------------------------------
+    def peek_instruction(self):
+        """(bits, length) of the instruction at pc, or (cause, 0) if fetching it faults."""
+        word, length, _ = fetch(self.state, self.ram.m16, self.ram.m64, self.rom_halfwords,
+                                self.ram.base, int(self.state[L.PC]))
+        return int(word) & 0xFFFFFFFF, int(length)
+
+    def trace_line(self) -> str:
+        """One line of the instruction trace: hart, privilege, pc, bits, disassembly."""
+        word, length = self.peek_instruction()
+        prefix = f"{self.hartid} {'USHM'[self.priv]} {self.pc:016x}: "
+        if length == 0:
+            return prefix + f"fetch fault (cause {word})"
+        bits = f"{word:04x}    " if length == 2 else f"{word:08x}"
+        return prefix + bits + "  " + disassemble(word, length)
+
     @property
     def pc(self) -> int:
         return int(self.state[L.PC]) & MASK64

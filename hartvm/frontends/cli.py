@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"number of harts (default 1, at most {MAX_HARTS})")
     boot.add_argument("--max-instructions", type=_positive, metavar="N",
                       help=f"stop after N instructions (exit status {EXIT_INSTRUCTION_LIMIT})")
+    boot.add_argument("--trace", metavar="FILE", nargs="?", const="-",
+                      help="write every instruction executed, disassembled, with the registers "
+                           "it changed, to FILE (default stderr); slow")
     boot.add_argument("--stats", action="store_true",
                       help="print instructions executed and MIPS on stderr at exit")
     return parser
@@ -123,6 +126,11 @@ def _boot(args) -> int:
     else:
         machine.boot(args.kernel, _firmware(args), args.initrd, args.append)
     machine.stop_when = lambda: console.panicked
+    if args.trace:
+        try:
+            machine.trace = sys.stderr if args.trace == "-" else open(args.trace, "w")
+        except OSError as error:
+            raise HartvmError(f"--trace {args.trace}: {error.strerror or error}") from None
     ready = time.perf_counter()
     try:
         with console.attached(0):

@@ -98,3 +98,31 @@ def test_stats_report_instructions(toolchain):
     result = run_hartvm(build_c("printf"), "--stats")
     assert result.returncode == 0
     assert b"instructions in" in result.stderr and b"MIPS" in result.stderr
+
+
+def test_trace_lists_each_instruction_with_disassembly(toolchain, tmp_path):
+    trace = tmp_path / "trace.txt"
+    result = run_hartvm(build_c("printf"), "--trace", str(trace), "--stats")
+    assert result.returncode == 0
+    lines = trace.read_text().splitlines()
+    executed = int(result.stderr.split(b" instructions")[0].split()[-1])
+    assert len(lines) == executed
+    # the boot ROM's first instructions, as QEMU's virt machine has them
+    assert lines[0] == "0 M 0000000000001000: 00000297  auipc t0,0x0  x5=0x1000"
+    assert lines[2].endswith("csrrs a0,mhartid,zero")
+    assert "jalr zero,0(t0)" in lines[5]
+
+
+def test_disassembler_agrees_with_objdump(toolchain):
+    """Every 32-bit instruction of a compiled program, named as objdump names it."""
+    import re
+    from hartvm.cpu.disasm import disassemble
+    dump = subprocess.run(["riscv64-linux-gnu-objdump", "-d", "-M", "no-aliases",
+                           build_c("arith")], capture_output=True, text=True, check=True).stdout
+    checked = 0
+    for match in re.finditer(r"^\s*[0-9a-f]+:\s+([0-9a-f]{8})\s+(\S+)", dump, re.M):
+        word, mnemonic = int(match.group(1), 16), match.group(2)
+        ours = disassemble(word).split()[0]
+        assert ours == mnemonic, f"{word:08x}: {ours} vs objdump {mnemonic}"
+        checked += 1
+    assert checked > 100
