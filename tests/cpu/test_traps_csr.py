@@ -186,3 +186,58 @@ def test_wfi_with_nothing_to_wake_halts(asm_program):
     machine = asm_program("    wfi")
     result = machine.run(max_instructions=100_000)
     assert result.stop.name == "HALTED"
+
+
+def test_delegated_traps_go_to_supervisor_mode(asm_program):
+    """medeleg/mideleg: a U-mode ecall and an S software interrupt land at stvec in S-mode."""
+    hart = run_trap(asm_program, """
+    li t0, 1 << 8            /* delegate ecall from U */
+    csrw medeleg, t0
+    li t0, 1 << 1            /* and the supervisor software interrupt */
+    csrw mideleg, t0
+    la t0, 5f
+    csrw stvec, t0
+    li t0, 0x1800
+    csrc mstatus, t0
+    li t0, 0x800             /* MPP = S */
+    csrs mstatus, t0
+    la t0, 2f
+    csrw mepc, t0
+    li s2, 0
+    mret
+2:  /* S-mode: enter U-mode at 3 */
+    li t0, 0x100
+    csrc sstatus, t0         /* SPP = U */
+    la t0, 3f
+    csrw sepc, t0
+    sret
+3:  ecall                    /* from U: delegated, handled in S */
+    j 6f
+    .align 2
+5:  csrr s3, scause
+    csrr s4, sepc
+    csrr s5, sstatus
+    addi s2, s2, 1
+    li t0, 1
+    beq s2, t0, 7f
+    csrci sip, 2             /* second entry: the software interrupt; clear it */
+    j 8f
+7:  mv s8, s3                /* the first entry's scause and sstatus */
+    mv a0, s5
+    csrsi sie, 2             /* SSIE */
+    csrsi sstatus, 2         /* SIE */
+    csrsi sip, 2             /* raise SSIP: taken at once, in S-mode */
+8:  csrr s6, scause
+    mv s7, s2
+    li t6, 0x100000          /* end the test from S-mode */
+    li t5, 0x5555
+    sw t5, 0(t6)
+6:
+""")
+    assert hart.x(24) == L.CAUSE_ECALL_U          # s8: the first scause
+    assert hart.x(23) == 2                         # s7: the handler ran twice
+    assert hart.x(22) == (1 << 63) | 1             # s6: supervisor software interrupt
+    assert hart.priv == L.PRIV_S
+    assert not hart.x(10) & L.MSTATUS_SPP          # sstatus.SPP = U for the ecall
+    assert hart.x(21) & L.MSTATUS_SPP              # and S for the interrupt
+    assert hart.x(25) == 2**64 - 1                 # nothing reached the M-mode handler
