@@ -159,6 +159,16 @@ def csr_write(h, number, value):
         h[CSR + MSTATUS] |= MSTATUS_FS | MSTATUS_SD
     elif number == PMPCFG0 or number == PMPCFG0 + 2:
         h[CSR + number] = pmpcfg_legal(h[CSR + number], value)
+    elif PMPADDR0 <= number < PMPADDR0 + 16:
+        entry = number - PMPADDR0
+        # A locked entry's address is fixed, and so is the one below a locked
+        # TOR entry, which uses it as its base (privileged spec 3.7.1).
+        locked = pmp_config(h, entry) & 0x80
+        if entry < 15:
+            above = pmp_config(h, entry + 1)
+            locked |= above & 0x80 and (above >> 3) & 3 == 1
+        if not locked:
+            h[CSR + number] = value & PMPADDR_MASK
     else:
         mask = CSR_WRITABLE[number]
         h[CSR + number] = (h[CSR + number] & ~mask) | (value & mask)
@@ -174,6 +184,13 @@ def set_mstatus(h, value):
     if value & MSTATUS_FS == MSTATUS_FS:
         value |= MSTATUS_SD  # SD summarises a Dirty FS (3.1.6.6)
     h[CSR + MSTATUS] = value
+
+
+@jit
+def pmp_config(h, entry):
+    """The configuration byte of PMP entry 0-15 (pmpcfg0 holds 0-7, pmpcfg2 8-15)."""
+    register = h[CSR + PMPCFG0 + 2 * (entry // 8)]
+    return (register >> (8 * (entry % 8))) & 0xFF
 
 
 @jit

@@ -241,3 +241,17 @@ def test_delegated_traps_go_to_supervisor_mode(asm_program):
     assert not hart.x(10) & L.MSTATUS_SPP          # sstatus.SPP = U for the ecall
     assert hart.x(21) & L.MSTATUS_SPP              # and S for the interrupt
     assert hart.x(25) == 2**64 - 1                 # nothing reached the M-mode handler
+
+
+def test_pmp_registers_keep_legal_values_and_honour_locks(asm_program):
+    run_cases(asm_program, [
+        # R=0 W=1 is reserved: the write keeps neither (entry 0: write 0x02 -> 0)
+        ("    li a0, 0x0f02\n    csrw pmpcfg0, a0\n    csrr a2, pmpcfg0", 0x0F00),
+        ("    li a0, -1\n    csrw pmpaddr3, a0\n    csrr a2, pmpaddr3", (1 << 54) - 1),
+        # lock entry 1 (L=1, TOR): pmpaddr1 and pmpaddr0 (its base) are frozen
+        ("    li a0, 0x1234\n    csrw pmpaddr0, a0\n    csrw pmpaddr1, a0\n"
+         "    li a0, 0x8f00\n    csrw pmpcfg0, a0\n    li a0, 0x5678\n    csrw pmpaddr0, a0\n"
+         "    csrw pmpaddr1, a0\n    csrr a2, pmpaddr1", 0x1234),
+        ("    csrr a2, pmpaddr0", 0x1234),
+        ("    li a0, 0\n    csrw pmpcfg0, a0\n    csrr a2, pmpcfg0", 0x8F00),   # locked cfg
+    ])
