@@ -19,6 +19,10 @@ def canonical_nan(E, M):
     return (((1 << E) - 1) << M) | (1 << (M - 1))
 
 
+def infinity(sign, E, M):
+    return (sign << (E + M)) | (((1 << E) - 1) << M)
+
+
 def classify(bits, E, M):
     sign = bits >> (E + M) & 1
     exp = bits >> M & ((1 << E) - 1)
@@ -84,7 +88,7 @@ def encode(sign, magnitude, rm, E, M):
         flags = OF | NX
         if rm == RTZ or (rm == RDN and sign == 0) or (rm == RUP and sign == 1):
             return (sign << (E + M)) | (((1 << E) - 2) << M) | ((1 << M) - 1), flags
-        return (sign << (E + M)) | (((1 << E) - 1) << M), flags
+        return infinity(sign, E, M), flags
     return (sign << (E + M)) | (biased << M) | (kept & ((1 << M) - 1)), flags
 
 
@@ -116,7 +120,7 @@ def add(a, b, rm, E, M, subtract=False):
         if ka == kb == "inf" and sa != sb:
             return canonical_nan(E, M), NV
         s = sa if ka == "inf" else sb
-        return (s << (E + M)) | (((1 << E) - 1) << M), 0
+        return infinity(s, E, M), 0
     exact = _signed_value(sa, va or 0) + _signed_value(sb, vb or 0)
     if exact == 0:
         if ka == kb == "zero" and sa == sb:
@@ -137,7 +141,7 @@ def mul(a, b, rm, E, M):
     if "inf" in (ka, kb):
         if "zero" in (ka, kb):
             return canonical_nan(E, M), NV
-        return (sign << (E + M)) | (((1 << E) - 1) << M), 0
+        return infinity(sign, E, M), 0
     if "zero" in (ka, kb):
         return sign << (E + M), 0
     return encode(sign, va * vb, rm, E, M)
@@ -150,7 +154,7 @@ def div(a, b, rm, E, M):
     sa, ka, va = classify(a, E, M)
     sb, kb, vb = classify(b, E, M)
     sign = sa ^ sb
-    inf = (sign << (E + M)) | (((1 << E) - 1) << M)
+    inf = infinity(sign, E, M)
     if ka == "inf":
         return (canonical_nan(E, M), NV) if kb == "inf" else (inf, 0)
     if kb == "inf":
@@ -202,9 +206,9 @@ def fma(a, b, c, rm, E, M, negate_product=False, negate_addend=False):
     if "inf" in (ka, kb):
         if kc == "inf" and sc != sp:
             return canonical_nan(E, M), NV
-        return (sp << (E + M)) | (((1 << E) - 1) << M), 0
+        return infinity(sp, E, M), 0
     if kc == "inf":
-        return (sc << (E + M)) | (((1 << E) - 1) << M), 0
+        return infinity(sc, E, M), 0
     product = _signed_value(sp, (va or 0) * (vb or 0))
     exact = product + _signed_value(sc, vc or 0)
     if exact == 0:
@@ -241,7 +245,7 @@ def convert(a, rm, from_format, to_format):
     if kind in ("snan", "qnan"):
         return canonical_nan(te, tm), NV if kind == "snan" else 0
     if kind == "inf":
-        return (sign << (te + tm)) | (((1 << te) - 1) << tm), 0
+        return infinity(sign, te, tm), 0
     if kind == "zero":
         return sign << (te + tm), 0
     return encode(sign, value, rm, te, tm)
