@@ -101,6 +101,10 @@ class Machine:
         fw = load_file(firmware, ram, ram.base, "firmware")
         kernel_base = -(-fw.end // KERNEL_ALIGN) * KERNEL_ALIGN
         image = load_file(kernel, ram, kernel_base, "kernel")
+        if any(blob.paddr < fw.end for blob in image.blobs):
+            raise HartvmError(f"kernel {kernel} is linked at {image.blobs[0].paddr:#x}, inside the "
+                              f"firmware (up to {fw.end:#x}); for a bare-metal program use "
+                              f"--bios none")
         blobs = list(fw.blobs) + list(image.blobs)
         initrd_range = None
         if initrd is not None:

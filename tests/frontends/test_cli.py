@@ -126,3 +126,10 @@ def test_disassembler_agrees_with_objdump(toolchain):
         assert ours == mnemonic, f"{word:08x}: {ours} vs objdump {mnemonic}"
         checked += 1
     assert checked > 100
+
+
+def test_bare_metal_elf_over_the_firmware_is_refused(toolchain, tmp_path):
+    firmware = tmp_path / "fw.bin"
+    firmware.write_bytes(b"\x6f\x00\x00\x00" * 1024)   # a stand-in firmware: j .
+    result = hartvm("boot", "--bios", str(firmware), "--kernel", build_c("printf"))
+    assert_clean_error(result, "--bios none")
