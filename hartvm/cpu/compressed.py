@@ -7,54 +7,51 @@ built once by ``expand`` and runs the 32-bit instruction with a length of 2,
 so link addresses (c.jal, c.jalr) and the next pc come out right. Reserved
 and illegal encodings expand to 0, which the hart raises as an illegal
 instruction with the original 16 bits in ``mtval``.
+
+The expansion is plain Python: it runs once per parcel to build the table,
+which is then kept beside the compiled code (same cache directory, so it is
+rebuilt whenever this file changes). Compiling it with numba cost more time
+at a cold start than running it.
 """
 
+import os
+
+import numba
 import numpy as np
-from numba import njit
-
-from .jit import jit
 
 
-@jit
 def _bit(value, pos):
     return (value >> pos) & 1
 
 
-@jit
 def _i_type(imm, rs1, funct3, rd, opcode):
     return ((imm & 0xFFF) << 20) | (rs1 << 15) | (funct3 << 12) | (rd << 7) | opcode
 
 
-@jit
 def _s_type(imm, rs2, rs1, funct3, opcode):
     return (((imm >> 5) & 0x7F) << 25) | (rs2 << 20) | (rs1 << 15) | (funct3 << 12) \
         | ((imm & 0x1F) << 7) | opcode
 
 
-@jit
 def _r_type(funct7, rs2, rs1, funct3, rd, opcode):
     return (funct7 << 25) | (rs2 << 20) | (rs1 << 15) | (funct3 << 12) | (rd << 7) | opcode
 
 
-@jit
 def _b_type(imm, rs2, rs1, funct3):
     return (_bit(imm, 12) << 31) | (((imm >> 5) & 0x3F) << 25) | (rs2 << 20) | (rs1 << 15) \
         | (funct3 << 12) | (((imm >> 1) & 0xF) << 8) | (_bit(imm, 11) << 7) | 0x63
 
 
-@jit
 def _j_type(imm, rd):
     return (_bit(imm, 20) << 31) | (((imm >> 1) & 0x3FF) << 21) | (_bit(imm, 11) << 20) \
         | (((imm >> 12) & 0xFF) << 12) | (rd << 7) | 0x6F
 
 
-@jit
 def _sext(value, bits):
     sign = 1 << (bits - 1)
     return (value ^ sign) - sign
 
 
-@jit
 def _quadrant0(c):
     funct3 = c >> 13
     rd_ = 8 + ((c >> 2) & 7)      # rd' / rs2'
@@ -82,7 +79,6 @@ def _quadrant0(c):
     return 0
 
 
-@jit
 def _quadrant1(c):
     funct3 = c >> 13
     rd = (c >> 7) & 31
@@ -142,7 +138,6 @@ def _quadrant1(c):
     return _b_type(_sext(imm, 9), 0, rs1_, funct3 - 6)
 
 
-@jit
 def _quadrant2(c):
     funct3 = c >> 13
     rd = (c >> 7) & 31
@@ -184,7 +179,6 @@ def _quadrant2(c):
     return _s_type(sdsp, rs2, 2, 3, 0x23)             # c.sdsp
 
 
-@jit
 def expand(c):
     """The 32-bit instruction that the 16-bit parcel ``c`` stands for, or 0."""
     if c == 0:  # the all-zero parcel is defined illegal
@@ -199,14 +193,31 @@ def expand(c):
     return 0
 
 
-@njit(cache=True)
 def build_table():
     """int32 table: parcel -> sign-extended 32-bit expansion (0 if illegal)."""
     table = np.zeros(65536, np.int32)
     for c in range(65536):
         word = expand(c) & 0xFFFFFFFF
-        table[c] = ((word ^ 0x80000000) - 0x80000000)
+        table[c] = (word ^ 0x80000000) - 0x80000000
     return table
 
 
-EXPANSION_TABLE = build_table()
+def _load_table():
+    path = os.path.join(numba.config.CACHE_DIR, "compressed-expansion.npy")
+    try:
+        table = np.load(path)
+        if table.shape == (65536,) and table.dtype == np.int32:
+            return table
+    except (OSError, ValueError):
+        pass
+    table = build_table()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.save(path + ".tmp.npy", table)
+        os.replace(path + ".tmp.npy", path)
+    except OSError:
+        pass  # a read-only cache: build it again next time
+    return table
+
+
+EXPANSION_TABLE = _load_table()
