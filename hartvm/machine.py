@@ -60,10 +60,15 @@ class RunResult:
 
 class Machine:
     def __init__(self, memory_size: int = DEFAULT_MEMORY, output=None, harts: int = 1,
-                 rtc_epoch_ns: int = DEFAULT_RTC_EPOCH_NS):
+                 rtc_epoch_ns: int = DEFAULT_RTC_EPOCH_NS, flush=None):
+        """``output(bytes)`` receives the console (stdout by default); ``flush()``
+        is called after every round so that output shows as it comes."""
         if not 1 <= harts <= MAX_HARTS:
             raise HartvmError(f"bad hart count {harts}: must be 1 to {MAX_HARTS}")
-        self._output = output or _stdout_write
+        if output is None:
+            output, flush = sys.stdout.buffer.write, sys.stdout.buffer.flush
+        self._output = output
+        self._flush = flush or (lambda: None)
         self._exit_status: int | None = None
         self._reset_requested = False
         states = []
@@ -177,9 +182,9 @@ class Machine:
                     return RunResult(Stop.EXITED, status, self.instructions - start)
                 if self.stop_when is not None and self.stop_when():
                     return RunResult(Stop.STOPPED, 0, self.instructions - start)
-                _flush_stdout(self._output)  # show console output as it comes
+                self._flush()
         finally:
-            _flush_stdout(self._output)
+            self._flush()
 
     def _round(self, limit: int | None) -> bool:
         """Run every hart up to the end of a round; False if none can ever run again."""
@@ -318,17 +323,6 @@ class Machine:
                 break
         passed = int((time.monotonic() - started) * cycles_per_second)
         return min(wake_cycle, now + max(passed, 1))
-
-
-def _stdout_write(data: bytes) -> None:
-    sys.stdout.buffer.write(data)
-
-
-def _flush_stdout(output) -> None:
-    if output is _stdout_write:
-        sys.stdout.buffer.flush()
-    elif hasattr(getattr(output, "__self__", None), "flush"):
-        output.__self__.flush()   # a console object's write method
 
 
 def parse_size(text: str) -> int:

@@ -118,7 +118,8 @@ def _boot(args) -> int:
         raise HartvmError("--initrd and --append need firmware to pass them on (not --bios none)")
     console = Console()
     try:
-        machine = Machine(memory_size=args.memory, output=console.write, harts=args.smp)
+        machine = Machine(memory_size=args.memory, output=console.write, harts=args.smp,
+                          flush=console.flush)
     except OSError as error:
         raise HartvmError(f"cannot allocate {args.memory} bytes of guest memory: {error}") from None
     if args.bios == "none":
