@@ -22,6 +22,8 @@ from ..devices.plic import SOURCES as PLIC_SOURCES, PLIC
 from ..devices.rom import ROM
 from ..devices.syscon import FINISHER_PASS, FINISHER_RESET, Syscon
 from ..devices.uart16550 import UART16550
+from ..devices.virtio.mmio import VirtioMMIO
+from ..errors import HartvmError
 from ..memory import RAM
 from . import fdt
 
@@ -93,6 +95,19 @@ class VirtBoard:
                              ("clint", self.clint), ("plic", self.plic), ("uart0", self.uart)):
             region = MEMORY_MAP[name]
             self.bus.attach(region.base, region.size, device)
+        self.virtio: list[VirtioMMIO] = []
+
+    def attach_virtio(self, backend) -> VirtioMMIO:
+        """Put a virtio device in the next free MMIO slot, wired to its PLIC source."""
+        slot = len(self.virtio)
+        if slot >= VIRTIO_SLOTS:
+            raise HartvmError(f"at most {VIRTIO_SLOTS} virtio devices")
+        region = MEMORY_MAP[f"virtio{slot}"]
+        device = VirtioMMIO(self.ram, backend,
+                            lambda level, irq=region.irq: self.plic.set_irq(irq, level))
+        self.bus.attach(region.base, region.size, device)
+        self.virtio.append(device)
+        return device
 
     def set_boot(self, start: int, fdt: int = 0, next_addr: int | None = None) -> None:
         """Point the reset vector at ``start`` (firmware or bare-metal entry)."""
@@ -180,6 +195,13 @@ class VirtBoard:
         rtc.set("interrupts", rtc_region.irq).set("interrupt-parent", plic_phandle)
         rtc.set("reg", fdt.addr_size(rtc_region.base, rtc_region.size))
         rtc.set("compatible", "google,goldfish-rtc")
+
+        for slot in range(len(self.virtio)):
+            region = MEMORY_MAP[f"virtio{slot}"]
+            node = soc.child(f"virtio_mmio@{region.base:x}")
+            node.set("interrupts", region.irq).set("interrupt-parent", plic_phandle)
+            node.set("reg", fdt.addr_size(region.base, region.size))
+            node.set("compatible", "virtio,mmio")
 
         serial = soc.child(f"serial@{uart.base:x}")
         serial.set("interrupts", uart.irq).set("interrupt-parent", plic_phandle)

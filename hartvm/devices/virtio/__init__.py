@@ -1,0 +1,1 @@
+"""Virtio 1.2 devices over the MMIO transport (``mmio.py``) with split virtqueues."""

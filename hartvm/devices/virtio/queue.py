@@ -1,0 +1,129 @@
+"""The split virtqueue (virtio 1.2, section 2.7): descriptor table, available and used rings.
+
+Everything here comes from the guest and is checked: every address and
+length must lie in guest RAM, a chain may not be longer than the queue (so
+a descriptor loop ends), indirect tables must be well formed. A malformed
+chain raises ``BadChain``; the transport then marks the device as needing a
+reset instead of failing the VMM.
+"""
+
+import struct
+from dataclasses import dataclass, field
+
+from ...memory import GuestMemoryError
+
+DESC_F_NEXT = 1
+DESC_F_WRITE = 2
+DESC_F_INDIRECT = 4
+MAX_QUEUE_SIZE = 1024
+
+
+class BadChain(Exception):
+    """A descriptor chain that breaks the rules of the spec."""
+
+
+@dataclass
+class Chain:
+    head: int
+    readable: list[tuple[int, int]] = field(default_factory=list)   # (paddr, length)
+    writable: list[tuple[int, int]] = field(default_factory=list)
+
+    def read(self, ram, limit: int = 1 << 24) -> bytes:
+        """The device-readable part of the chain, concatenated (at most ``limit`` bytes)."""
+        out = bytearray()
+        for paddr, length in self.readable:
+            if len(out) + length > limit:
+                raise BadChain("request larger than the device accepts")
+            out += ram.read(paddr, length)
+        return bytes(out)
+
+    def write(self, ram, data: bytes) -> int:
+        """Fill the device-writable part with ``data``; returns the bytes written."""
+        offset = 0
+        for paddr, length in self.writable:
+            if offset >= len(data):
+                break
+            piece = data[offset:offset + length]
+            ram.write(paddr, piece)
+            offset += len(piece)
+        return offset
+
+    @property
+    def writable_size(self) -> int:
+        return sum(length for _, length in self.writable)
+
+
+class VirtQueue:
+    def __init__(self, ram):
+        self.ram = ram
+        self.size = 0
+        self.ready = False
+        self.desc = 0
+        self.avail = 0
+        self.used = 0
+        self.last_avail = 0
+
+    def reset(self) -> None:
+        self.size = self.desc = self.avail = self.used = self.last_avail = 0
+        self.ready = False
+
+    def _u16(self, paddr: int) -> int:
+        return struct.unpack("<H", self.ram.read(paddr, 2))[0]
+
+    def pending(self):
+        """Chains the driver has made available since the last call."""
+        try:
+            avail_idx = self._u16(self.avail + 2)
+        except GuestMemoryError:
+            raise BadChain("available ring outside RAM") from None
+        if (avail_idx - self.last_avail) & 0xFFFF > self.size:
+            raise BadChain("available index ran ahead of the queue size")
+        while self.last_avail != avail_idx:
+            slot = self.avail + 4 + 2 * (self.last_avail % self.size)
+            head = self._u16(slot)
+            self.last_avail = (self.last_avail + 1) & 0xFFFF
+            yield self._chain(head)
+
+    def _descriptor(self, table: int, index: int, table_size: int):
+        if index >= table_size:
+            raise BadChain(f"descriptor index {index} outside a table of {table_size}")
+        try:
+            addr, length, flags, next_index = struct.unpack(
+                "<QIHH", self.ram.read(table + 16 * index, 16))
+        except GuestMemoryError:
+            raise BadChain("descriptor table outside RAM") from None
+        return addr, length, flags, next_index
+
+    def _chain(self, head: int) -> Chain:
+        chain = Chain(head)
+        table, table_size, index = self.desc, self.size, head
+        indirect_seen = False
+        for _ in range(MAX_QUEUE_SIZE + 1):
+            addr, length, flags, next_index = self._descriptor(table, index, table_size)
+            if flags & DESC_F_INDIRECT:
+                if indirect_seen or table != self.desc or length % 16 or length == 0:
+                    raise BadChain("bad indirect descriptor")
+                if not self.ram.contains(addr, length):
+                    raise BadChain("indirect table outside RAM")
+                indirect_seen = True
+                table, table_size, index = addr, length // 16, 0
+                continue
+            if not self.ram.contains(addr, length):
+                raise BadChain(f"buffer {addr:#x}+{length} outside RAM")
+            if flags & DESC_F_WRITE:
+                chain.writable.append((addr, length))
+            elif chain.writable:
+                raise BadChain("a readable buffer after a writable one")
+            else:
+                chain.readable.append((addr, length))
+            if not flags & DESC_F_NEXT:
+                return chain
+            index = next_index
+        raise BadChain("descriptor chain loops")
+
+    def put_used(self, head: int, written: int) -> None:
+        """Return a chain to the driver (used ring entry, then the index)."""
+        index = self._u16(self.used + 2)
+        slot = self.used + 4 + 8 * (index % self.size)
+        self.ram.write(slot, struct.pack("<II", head, written))
+        self.ram.write(self.used + 2, struct.pack("<H", (index + 1) & 0xFFFF))
