@@ -1,0 +1,158 @@
+"""The virtio MMIO transport and split queue against hostile drivers.
+
+A driver is played from Python: registers written through the device,
+descriptors and rings written into guest RAM. Bad chains (loops, buffers
+outside RAM, oversized requests, bad queue sizes) must end with the device
+reporting DEVICE_NEEDS_RESET or an I/O error, never an exception in hartvm.
+"""
+
+import struct
+
+import pytest
+
+from hartvm.devices.virtio import mmio
+from hartvm.devices.virtio.blk import Block
+from hartvm.devices.virtio.rng import Rng
+from hartvm.memory import RAM
+
+BASE = 0x8000_0000
+DESC, AVAIL, USED, DATA = BASE + 0x1000, BASE + 0x2000, BASE + 0x3000, BASE + 0x10000
+QUEUE = 8
+
+
+def setup(backend, size=QUEUE, desc=DESC):
+    ram = RAM(BASE, 1 << 20)
+    irqs = []
+    device = mmio.VirtioMMIO(ram, backend, irqs.append)
+    write = lambda offset, value: device.write(offset, 4, value)  # noqa: E731
+    assert device.read(0x000, 4) == mmio.MAGIC and device.read(0x004, 4) == 2
+    write(0x070, mmio.STATUS_ACKNOWLEDGE | mmio.STATUS_DRIVER)
+    write(0x024, 1)
+    write(0x020, 1)                                    # VERSION_1
+    write(0x070, mmio.STATUS_ACKNOWLEDGE | mmio.STATUS_DRIVER | mmio.STATUS_FEATURES_OK)
+    write(0x030, 0)
+    write(0x038, size)
+    for offset, address in ((0x080, desc), (0x090, AVAIL), (0x0A0, USED)):
+        write(offset, address & 0xFFFFFFFF)
+        write(offset + 4, address >> 32)
+    write(0x044, 1)
+    write(0x070, device.status | mmio.STATUS_DRIVER_OK)
+    return ram, device, irqs
+
+
+def descriptor(ram, index, addr, length, flags=0, next_index=0):
+    ram.write(DESC + 16 * index, struct.pack("<QIHH", addr, length, flags, next_index))
+
+
+def offer(ram, device, *heads):
+    avail_idx = struct.unpack("<H", ram.read(AVAIL + 2, 2))[0]
+    for head in heads:
+        ram.write(AVAIL + 4 + 2 * (avail_idx % QUEUE), struct.pack("<H", head))
+        avail_idx += 1
+    ram.write(AVAIL + 2, struct.pack("<H", avail_idx & 0xFFFF))
+    device.write(0x050, 4, 0)
+
+
+def used_entries(ram):
+    count = struct.unpack("<H", ram.read(USED + 2, 2))[0]
+    return [struct.unpack("<II", ram.read(USED + 4 + 8 * i, 8)) for i in range(count)]
+
+
+def test_rng_fills_the_buffer_and_interrupts():
+    ram, device, irqs = setup(Rng())
+    descriptor(ram, 0, DATA, 32, flags=2)
+    offer(ram, device, 0)
+    assert used_entries(ram) == [(0, 32)]
+    assert ram.read(DATA, 32) != bytes(32)
+    assert irqs[-1] is True and device.read(0x060, 4) == 1
+    device.write(0x064, 4, 1)
+    assert irqs[-1] is False
+
+
+def test_feature_negotiation_refuses_unknown_features():
+    ram = RAM(BASE, 1 << 20)
+    device = mmio.VirtioMMIO(ram, Rng())
+    device.write(0x024, 4, 0)
+    device.write(0x020, 4, 1 << 3)                  # a feature the device did not offer
+    device.write(0x070, 4, mmio.STATUS_FEATURES_OK | 3)
+    assert not device.read(0x070, 4) & mmio.STATUS_FEATURES_OK
+
+
+@pytest.mark.parametrize("chain", [
+    "loop", "outside_ram", "huge_length", "bad_index", "indirect_in_indirect", "write_then_read",
+])
+def test_hostile_chains_set_needs_reset(chain):
+    ram, device, irqs = setup(Rng())
+    if chain == "loop":
+        descriptor(ram, 0, DATA, 16, flags=2 | 1, next_index=1)
+        descriptor(ram, 1, DATA, 16, flags=2 | 1, next_index=0)
+    elif chain == "outside_ram":
+        descriptor(ram, 0, 0x1000, 16, flags=2)
+    elif chain == "huge_length":
+        descriptor(ram, 0, DATA, 0xFFFFFFFF, flags=2)
+    elif chain == "bad_index":
+        descriptor(ram, 0, DATA, 16, flags=2 | 1, next_index=500)
+    elif chain == "indirect_in_indirect":
+        descriptor(ram, 0, DATA, 32, flags=4)
+        ram.write(DATA, struct.pack("<QIHH", DATA + 0x100, 16, 4, 0) * 2)
+    elif chain == "write_then_read":
+        descriptor(ram, 0, DATA, 16, flags=2 | 1, next_index=1)
+        descriptor(ram, 1, DATA, 16, flags=0)
+    offer(ram, device, 0)
+    assert device.read(0x070, 4) & mmio.STATUS_NEEDS_RESET
+    assert used_entries(ram) == []
+    offer(ram, device, 0)                           # ignored until reset
+    device.write(0x070, 4, 0)                       # reset clears it
+    assert device.read(0x070, 4) == 0
+
+
+@pytest.mark.parametrize("size, where", [(0, DESC), (3, DESC), (4096, DESC),
+                                         (QUEUE, BASE + (1 << 20) - 8), (QUEUE, 0x1000)])
+def test_bad_queue_setup_is_refused(size, where):
+    ram, device, irqs = setup(Rng(), size=size, desc=where)
+    assert device.read(0x044, 4) == 0
+    assert device.read(0x070, 4) & mmio.STATUS_NEEDS_RESET
+
+
+def test_available_index_running_ahead_is_refused():
+    ram, device, irqs = setup(Rng())
+    ram.write(AVAIL + 2, struct.pack("<H", 1000))
+    device.write(0x050, 4, 0)
+    assert device.read(0x070, 4) & mmio.STATUS_NEEDS_RESET
+
+
+def block_request(ram, device, kind, sector, data_length, payload=b""):
+    header = struct.pack("<IIQ", kind, 0, sector)
+    ram.write(DATA, header + payload)
+    descriptor(ram, 0, DATA, 16 + len(payload), flags=1, next_index=1)
+    if data_length:
+        descriptor(ram, 1, DATA + 0x1000, data_length, flags=2 | 1, next_index=2)
+        descriptor(ram, 2, DATA + 0x3000, 1, flags=2)
+    else:
+        descriptor(ram, 1, DATA + 0x3000, 1, flags=2)
+    ram.write(DATA + 0x3000, b"\xff")
+    offer(ram, device, 0)
+    return ram.read(DATA + 0x3000, 1)[0]
+
+
+def test_block_read_write_flush_and_errors(tmp_path):
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(range(256)) * 16)           # 4 KiB: 8 sectors
+    ram, device, irqs = setup(Block(str(image)))
+    assert device.read(0x100, 4) == 8                     # capacity in sectors
+    assert block_request(ram, device, 0, 1, 512) == 0     # read sector 1
+    assert ram.read(DATA + 0x1000, 512) == (bytes(range(256)) * 2)
+    assert block_request(ram, device, 1, 2, 0, b"\xAA" * 512) == 0   # write sector 2
+    assert image.read_bytes()[1024:1536] == b"\xAA" * 512
+    assert block_request(ram, device, 4, 0, 0) == 0       # flush
+    assert block_request(ram, device, 0, 7, 1024) == 1    # past the end: IOERR
+    assert block_request(ram, device, 99, 0, 0) == 2      # unknown request: UNSUPP
+
+
+def test_read_only_block_refuses_writes(tmp_path):
+    image = tmp_path / "ro.img"
+    image.write_bytes(bytes(4096))
+    ram, device, irqs = setup(Block(str(image), readonly=True))
+    assert device.read(0x010, 4) & (1 << 5)                # VIRTIO_BLK_F_RO offered
+    assert block_request(ram, device, 1, 0, 0, b"\x01" * 512) == 1
+    assert image.read_bytes() == bytes(4096)
