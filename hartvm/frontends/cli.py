@@ -16,6 +16,7 @@ import traceback
 from .. import __version__
 from ..errors import HartvmError
 from ..machine import DEFAULT_MEMORY, MAX_HARTS, Machine, Stop, parse_size
+from ..devices.virtio.blk import Block
 from .console import Console, QuitRequested
 
 EXIT_BAD_INPUT = 2
@@ -81,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--initrd", metavar="PATH", help="initial ramdisk for the kernel")
     boot.add_argument("--append", default="", metavar="STRING",
                       help="kernel command line (the device tree's bootargs)")
+    boot.add_argument("--drive", action="append", default=[], metavar="PATH[,readonly]",
+                      help="a raw disk image as a virtio block device (repeatable)")
     boot.add_argument("--memory", "-m", type=_memory, default=DEFAULT_MEMORY, metavar="SIZE",
                       help="RAM size, e.g. 128M or 1G (default 128M)")
     boot.add_argument("--smp", type=_positive, default=1, metavar="N",
@@ -100,6 +103,17 @@ def _firmware(args) -> str:
         return args.bios
     from ..guest import debian
     return str(debian.opensbi_firmware())
+
+
+def _drive(spec: str) -> Block:
+    """--drive PATH[,readonly]: a virtio block device on a raw image file."""
+    path, _, options = spec.partition(",")
+    if options not in ("", "readonly", "ro"):
+        raise HartvmError(f"--drive {spec}: unknown option {options!r} (use PATH or PATH,readonly)")
+    try:
+        return Block(path, readonly=bool(options))
+    except OSError as error:
+        raise HartvmError(f"--drive {path}: {error.strerror or error}") from None
 
 
 def _report(console: Console, message: str) -> None:
@@ -122,6 +136,8 @@ def _boot(args) -> int:
                           flush=console.flush)
     except OSError as error:
         raise HartvmError(f"cannot allocate {args.memory} bytes of guest memory: {error}") from None
+    for spec in args.drive:
+        machine.board.attach_virtio(_drive(spec))
     if args.bios == "none":
         machine.load_kernel(args.kernel)
     else:

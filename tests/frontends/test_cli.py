@@ -133,3 +133,10 @@ def test_bare_metal_elf_over_the_firmware_is_refused(toolchain, tmp_path):
     firmware.write_bytes(b"\x6f\x00\x00\x00" * 1024)   # a stand-in firmware: j .
     result = hartvm("boot", "--bios", str(firmware), "--kernel", build_c("printf"))
     assert_clean_error(result, "--bios none")
+
+
+def test_bad_drive_is_a_clean_error(toolchain):
+    assert_clean_error(hartvm("boot", "--bios", "none", "--drive", "/nonexistent.img",
+                              "--kernel", build_c("printf")), "/nonexistent.img")
+    assert_clean_error(hartvm("boot", "--bios", "none", "--drive", "x.img,fast",
+                              "--kernel", build_c("printf")), "unknown option")
