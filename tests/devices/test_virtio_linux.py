@@ -1,8 +1,9 @@
-"""Virtio block and entropy devices, driven by Debian's Linux drivers.
+"""Virtio block, entropy and console devices, driven by Debian's Linux drivers.
 
 The initramfs carries the kernel's virtio_mmio, virtio_blk and virtio-rng
 modules (decompressed from the package's .ko.xz) and an /init that loads
-them, reads and writes the disk and reads the entropy device.
+them, reads and writes the disk, reads the entropy device and talks over
+the console port (/dev/hvc0) in both directions.
 """
 
 import lzma
@@ -11,6 +12,7 @@ import pytest
 
 from hartvm import Machine
 from hartvm.devices.virtio.blk import Block
+from hartvm.devices.virtio.console import Console
 from hartvm.devices.virtio.rng import Rng
 from hartvm.guest import debian
 from hartvm.guest.initramfs import Initramfs
@@ -30,6 +32,10 @@ echo "written by the guest" | $b dd of=/dev/vda bs=512 seek=1 conv=fsync 2>/dev/
 $b sync
 echo "rng: $($b cat /sys/class/misc/hw_random/rng_current)"
 echo "random bytes: $($b dd if=/dev/hwrng bs=8 count=1 2>/dev/null | $b od -An -tx1)"
+exec 3<>/dev/hvc0
+$b stty -F /dev/hvc0 raw -echo
+echo "to the host through hvc0" >&3
+echo "from the host: $($b head -c 17 <&3)"
 $b poweroff -f
 """
 
@@ -48,7 +54,7 @@ def initrd(tmp_path_factory):
     return guest, str(path)
 
 
-def test_linux_reads_and_writes_a_virtio_disk_and_reads_entropy(initrd, tmp_path):
+def test_linux_uses_virtio_disk_entropy_and_console(initrd, tmp_path):
     guest, initrd_path = initrd
     disk = tmp_path / "disk.img"
     disk.write_bytes(b"HARTVM-DISK-0001" + bytes(1 << 20))
@@ -56,8 +62,18 @@ def test_linux_reads_and_writes_a_virtio_disk_and_reads_entropy(initrd, tmp_path
     machine = Machine(memory_size=256 << 20, output=out.append)
     machine.board.attach_virtio(Block(str(disk)))
     machine.board.attach_virtio(Rng())
+    from_guest = []
+    console = Console(from_guest.append)
+    console_device = machine.board.attach_virtio(console)
     machine.boot(str(guest.kernel), str(guest.firmware), initrd_path, "console=ttyS0 quiet")
+    # Run until the guest has written to hvc0 (so its end is open), then answer.
+    machine.stop_when = lambda: bool(from_guest)
     result = machine.run(max_instructions=6_000_000_000)
+    assert result.stop.name == "STOPPED"
+    console.push(b"hello, guest 0123")
+    console_device.kick(0)
+    machine.stop_when = None
+    result = machine.run(max_instructions=2_000_000_000)
     text = b"".join(out).decode(errors="replace")
     assert result.stop.name == "EXITED" and result.status == 0, text[-2000:]
     assert f"disk sectors: {(16 + (1 << 20)) // 512}" in text
@@ -65,3 +81,5 @@ def test_linux_reads_and_writes_a_virtio_disk_and_reads_entropy(initrd, tmp_path
     assert disk.read_bytes()[512:512 + 20] == b"written by the guest"   # on the host file
     assert "rng: virtio_rng" in text
     assert "random bytes:" in text and "random bytes: \n" not in text
+    assert b"".join(from_guest) == b"to the host through hvc0\n"
+    assert "from the host: hello, guest 0123" in text

@@ -192,6 +192,10 @@ class VirtioMMIO(Device):
                 value &= ~STATUS_FEATURES_OK
         self.status = value | (self.status & STATUS_NEEDS_RESET)
 
+    def kick(self, index: int) -> None:
+        """Process a queue on the host's initiative (new host data for the guest)."""
+        self._notify(index)
+
     def _notify(self, index):
         if index >= len(self.queues) or not self.status & STATUS_DRIVER_OK:
             return

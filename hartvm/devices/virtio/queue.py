@@ -72,17 +72,25 @@ class VirtQueue:
 
     def pending(self):
         """Chains the driver has made available since the last call."""
+        while True:
+            chain = self.next_chain()
+            if chain is None:
+                return
+            yield chain
+
+    def next_chain(self):
+        """The next available chain, or None when the driver has made none available."""
         try:
             avail_idx = self._u16(self.avail + 2)
         except GuestMemoryError:
             raise BadChain("available ring outside RAM") from None
         if (avail_idx - self.last_avail) & 0xFFFF > self.size:
             raise BadChain("available index ran ahead of the queue size")
-        while self.last_avail != avail_idx:
-            slot = self.avail + 4 + 2 * (self.last_avail % self.size)
-            head = self._u16(slot)
-            self.last_avail = (self.last_avail + 1) & 0xFFFF
-            yield self._chain(head)
+        if self.last_avail == avail_idx:
+            return None
+        head = self._u16(self.avail + 4 + 2 * (self.last_avail % self.size))
+        self.last_avail = (self.last_avail + 1) & 0xFFFF
+        return self._chain(head)
 
     def _descriptor(self, table: int, index: int, table_size: int):
         if index >= table_size:
