@@ -39,6 +39,7 @@ MAX_HARTS = 64
 # A WFI waiting longer than this (about 29,000 years of guest time) waits forever.
 MAX_SLEEP_TICKS = 1 << 53
 DEFAULT_RTC_EPOCH_NS = 1_767_225_600 * 10**9   # 2026-01-01T00:00:00Z
+MAX_PENDING_INPUT = 64 << 10   # host input bytes held for the UART at most
 KERNEL_ALIGN = 2 << 20   # the RV64 kernel goes on the next 2 MiB boundary after the firmware
 FDT_ALIGN = 2 << 20
 INITRD_OFFSET_MAX = 128 << 20
@@ -142,6 +143,7 @@ class Machine:
         for blob in self._blobs:
             self.ram.write(blob.paddr, blob.data)
         self._reset_requested = False
+        self.board.reset()
         for index, hart in enumerate(self.harts):
             hart.reset(MEMORY_MAP["rom"].base)
             self.sleeping[index] = False
@@ -194,14 +196,20 @@ class Machine:
             length = min(length, limit)
         round_end = int(self.harts[0].state[L.CYCLE]) + length
         if all(self._asleep(i) for i in range(len(self.harts))):
-            wake = min((self._deadline(hart) for hart in self.harts), default=None)
-            if wake is None:
+            deadlines = [d for d in (self._deadline(hart) for hart in self.harts) if d is not None]
+            if not deadlines:
                 return self._wait_for_input()
+            wake = min(deadlines)
             if self.realtime_idle:
-                wake = self._sleep_until(wake)
-            round_end = max(round_end, wake)
+                round_end = self._sleep_until(wake)   # only as far as host time went
+            else:
+                round_end = max(round_end, wake)
+        start = self.instructions
         for index, hart in enumerate(self.harts):
-            self._run_hart(index, hart, round_end)
+            left = None if limit is None else limit - (self.instructions - start)
+            if left is not None and left <= 0:
+                break
+            self._run_hart(index, hart, round_end, left)
             if self._exit_status is not None or self._reset_requested:
                 break
         return True
@@ -228,9 +236,10 @@ class Machine:
             return None               # disarmed (e.g. mtimecmp = -1)
         return cycle + (deadline - now) * L.CYCLES_PER_TICK - cycle % L.CYCLES_PER_TICK
 
-    def _run_hart(self, index: int, hart: Hart, round_end: int) -> None:
+    def _run_hart(self, index: int, hart: Hart, round_end: int, steps_left: int | None) -> None:
         state = hart.state
-        while int(state[L.CYCLE]) < round_end:
+        stop_at = None if steps_left is None else hart.steps + steps_left
+        while int(state[L.CYCLE]) < round_end and (stop_at is None or hart.steps < stop_at):
             if self._asleep(index):
                 deadline = self._deadline(hart)
                 if deadline is None or deadline > round_end:
@@ -242,7 +251,10 @@ class Machine:
                 line, before = hart.trace_line(), state[:64].copy()
                 reason = hart.run(1)
             else:
-                reason = hart.run(round_end - int(state[L.CYCLE]))
+                budget = round_end - int(state[L.CYCLE])
+                if stop_at is not None:
+                    budget = min(budget, stop_at - hart.steps)
+                reason = hart.run(budget)
             if reason == L.EXIT_MMIO:
                 self._mmio(hart)
             elif reason == L.EXIT_HTIF and self.htif is not None:
@@ -283,6 +295,8 @@ class Machine:
         """Move available host input to the UART; False once the input has ended."""
         if self.input_fd is None:
             return False
+        if len(self.board.uart.host_input) > MAX_PENDING_INPUT:
+            return True   # the guest is not reading: leave the rest in the pipe
         try:
             ready, _, _ = select.select([self.input_fd], [], [], timeout)
             if not ready:
@@ -318,6 +332,9 @@ class Machine:
         started = time.monotonic()
         end = started + min((wake_cycle - now) / cycles_per_second, 1.0)
         while time.monotonic() < end:
+            if self.input_fd is None:
+                time.sleep(end - time.monotonic())
+                break
             if self._poll_input(timeout=end - time.monotonic()) and \
                     not all(self._asleep(i) for i in range(len(self.harts))):
                 break

@@ -109,6 +109,12 @@ class VirtBoard:
         self.virtio.append(device)
         return device
 
+    def reset(self) -> None:
+        """A machine reset: devices return to their power-on state (the wall clock runs on)."""
+        self.rtc.epoch_ns = self.rtc.now()
+        for device in (self.plic, self.uart, *self.virtio):
+            device.reset()
+
     def set_boot(self, start: int, fdt: int = 0, next_addr: int | None = None) -> None:
         """Point the reset vector at ``start`` (firmware or bare-metal entry)."""
         content = reset_vector(start, fdt, start if next_addr is None else next_addr)

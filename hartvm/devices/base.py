@@ -3,12 +3,16 @@
 A device sees offsets into its own range, never absolute addresses:
 ``read(offset, size) -> int`` and ``write(offset, size, value)``. Registers
 it does not know read as zero and ignore writes; each such offset is
-logged once so a misbehaving guest cannot flood the host log.
+logged once (the first few only), so a misbehaving guest can neither flood
+the host log nor grow host memory.
 """
 
 import logging
 
 log = logging.getLogger("hartvm.devices")
+
+
+MAX_LOGGED = 64   # distinct unknown registers logged per device, then silence
 
 
 class Device:
@@ -17,8 +21,11 @@ class Device:
     def __init__(self):
         self._unknown_logged: set[tuple[str, int]] = set()
 
+    def reset(self) -> None:
+        """Return to the power-on state (a machine reset)."""
+
     def unknown(self, kind: str, offset: int) -> int:
-        if (kind, offset) not in self._unknown_logged:
+        if len(self._unknown_logged) < MAX_LOGGED and (kind, offset) not in self._unknown_logged:
             self._unknown_logged.add((kind, offset))
             log.info("%s: %s of unknown register at offset %#x ignored",
                      type(self).__name__, kind, offset)

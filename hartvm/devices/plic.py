@@ -30,12 +30,16 @@ class PLIC(Device):
     def __init__(self, harts):
         super().__init__()
         self.harts = harts                 # hart state arrays, by hart id
+        self.reset()
+
+    def reset(self) -> None:
         self.priority = [0] * SOURCES
         self.level = [False] * SOURCES
         self.pending = [False] * SOURCES
         self.in_service = [False] * SOURCES
         self.enable = {}                   # context -> bitmask of enabled sources
         self.threshold = {}                # context -> threshold
+        self._update()
 
     @property
     def contexts(self) -> int:

@@ -44,8 +44,13 @@ class UART16550(Device):
         super().__init__()
         self._output = output
         self._set_irq = set_irq
-        self.rx = deque()             # loopback FIFO (16 bytes, as the chip's)
         self.host_input = deque()     # bytes from the host, waiting to be read
+        self._irq_level = False
+        self.reset()
+
+    def reset(self) -> None:
+        """Power-on register values; host input not yet read is kept."""
+        self.rx = deque()             # loopback FIFO (16 bytes, as the chip's)
         self.ier = 0
         self.lcr = 0
         self.mcr = 0
@@ -54,7 +59,7 @@ class UART16550(Device):
         self.divisor = 1
         self.thre_pending = False
         self.overrun = False
-        self._irq_level = False
+        self._update_irq()
 
     # --- host side --------------------------------------------------------
     def push_input(self, data: bytes) -> None:

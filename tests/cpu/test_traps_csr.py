@@ -255,3 +255,40 @@ def test_pmp_registers_keep_legal_values_and_honour_locks(asm_program):
         ("    csrr a2, pmpaddr0", 0x1234),
         ("    li a0, 0\n    csrw pmpcfg0, a0\n    csrr a2, pmpcfg0", 0x8F00),   # locked cfg
     ])
+
+
+TWO_HARTS = """
+    csrr a0, mhartid
+    bnez a0, 9f
+    li a0, 0x200bff8
+    ld a1, 0(a0)
+    addi a1, a1, 1000
+    li a2, 0x2004000
+    sd a1, 0(a2)             /* hart 0: timer in 1000 ticks */
+    li a0, 0x80
+    csrs mie, a0
+    wfi                      /* both harts asleep; only hart 0 has a deadline */
+    j 8f
+9:  wfi                      /* hart 1: no timer at all */
+    j 9b
+8:
+"""
+
+
+def test_all_harts_asleep_with_one_deadline_wakes_the_right_hart(toolchain):
+    from conftest import FINISHER_PASS, SNIPPET_TEMPLATE, assemble
+    from hartvm import Machine
+    machine = Machine(memory_size=16 << 20, harts=2, output=lambda data: None)
+    machine.load_kernel(assemble(SNIPPET_TEMPLATE.format(body=TWO_HARTS, finish=FINISHER_PASS)))
+    result = machine.run(max_instructions=1_000_000)
+    assert result.stop.name == "EXITED" and result.status == 0
+
+
+def test_instruction_limit_holds_across_harts(toolchain):
+    from conftest import assemble
+    from hartvm import Machine
+    loop = "    .section .text.init\n    .globl _start\n_start:\n    j _start\n"
+    machine = Machine(memory_size=16 << 20, harts=4, output=lambda data: None)
+    machine.load_kernel(assemble(loop))
+    result = machine.run(max_instructions=1000)
+    assert result.stop.name == "INSTRUCTION_LIMIT" and result.instructions == 1000

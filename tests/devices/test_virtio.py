@@ -156,3 +156,29 @@ def test_read_only_block_refuses_writes(tmp_path):
     assert device.read(0x010, 4) & (1 << 5)                # VIRTIO_BLK_F_RO offered
     assert block_request(ram, device, 1, 0, 0, b"\x01" * 512) == 1
     assert image.read_bytes() == bytes(4096)
+
+
+def test_block_status_goes_to_the_last_nonempty_writable_byte(tmp_path):
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(4096))
+    ram, device, irqs = setup(Block(str(image)))
+    ram.write(DATA, struct.pack("<IIQ", 4, 0, 0))                # FLUSH
+    descriptor(ram, 0, DATA, 16, flags=1, next_index=1)
+    descriptor(ram, 1, DATA + 0x3000, 1, flags=2 | 1, next_index=2)
+    descriptor(ram, 2, BASE, 0, flags=2)                         # empty, at the start of RAM
+    ram.write(DATA + 0x3000, b"\xff")
+    offer(ram, device, 0)
+    assert ram.read(DATA + 0x3000, 1) == b"\x00"
+    assert not device.read(0x070, 4) & mmio.STATUS_NEEDS_RESET
+
+
+def test_block_id_request_does_not_allocate_guest_sized_buffers(tmp_path):
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(4096))
+    ram, device, irqs = setup(Block(str(image)))
+    ram.write(DATA, struct.pack("<IIQ", 8, 0, 0))                # GET_ID
+    descriptor(ram, 0, DATA, 16, flags=1, next_index=1)
+    descriptor(ram, 1, BASE, 1 << 20, flags=2)                   # all of RAM, writable
+    offer(ram, device, 0)
+    assert used_entries(ram) == [(0, 21)]                         # 20 id bytes + status
+    assert ram.read(BASE, 4) == b"disk"

@@ -9,6 +9,7 @@ the device stops using its queues until the driver resets it (2.1.2).
 
 import logging
 
+from ...memory import GuestMemoryError
 from ..base import Device
 from .queue import MAX_QUEUE_SIZE, BadChain, VirtQueue
 
@@ -67,6 +68,10 @@ class VirtioMMIO(Device):
         self._set_irq = set_irq
         self.queues = [VirtQueue(ram) for _ in backend.queue_sizes]
         self._reset_state()
+
+    def reset(self) -> None:
+        self._reset_state()
+        self.backend.reset()
 
     def _reset_state(self) -> None:
         self.status = 0
@@ -204,7 +209,7 @@ class VirtioMMIO(Device):
             return
         try:
             used = self.backend.process(index, queue, self.ram)
-        except BadChain as error:
+        except (BadChain, GuestMemoryError) as error:
             self._needs_reset(f"queue {index}: {error}")
             return
         if used:
