@@ -177,9 +177,7 @@ def csr_write(h, number, value):
 
 @jit
 def set_mstatus(h, value):
-    """Store mstatus; a change of SUM or MXR changes what the TLB allows."""
-    if (h[CSR + MSTATUS] ^ value) & (MSTATUS_SUM | MSTATUS_MXR):
-        tlb_flush(h)
+    """Store mstatus, with SD summarising FS (SUM and MXR are part of TLB tags)."""
     value &= ~MSTATUS_SD
     if value & MSTATUS_FS == MSTATUS_FS:
         value |= MSTATUS_SD  # SD summarises a Dirty FS (3.1.6.6)

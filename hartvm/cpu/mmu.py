@@ -4,10 +4,12 @@
 store, following privileged spec 4.3-4.5: the page-table walk, permission
 checks with U/SUM/MXR and MPRV, superpage alignment, and the hardware update
 of the A and D bits. Walks are cached in a software TLB stored in the hart
-state (one direct-mapped table per access kind). A TLB tag holds the page
-number and the effective privilege, so privilege changes need no flush;
-``tlb_flush`` runs on satp writes, sfence.vma and SUM/MXR changes. A store
-entry is only made once D is set, so the first store still walks and sets D.
+state (one direct-mapped table per access kind). A TLB tag holds the whole
+page address, the effective privilege and, for loads and stores, SUM and
+MXR, so neither privilege changes nor the SUM toggling of every kernel
+access to user memory needs a flush; ``tlb_flush`` runs on satp writes and
+sfence.vma. A store entry is only made once D is set, so the first store
+still walks and sets D.
 Guest RAM is one byte buffer seen through four signed views
 (``m8``..``m64``); an access wholly inside RAM is done here, anything else
 leaves the run loop as an MMIO exit for the bus to handle. The RAM base
@@ -61,11 +63,19 @@ def translate(h, m64, ram_base, vaddr, access):
     satp = h[CSR + SATP]
     if priv == PRIV_M or satp == 0:
         return vaddr, -1
-    vpn = vaddr >> 12
-    slot = TLB + access * 2 * TLB_ENTRIES + (vpn & (TLB_ENTRIES - 1))
-    if h[slot] == ((vpn << 2) | priv) + 1:
+    slot = TLB + access * 2 * TLB_ENTRIES + ((vaddr >> 12) & (TLB_ENTRIES - 1))
+    if h[slot] == tlb_tag(h, vaddr, access, priv):
         return h[slot + TLB_ENTRIES] | (vaddr & 0xFFF), -1
     return walk(h, m64, ram_base, vaddr, access, priv, satp)
+
+
+@jit_inline
+def tlb_tag(h, vaddr, access, priv):
+    """Page address | SUM, MXR (data accesses) | privilege | valid, in the free low bits."""
+    bits = 0
+    if access != ACCESS_FETCH:
+        bits = (h[CSR + MSTATUS] >> 18) & 3   # mstatus.SUM (bit 18), MXR (bit 19)
+    return (vaddr & -4096) | (bits << 3) | (priv << 1) | 1
 
 
 @jit
@@ -138,9 +148,8 @@ def walk(h, m64, ram_base, vaddr, access, priv, satp):
         pte |= update
         m64[index] = pte
     page = ((ppn & ~low_ppn_mask) | ((vaddr >> 12) & low_ppn_mask)) << 12
-    vpn = vaddr >> 12
-    slot = TLB + access * 2 * TLB_ENTRIES + (vpn & (TLB_ENTRIES - 1))
-    h[slot] = ((vpn << 2) | priv) + 1
+    slot = TLB + access * 2 * TLB_ENTRIES + ((vaddr >> 12) & (TLB_ENTRIES - 1))
+    h[slot] = tlb_tag(h, vaddr, access, priv)
     h[slot + TLB_ENTRIES] = page
     if access == ACCESS_LOAD and pte & PTE_D and pte & PTE_W:
         # A later store to this page needs no walk either.
