@@ -12,6 +12,7 @@ from . import layout as L
 from .compressed import EXPANSION_TABLE
 from .csr import csr_read
 from .disasm import disassemble
+from .fpu import write_result
 from .interp import fetch, run
 from .trap import take_trap
 
@@ -65,10 +66,8 @@ class Hart:
         flags = int(s[L.EXIT_FLAGS])
         value &= (1 << (8 * size)) - 1
         if flags & L.MMIO_FP:
-            if size == 4:
-                value |= 0xFFFFFFFF_00000000  # NaN-boxing of a single
-            s[L.FREG + int(s[L.EXIT_RD])] = _signed(value)
-            s[L.CSR + L.MSTATUS] |= L.MSTATUS_FS | L.MSTATUS_SD
+            # the FPU's own register write: NaN-boxing of singles, FS Dirty
+            write_result(s, int(s[L.EXIT_RD]), _signed(value), size == 8)
         else:
             if not flags & L.MMIO_UNSIGNED and value >> (8 * size - 1):
                 value -= 1 << (8 * size)
