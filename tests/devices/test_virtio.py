@@ -135,10 +135,16 @@ def block_request(ram, device, kind, sector, data_length, payload=b""):
     return ram.read(DATA + 0x3000, 1)[0]
 
 
-def test_block_read_write_flush_and_errors(tmp_path):
+def block_device(tmp_path, content=bytes(4096), readonly=False):
+    """A 4 KiB image file and a virtio-blk device on it, set up by the test driver."""
     image = tmp_path / "disk.img"
-    image.write_bytes(bytes(range(256)) * 16)           # 4 KiB: 8 sectors
-    ram, device, irqs = setup(Block(str(image)))
+    image.write_bytes(content)
+    ram, device, irqs = setup(Block(str(image), readonly=readonly))
+    return image, ram, device
+
+
+def test_block_read_write_flush_and_errors(tmp_path):
+    image, ram, device = block_device(tmp_path, bytes(range(256)) * 16)   # 8 sectors
     assert device.read(0x100, 4) == 8                     # capacity in sectors
     assert block_request(ram, device, 0, 1, 512) == 0     # read sector 1
     assert ram.read(DATA + 0x1000, 512) == (bytes(range(256)) * 2)
@@ -150,18 +156,14 @@ def test_block_read_write_flush_and_errors(tmp_path):
 
 
 def test_read_only_block_refuses_writes(tmp_path):
-    image = tmp_path / "ro.img"
-    image.write_bytes(bytes(4096))
-    ram, device, irqs = setup(Block(str(image), readonly=True))
+    image, ram, device = block_device(tmp_path, readonly=True)
     assert device.read(0x010, 4) & (1 << 5)                # VIRTIO_BLK_F_RO offered
     assert block_request(ram, device, 1, 0, 0, b"\x01" * 512) == 1
     assert image.read_bytes() == bytes(4096)
 
 
 def test_block_status_goes_to_the_last_nonempty_writable_byte(tmp_path):
-    image = tmp_path / "disk.img"
-    image.write_bytes(bytes(4096))
-    ram, device, irqs = setup(Block(str(image)))
+    image, ram, device = block_device(tmp_path)
     ram.write(DATA, struct.pack("<IIQ", 4, 0, 0))                # FLUSH
     descriptor(ram, 0, DATA, 16, flags=1, next_index=1)
     descriptor(ram, 1, DATA + 0x3000, 1, flags=2 | 1, next_index=2)
@@ -173,9 +175,7 @@ def test_block_status_goes_to_the_last_nonempty_writable_byte(tmp_path):
 
 
 def test_block_id_request_does_not_allocate_guest_sized_buffers(tmp_path):
-    image = tmp_path / "disk.img"
-    image.write_bytes(bytes(4096))
-    ram, device, irqs = setup(Block(str(image)))
+    image, ram, device = block_device(tmp_path)
     ram.write(DATA, struct.pack("<IIQ", 8, 0, 0))                # GET_ID
     descriptor(ram, 0, DATA, 16, flags=1, next_index=1)
     descriptor(ram, 1, BASE, 1 << 20, flags=2)                   # all of RAM, writable
