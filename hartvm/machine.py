@@ -82,8 +82,11 @@ class Machine:
         self.sleeping = [False] * harts
         self.htif: HTIF | None = None
         self._blobs: list[Blob] = []     # what reset copies into RAM again
-        self.input_fd: int | None = None  # host input for the UART (read when ready)
+        self.input_fd: int | None = None  # host input, read when ready (for the UART by default)
         self.input_filter = None          # bytes -> bytes, applied to host input
+        self.input_sink = None            # bytes -> None: where host input goes, if not the UART
+        self.input_backlog = None         # () -> int: host input the sink has not passed on yet
+        self.on_input_end = None          # () -> None: called once the host input has ended
         self.stop_when = None             # () -> bool, checked between rounds
         self.realtime_idle = False
         self.trace = None                 # a text stream: one line per instruction
@@ -292,10 +295,12 @@ class Machine:
 
     # --- host input -------------------------------------------------------------
     def _poll_input(self, timeout: float = 0.0) -> bool:
-        """Move available host input to the UART; False once the input has ended."""
+        """Move available host input to its sink; False once the input has ended."""
         if self.input_fd is None:
             return False
-        if len(self.board.uart.host_input) > MAX_PENDING_INPUT:
+        backlog = self.input_backlog() if self.input_backlog is not None \
+            else len(self.board.uart.host_input)
+        if backlog > MAX_PENDING_INPUT:
             return True   # the guest is not reading: leave the rest in the pipe
         try:
             ready, _, _ = select.select([self.input_fd], [], [], timeout)
@@ -306,19 +311,22 @@ class Machine:
             data = b""
         if not data:
             self.input_fd = None
+            if self.on_input_end is not None:
+                self.on_input_end()
             return False
         if self.input_filter is not None:
             data = self.input_filter(data)
-        self.board.uart.push_input(data)
+        (self.input_sink or self.board.uart.push_input)(data)
         return True
 
     def _wait_for_input(self) -> bool:
         """Every hart sleeps and no timer is armed: only host input can wake one."""
         while self.input_fd is not None:
-            if not self._poll_input(timeout=1.0):
-                return False
+            self._poll_input(timeout=0.25)
             if not all(self._asleep(i) for i in range(len(self.harts))):
                 return True
+            if self.stop_when is not None and self.stop_when():
+                return True       # run() sees it and stops
         return False
 
     def _sleep_until(self, wake_cycle: int) -> int:

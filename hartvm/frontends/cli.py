@@ -16,7 +16,7 @@ import traceback
 from .. import __version__
 from ..errors import HartvmError
 from ..machine import DEFAULT_MEMORY, MAX_HARTS, Machine, Stop, parse_size
-from ..devices.virtio.blk import Block
+from ..vmm import vm
 from .console import Console, QuitRequested
 
 EXIT_BAD_INPUT = 2
@@ -24,6 +24,8 @@ EXIT_PANIC = 3
 EXIT_INTERNAL = 70
 EXIT_INSTRUCTION_LIMIT = 124
 EXIT_HALTED = 125
+EXIT_TIMEOUT = 124        # run: --timeout expired (as timeout(1))
+EXIT_GUEST_FAILED = 125   # run, shell: hartvm or the guest failed (as docker run)
 MIN_MEMORY = 1 << 20
 MAX_MEMORY = 1 << 40
 
@@ -95,7 +97,61 @@ def build_parser() -> argparse.ArgumentParser:
                            "it changed, to FILE (default stderr); slow")
     boot.add_argument("--stats", action="store_true",
                       help="print instructions executed and MIPS on stderr at exit")
+    _run_parser(commands)
+    shell = commands.add_parser(
+        "shell", help="an interactive shell in a fresh Debian guest",
+        description="Boot the default guest and open a login shell on its console "
+                    "(/dev/hvc0). Ctrl-A X quits; leaving the shell ends the VM.")
+    _guest_options(shell)
+    fetch = commands.add_parser(
+        "fetch", help="download the default guest (Debian trixie riscv64) now",
+        description="Fetch OpenSBI, Debian's kernel and busybox-static through apt into "
+                    "$XDG_CACHE_HOME/hartvm (default ~/.cache/hartvm) and build the guest's "
+                    "initramfs. 'run' and 'shell' do this on first use; a second fetch "
+                    "downloads nothing.")
+    fetch.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     return parser
+
+
+def _guest_options(parser) -> None:
+    parser.add_argument("--memory", "-m", type=_memory, default=vm.DEFAULT_MEMORY,
+                        metavar="SIZE", help="guest RAM, e.g. 256M (default) or 1G")
+    parser.add_argument("--smp", type=_positive, default=1, metavar="N",
+                        help=f"number of harts (default 1, at most {MAX_HARTS})")
+    parser.add_argument("--drive", action="append", default=[], metavar="PATH[,readonly]",
+                        help="a raw disk image as a virtio block device, /dev/vda, /dev/vdb, "
+                             "... (repeatable)")
+
+
+def _run_parser(commands) -> None:
+    run = commands.add_parser(
+        "run", help="run a command in a fresh Debian guest",
+        usage="hartvm run [options] -- CMD [ARG...]",
+        description="Boot the default guest (Debian's kernel and busybox, fetched on first "
+                    "use), run CMD in it with hartvm's stdin, and pass its stdout and stderr "
+                    "back separately.",
+        epilog=f"Exit status: CMD's own (127 when it does not exist, 128+N when killed by "
+               f"signal N); {EXIT_TIMEOUT} when --timeout expires; {EXIT_GUEST_FAILED} when "
+               f"hartvm or the guest fails (bad option, kernel panic, agent failure), with "
+               f"the reason and the last console lines on stderr.")
+    _guest_options(run)
+    run.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                     help=f"stop the command after this many seconds (exit {EXIT_TIMEOUT})")
+    run.add_argument("--env", "-e", action="append", default=[], metavar="NAME=VALUE",
+                     help="set an environment variable for CMD (repeatable)")
+    run.add_argument("--workdir", "-w", metavar="DIR", help="run CMD in this guest directory")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD [ARG...]",
+                     help="the command and its arguments")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
 
 
 def _firmware(args) -> str:
@@ -105,23 +161,8 @@ def _firmware(args) -> str:
     return str(debian.opensbi_firmware())
 
 
-def _drive(spec: str) -> Block:
-    """--drive PATH[,readonly]: a virtio block device on a raw image file."""
-    path, _, options = spec.partition(",")
-    if options not in ("", "readonly", "ro"):
-        raise HartvmError(f"--drive {spec}: unknown option {options!r} (use PATH or PATH,readonly)")
-    try:
-        return Block(path, readonly=bool(options))
-    except OSError as error:
-        raise HartvmError(f"--drive {path}: {error.strerror or error}") from None
-
-
 def _report(console: Console, message: str) -> None:
-    lines = console.last_lines()[-10:]
-    print(f"hartvm: {message}", file=sys.stderr)
-    if lines:
-        print("hartvm: last console lines:\n" + "\n".join("  | " + line for line in lines),
-              file=sys.stderr)
+    print(f"hartvm: {console.report(message)}", file=sys.stderr)
 
 
 def _boot(args) -> int:
@@ -137,7 +178,7 @@ def _boot(args) -> int:
     except OSError as error:
         raise HartvmError(f"cannot allocate {args.memory} bytes of guest memory: {error}") from None
     for spec in args.drive:
-        machine.board.attach_virtio(_drive(spec))
+        machine.board.attach_virtio(vm.parse_drive(spec))
     if args.bios == "none":
         machine.load_kernel(args.kernel)
     else:
@@ -186,14 +227,83 @@ def _boot(args) -> int:
     return result.status & 0xFF if result.status <= 0xFF else 1
 
 
+def _stream(stream):
+    """A callable that writes guest output to ``stream`` as it comes."""
+    def write(data: bytes) -> None:
+        stream.write(data)
+        stream.flush()
+    return write
+
+
+def _is_tty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def _run(args) -> int:
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise HartvmError("no command given: hartvm run [options] -- CMD [ARG...]")
+    env = {}
+    for item in args.env:
+        name, equals, value = item.partition("=")
+        if not equals or not name:
+            raise HartvmError(f"--env {item!r}: use NAME=VALUE")
+        env[name] = value
+    # On a terminal, idle time passes at the host's pace (a person may type).
+    with vm.VM(memory=args.memory, smp=args.smp, drives=args.drive,
+               realtime=_is_tty(0)) as guest:
+        try:
+            result = guest.run(argv, env=env, cwd=args.workdir, timeout=args.timeout,
+                               stdout=_stream(sys.stdout.buffer),
+                               stderr=_stream(sys.stderr.buffer), stdin_fd=0)
+        except vm.CommandTimeout as error:
+            print(f"hartvm: {error}", file=sys.stderr)
+            return EXIT_TIMEOUT
+    return result.returncode
+
+
+def _shell(args) -> int:
+    console = Console()
+    with vm.VM(memory=args.memory, smp=args.smp, drives=args.drive, realtime=True) as guest:
+        size = os.get_terminal_size(0) if _is_tty(0) else os.terminal_size((80, 24))
+        try:
+            with console.attached(0):
+                return guest.shell(0, _stream(sys.stdout.buffer), rows=size.lines,
+                                   columns=size.columns, term=os.environ.get("TERM", "vt100"),
+                                   input_filter=console.filter_input)
+        except QuitRequested:
+            print("\r\nhartvm: quit (Ctrl-A X)", file=sys.stderr)
+            return 0
+
+
+def _fetch(args) -> int:
+    from ..guest import debian, rootfs
+    guest = debian.default_guest(progress=not args.quiet)
+    initrd = rootfs.default_initramfs(guest)
+    for name, path in (("firmware", guest.firmware), ("kernel", guest.kernel),
+                       ("busybox", guest.busybox), ("initramfs", initrd)):
+        print(f"{name:10} {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    failed = EXIT_BAD_INPUT if args.command in ("boot", "fetch") else EXIT_GUEST_FAILED
     try:
         if args.command == "boot":
             return _boot(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "shell":
+            return _shell(args)
+        if args.command == "fetch":
+            return _fetch(args)
     except HartvmError as error:
         print(f"hartvm: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return failed
     except KeyboardInterrupt:
         print("hartvm: interrupted", file=sys.stderr)
         return 130

@@ -9,13 +9,13 @@ The console also keeps the last lines the guest printed (for reports when a
 run ends badly) and notices a Linux kernel panic.
 """
 
-import collections
 import contextlib
 import os
 import sys
 
+from ..vmm.console_log import ConsoleLog
+
 CTRL_A = 0x01
-PANIC_END = b"---[ end Kernel panic"
 HELP = (b"\r\nC-a x    exit\r\nC-a C-a  send C-a\r\nC-a h    this help\r\n")
 
 
@@ -23,37 +23,20 @@ class QuitRequested(Exception):
     """The user typed Ctrl-A X."""
 
 
-class Console:
+class Console(ConsoleLog):
     def __init__(self, stream=None, keep_lines: int = 20):
+        super().__init__(keep_lines)
         self._stream = stream or sys.stdout.buffer
-        self._lines = collections.deque(maxlen=keep_lines)
-        self._partial = bytearray()
         self._escape = False
-        self.panicked = False
         self.interactive = False
 
     # --- output -------------------------------------------------------------------
     def write(self, data: bytes) -> None:
         self._stream.write(data)
-        self._partial.extend(data)
-        while b"\n" in self._partial:
-            line, _, rest = bytes(self._partial).partition(b"\n")
-            self._lines.append(line.rstrip(b"\r"))
-            self._partial = bytearray(rest)
-            if line.startswith(PANIC_END) or PANIC_END in line:
-                self.panicked = True
-        if len(self._partial) > 4096:  # a guest that never prints a newline
-            self._lines.append(bytes(self._partial))
-            self._partial.clear()
+        super().write(data)
 
     def flush(self) -> None:
         self._stream.flush()
-
-    def last_lines(self) -> list[str]:
-        lines = list(self._lines)
-        if self._partial:
-            lines.append(bytes(self._partial))
-        return [line.decode("utf-8", "replace") for line in lines]
 
     # --- input ----------------------------------------------------------------------
     def filter_input(self, data: bytes) -> bytes:

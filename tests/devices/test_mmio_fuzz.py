@@ -19,7 +19,10 @@ def test_random_device_accesses(tmp_path):
     disk = tmp_path / "disk.img"
     disk.write_bytes(bytes(1 << 16))
     machine = Machine(memory_size=4 << 20, harts=2, output=lambda data: None)
-    for backend in (Block(str(disk)), Rng(), Console(lambda data: None)):
+    console = Console()
+    console.add_port(lambda data: None, console=True)
+    console.add_port(lambda data: None, name="org.example.port")
+    for backend in (Block(str(disk)), Rng(), console):
         machine.board.attach_virtio(backend)
     bus = machine.board.bus
     rng = random.Random(7)

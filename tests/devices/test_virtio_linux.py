@@ -63,15 +63,15 @@ def test_linux_uses_virtio_disk_entropy_and_console(initrd, tmp_path):
     machine.board.attach_virtio(Block(str(disk)))
     machine.board.attach_virtio(Rng())
     from_guest = []
-    console = Console(from_guest.append)
-    console_device = machine.board.attach_virtio(console)
+    console = Console()
+    hvc = console.add_port(from_guest.append, console=True)
+    machine.board.attach_virtio(console)
     machine.boot(str(guest.kernel), str(guest.firmware), initrd_path, "console=ttyS0 quiet")
     # Run until the guest has written to hvc0 (so its end is open), then answer.
     machine.stop_when = lambda: bool(from_guest)
     result = machine.run(max_instructions=6_000_000_000)
     assert result.stop.name == "STOPPED"
-    console.push(b"hello, guest 0123")
-    console_device.kick(0)
+    hvc.send(b"hello, guest 0123")
     machine.stop_when = None
     result = machine.run(max_instructions=2_000_000_000)
     text = b"".join(out).decode(errors="replace")

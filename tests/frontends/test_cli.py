@@ -28,6 +28,13 @@ def hartvm(*args):
                           text=True, cwd=ROOT, stdin=subprocess.DEVNULL, timeout=120)
 
 
+def hartvm_cli(*args, input=None):
+    """hartvm as a user runs it, with stdin from ``input`` (text) or /dev/null."""
+    return subprocess.run([sys.executable, "-m", "hartvm", *args], capture_output=True,
+                          text=True, cwd=ROOT, input=input,
+                          stdin=None if input is not None else subprocess.DEVNULL, timeout=300)
+
+
 def assert_clean_error(result, *words):
     """Exit status 2, one line on stderr naming the problem, no traceback."""
     assert result.returncode == 2, result.stderr
@@ -140,3 +147,34 @@ def test_bad_drive_is_a_clean_error(toolchain):
                               "--kernel", build_c("printf")), "/nonexistent.img")
     assert_clean_error(hartvm("boot", "--bios", "none", "--drive", "x.img,fast",
                               "--kernel", build_c("printf")), "unknown option")
+
+
+# --- hartvm run: each of these boots the default guest ----------------------------
+
+def test_run_separates_streams_and_returns_the_status():
+    result = hartvm_cli("run", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+    assert (result.stdout, result.stderr, result.returncode) == ("out\n", "err\n", 7)
+
+
+def test_run_forwards_stdin_env_and_workdir():
+    result = hartvm_cli("run", "--env", "WHO=guest", "-w", "/tmp", "--",
+                        "sh", "-c", 'read line; echo "$line $WHO $(pwd)"; exec no-such-cmd',
+                        input="piped in\n")
+    assert result.stdout == "piped in guest /tmp\n"
+    assert result.returncode == 127 and "no-such-cmd: not found" in result.stderr
+
+
+def test_run_timeout():
+    result = hartvm_cli("run", "--timeout", "2", "--", "sh", "-c", "while :; do :; done")
+    assert result.returncode == 124 and "timed out after 2 s" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run"], "no command given"),
+    (["run", "--drive", "/no/such/disk.img", "--", "true"], "/no/such/disk.img"),
+    (["run", "--env", "NOEQUALS", "--", "true"], "NAME=VALUE"),
+])
+def test_run_bad_input_is_one_line_and_status_125(args, message):
+    result = hartvm_cli(*args)
+    assert result.returncode == 125 and message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1

@@ -1,65 +1,241 @@
-"""virtio-console with one port (virtio 1.2 section 5.3): the guest's /dev/hvc0.
+"""virtio-console with several ports (virtio 1.2 section 5.3, VIRTIO_CONSOLE_F_MULTIPORT).
 
-Queue 0 (receiveq) carries host-to-guest bytes, queue 1 (transmitq)
-guest-to-host bytes. Bytes from the host wait in a queue of their own until
-the guest has posted buffers; ``push`` hands them over as soon as it can.
-This is the channel of the guest agent.
+Port 0 is a console port (the guest's /dev/hvc0); further ports are raw,
+binary-safe character devices (/dev/vportNpM) with names the guest finds in
+/sys/class/virtio-ports/*/name. The guest agent's channels are such ports.
+
+Queues (5.3.2): port 0 receive/transmit are 0 and 1, the control queues 2
+(device to driver) and 3 (driver to device), port n > 0 uses 2n + 2 and
+2n + 3. Ports come up through control messages (5.3.6.2): the driver says
+DEVICE_READY, the device announces each port with DEVICE_ADD, the driver
+answers PORT_READY, the device names the port and says whether the host
+side is open (PORT_OPEN). Opening or closing the device node in the guest
+sends PORT_OPEN the other way.
+
+Host-side open state is what Linux turns into end of file: a read of a
+port whose host side is closed returns the bytes already delivered and
+then 0, and a write blocks until the host side opens. So output ports stay
+open, and an input port is closed (``Port.end_input``) once its bytes are
+in the guest's buffers, and opened again when the guest closes it.
+
+Bytes for a port wait in a queue of their own until the guest has posted
+buffers (and, for a non-console port, until the guest has opened it,
+because Linux drops data for a closed port).
 """
 
+import logging
+import struct
 from collections import deque
 
 from .mmio import Backend
 
+log = logging.getLogger("hartvm.virtio")
+
 DEVICE_ID = 3
 QUEUE_SIZE = 128
-RECEIVE, TRANSMIT = 0, 1
+F_MULTIPORT = 1 << 1
+MAX_PORTS = 31
 MAX_TRANSMIT = 1 << 20
+CONTROL_RECEIVE, CONTROL_TRANSMIT = 2, 3
+
+# Control events (5.3.6.2.1).
+DEVICE_READY, DEVICE_ADD, DEVICE_REMOVE, PORT_READY = 0, 1, 2, 3
+CONSOLE_PORT, RESIZE, PORT_OPEN, PORT_NAME = 4, 5, 6, 7
+CONTROL = struct.Struct("<IHH")
+
+
+def receive_queue(port_id: int) -> int:
+    return 0 if port_id == 0 else 2 * port_id + 2
+
+
+class Port:
+    """One port, seen from the host. ``output(bytes)`` gets what the guest writes;
+    ``on_open(bool)`` is told when the guest opens or closes the port."""
+
+    def __init__(self, console: "Console", port_id: int, name: str | None, is_console: bool,
+                 output, on_open=None):
+        self.console = console
+        self.id = port_id
+        self.name = name
+        self.is_console = is_console
+        self.output = output
+        self.on_open = on_open
+        self.pending = deque()        # host bytes not yet in guest buffers, in chunks
+        self.host_open = True
+        self.guest_ready = False
+        self.guest_open = False
+        self._end_after_pending = False
+
+    @property
+    def pending_bytes(self) -> int:
+        return sum(len(chunk) for chunk in self.pending)
+
+    def send(self, data: bytes) -> None:
+        """Queue bytes for the guest; they go as soon as it has buffers for them."""
+        if data:
+            self.pending.append(bytes(data))
+            self.console.kick(receive_queue(self.id))
+
+    def end_input(self) -> None:
+        """Close the host side once the queued bytes are delivered (the guest reads EOF)."""
+        self._end_after_pending = True
+        self.console.kick(receive_queue(self.id))
+
+    def open_host(self) -> None:
+        self._end_after_pending = False
+        if not self.host_open:
+            self.host_open = True
+            if self.guest_ready:
+                self.console.control(self.id, PORT_OPEN, 1)
+
+    @property
+    def deliverable(self) -> bool:
+        return self.is_console or self.guest_open
+
+    def _maybe_end(self) -> None:
+        if self._end_after_pending and not self.pending and self.guest_open and self.host_open:
+            self._end_after_pending = False
+            self.host_open = False
+            self.console.control(self.id, PORT_OPEN, 0)
 
 
 class Console(Backend):
     device_id = DEVICE_ID
-    queue_sizes = (QUEUE_SIZE, QUEUE_SIZE)
+    features = F_MULTIPORT
 
-    def __init__(self, output):
-        self._output = output              # callable(bytes): what the guest wrote
-        self.pending = deque()             # host bytes not yet delivered, in chunks
+    def __init__(self):
+        self.ports: list[Port] = []
+        self.multiport = False
+        self._control_out = deque()      # control messages waiting for driver buffers
+
+    def add_port(self, output, name: str | None = None, console: bool = False,
+                 on_open=None) -> Port:
+        """Declare a port (before the device is attached). Port 0 is the console."""
+        if self.transport is not None:
+            raise ValueError("ports must be added before the device is attached")
+        if len(self.ports) >= MAX_PORTS:
+            raise ValueError(f"at most {MAX_PORTS} ports")
+        port = Port(self, len(self.ports), name, console, output, on_open)
+        self.ports.append(port)
+        return port
+
+    @property
+    def queue_sizes(self) -> tuple[int, ...]:
+        return (QUEUE_SIZE,) * (2 * max(len(self.ports), 1) + 2)
 
     def config(self) -> bytes:
-        return bytes(8)                    # cols, rows, max_nr_ports: unused without features
-
-    def push(self, data: bytes) -> None:
-        if data:
-            self.pending.append(bytes(data))
+        # cols, rows, max_nr_ports, emerg_wr (5.3.4)
+        return struct.pack("<HHII", 0, 0, max(len(self.ports), 1), 0)
 
     def reset(self) -> None:
-        pass                               # undelivered host bytes stay for the next driver
+        """A driver reset: the ports must be announced again. Host bytes not yet
+        delivered to the console port stay for the next driver."""
+        self.multiport = False
+        self._control_out.clear()
+        for port in self.ports:
+            port.guest_ready = port.guest_open = False
+            if not port.is_console:
+                port.pending.clear()
+
+    def kick(self, queue_index: int) -> None:
+        if self.transport is not None:
+            self.transport.kick(queue_index)
+
+    def control(self, port_id: int, event: int, value: int, extra: bytes = b"") -> None:
+        self._control_out.append(CONTROL.pack(port_id, event, value) + extra)
+        self.kick(CONTROL_RECEIVE)
+
+    def _port_of_queue(self, queue_index: int) -> tuple[Port | None, bool]:
+        """(port, is its transmit queue) for a data queue."""
+        port_id = 0 if queue_index < 2 else queue_index // 2 - 1
+        if port_id >= len(self.ports) or (port_id > 0 and not self.multiport):
+            return None, False
+        return self.ports[port_id], bool(queue_index & 1)
 
     def process(self, queue_index, queue, ram) -> bool:
-        if queue_index == TRANSMIT:
+        if queue_index == CONTROL_TRANSMIT:
+            return self._control_from_driver(queue, ram)
+        if queue_index == CONTROL_RECEIVE:
+            return self._control_to_driver(queue, ram)
+        port, transmit = self._port_of_queue(queue_index)
+        if port is None:
+            return False
+        if transmit:
             used = False
             for chain in queue.pending():
-                self._output(chain.read(ram, limit=MAX_TRANSMIT))
+                port.output(chain.read(ram, limit=MAX_TRANSMIT))
                 queue.put_used(chain.head, 0)
                 used = True
             return used
-        return self._deliver(queue, ram)
+        used = self._deliver(port, queue, ram) if port.deliverable else False
+        port._maybe_end()
+        return used
 
-    def _deliver(self, queue, ram) -> bool:
+    def _deliver(self, port: Port, queue, ram) -> bool:
         """Fill posted receive buffers with pending host bytes (buffers the guest
         posted stay available in the ring until there is something to put in them)."""
         used = False
-        while self.pending:
+        pending = port.pending
+        while pending:
             chain = queue.next_chain()
             if chain is None:
                 break
             room = chain.writable_size
             data = bytearray()
-            while self.pending and len(data) < room:
-                chunk = self.pending.popleft()
+            while pending and len(data) < room:
+                chunk = pending.popleft()
                 take = room - len(data)
                 data += chunk[:take]
                 if len(chunk) > take:
-                    self.pending.appendleft(chunk[take:])
+                    pending.appendleft(chunk[take:])
             queue.put_used(chain.head, chain.write(ram, bytes(data)))
             used = True
         return used
+
+    def _control_to_driver(self, queue, ram) -> bool:
+        used = False
+        while self._control_out:
+            chain = queue.next_chain()
+            if chain is None:
+                break
+            queue.put_used(chain.head, chain.write(ram, self._control_out.popleft()))
+            used = True
+        return used
+
+    def _control_from_driver(self, queue, ram) -> bool:
+        used = False
+        for chain in queue.pending():
+            message = chain.read(ram, limit=4096)
+            queue.put_used(chain.head, 0)
+            used = True
+            if len(message) >= CONTROL.size:
+                self._driver_event(*CONTROL.unpack_from(message))
+        return used
+
+    def _driver_event(self, port_id: int, event: int, value: int) -> None:
+        if event == DEVICE_READY:
+            if value == 1:
+                self.multiport = True
+                for port in self.ports:
+                    self.control(port.id, DEVICE_ADD, 0)
+            return
+        if port_id >= len(self.ports):
+            log.info("virtio-console: event %d for unknown port %d", event, port_id)
+            return
+        port = self.ports[port_id]
+        if event == PORT_READY and value == 1 and not port.guest_ready:
+            port.guest_ready = True
+            if port.is_console:
+                self.control(port.id, CONSOLE_PORT, 1)
+            if port.name:
+                self.control(port.id, PORT_NAME, 1, port.name.encode())
+            if port.host_open:
+                self.control(port.id, PORT_OPEN, 1)
+        elif event == PORT_OPEN:
+            port.guest_open = bool(value)
+            if not port.guest_open:
+                port.pending.clear()         # what the closed reader did not take is dropped
+                port.open_host()             # ready for the next reader
+            if port.on_open is not None:
+                port.on_open(port.guest_open)
+            self.kick(receive_queue(port.id))

@@ -46,6 +46,7 @@ class Backend:
     device_id = 0
     features = 0
     queue_sizes: tuple[int, ...] = ()
+    transport = None            # the VirtioMMIO that serves this backend, once attached
 
     def config(self) -> bytes:
         return b""
@@ -65,6 +66,7 @@ class VirtioMMIO(Device):
         super().__init__()
         self.ram = ram
         self.backend = backend
+        backend.transport = self
         self._set_irq = set_irq
         self.queues = [VirtQueue(ram) for _ in backend.queue_sizes]
         self._reset_state()

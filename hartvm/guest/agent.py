@@ -1,0 +1,114 @@
+"""The host end of the guest agent (the guest end is agent.sh, started by /init).
+
+The channel is four ports of one virtio-console device, each a raw,
+binary-safe byte stream:
+
+- ``org.hartvm.control``: lines. The agent says ``READY`` once it runs; the
+  host sends ``RUN <script>`` (a shell script, base64 encoded) and the agent
+  answers ``EXIT <status>`` when it has finished. One command at a time.
+- ``org.hartvm.stdin``: the command's stdin. The agent opens it for each
+  command; the host's bytes are delivered once it is open, then the host
+  closes its side and the command reads end of file.
+- ``org.hartvm.stdout`` and ``org.hartvm.stderr``: the command's output,
+  kept open by the agent and streamed to the host as the guest writes it.
+
+The guest's writes reach the host in order, so all of a command's output has
+arrived when its ``EXIT`` line does. The status follows the shell: 127 for a
+command that does not exist, 126 for one that cannot run, 128 + N for a
+command killed by signal N.
+"""
+
+import base64
+import re
+
+from ..devices.virtio.console import Console
+from ..errors import HartvmError
+
+PORT_PREFIX = "org.hartvm."
+ENV_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*\Z")
+MAX_CONTROL_LINE = 4096
+
+
+def quote(word: bytes) -> bytes:
+    """POSIX shell single quotes: every byte stands for itself."""
+    return b"'" + word.replace(b"'", b"'\\''") + b"'"
+
+
+def _bytes(value, what: str) -> bytes:
+    data = value if isinstance(value, bytes) else str(value).encode()
+    if b"\0" in data:
+        raise HartvmError(f"{what} {value!r} contains a NUL byte")
+    return data
+
+
+def command_script(argv, env=None, cwd=None) -> bytes:
+    """The shell script that runs ``argv`` with extra ``env`` in ``cwd``: the
+    command replaces the shell, so its status is the shell's status."""
+    if not argv:
+        raise HartvmError("no command given")
+    lines = []
+    if cwd is not None:
+        lines.append(b"cd -- " + quote(_bytes(cwd, "working directory")) + b" || exit 126")
+    for name, value in (env or {}).items():
+        name = _bytes(name, "environment variable")
+        if not ENV_NAME.match(name):
+            raise HartvmError(f"bad environment variable name {name.decode(errors='replace')!r}")
+        lines.append(b"export " + name + b"=" + quote(_bytes(value, f"value of {name!r}")))
+    words = [quote(_bytes(arg, "argument")) for arg in argv]
+    lines.append(b"command -v -- " + words[0] + b" >/dev/null || { printf 'hartvm: %s: "
+                 b"command not found\\n' " + words[0] + b" >&2; exit 127; }")
+    lines.append(b"exec " + b" ".join(words))
+    return b"\n".join(lines) + b"\n"
+
+
+class Agent:
+    """The agent's ports on ``console`` and the state of the current command."""
+
+    def __init__(self, console: Console):
+        self.control = console.add_port(self._control_output, name=PORT_PREFIX + "control")
+        self.stdin = console.add_port(lambda data: None, name=PORT_PREFIX + "stdin")
+        self.stdout = console.add_port(self._stdout_output, name=PORT_PREFIX + "stdout")
+        self.stderr = console.add_port(self._stderr_output, name=PORT_PREFIX + "stderr")
+        self.ready = False
+        self.status: int | None = None      # the running command's exit status, once known
+        self.error: str | None = None       # the agent said something it should not
+        self.busy = False
+        self._line = bytearray()
+        self._on_stdout = self._on_stderr = None
+
+    def start(self, script: bytes, on_stdout, on_stderr) -> None:
+        """Send a command; its output goes to the callables until ``status`` is set."""
+        if not self.ready or self.busy:
+            raise HartvmError("the guest agent is not ready for a command")
+        self.busy, self.status = True, None
+        self._on_stdout, self._on_stderr = on_stdout, on_stderr
+        self.control.send(b"RUN " + base64.b64encode(script) + b"\n")
+
+    def _stdout_output(self, data: bytes) -> None:
+        if self._on_stdout is not None:
+            self._on_stdout(data)
+
+    def _stderr_output(self, data: bytes) -> None:
+        if self._on_stderr is not None:
+            self._on_stderr(data)
+
+    def _control_output(self, data: bytes) -> None:
+        self._line += data
+        while b"\n" in self._line:
+            line, _, rest = bytes(self._line).partition(b"\n")
+            self._line = bytearray(rest)
+            self._message(line.decode("ascii", "replace").strip())
+        if len(self._line) > MAX_CONTROL_LINE:
+            self.error = "the guest agent sent an overlong line"
+            self._line.clear()
+
+    def _message(self, line: str) -> None:
+        verb, _, argument = line.partition(" ")
+        if verb == "READY":
+            self.ready = True
+        elif verb == "EXIT" and self.busy and argument.isdigit():
+            self.status = int(argument)
+            self.busy = False
+            self._on_stdout = self._on_stderr = None
+        else:
+            self.error = f"the guest agent said {line[:100]!r}"

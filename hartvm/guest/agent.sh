@@ -1,0 +1,39 @@
+#!/bin/sh
+# The hartvm guest agent. It runs the host's commands; see hartvm/guest/agent.py
+# for the protocol. Four virtio-console ports, found by name:
+#   org.hartvm.control  lines both ways: READY, then RUN <base64 script> / EXIT <status>
+#   org.hartvm.stdin    the command's stdin (the host closes its side for EOF)
+#   org.hartvm.stdout   the command's stdout
+#   org.hartvm.stderr   the command's stderr
+port() {
+    for dir in /sys/class/virtio-ports/*; do
+        if [ "$(cat "$dir/name" 2>/dev/null)" = "org.hartvm.$1" ] && [ -c "/dev/${dir##*/}" ]; then
+            echo "/dev/${dir##*/}"
+            return 0
+        fi
+    done
+    return 1
+}
+tries=0
+until control=$(port control) && stdin=$(port stdin) && stdout=$(port stdout) \
+        && stderr=$(port stderr); do
+    tries=$((tries + 1))
+    [ $tries -gt 500 ] && { echo "hartvm agent: no virtio-console ports" >&2; exit 1; }
+    sleep 0.01
+done
+exec 3<>"$control" 4>"$stdout" 5>"$stderr"
+cd /root
+echo READY >&3
+while read -r verb argument <&3; do
+    case "$verb" in
+    RUN)
+        script=$(echo "$argument" | base64 -d)
+        # The command sees the ports as fds 0-2 only, never the agent's own.
+        (eval "$script") <"$stdin" >&4 2>&5 3>&- 4>&- 5>&-
+        echo "EXIT $?" >&3
+        ;;
+    *)
+        echo "ERROR unknown request" >&3
+        ;;
+    esac
+done

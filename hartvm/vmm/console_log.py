@@ -1,0 +1,42 @@
+"""What the guest printed on its serial console, kept for reports.
+
+The last lines are kept (for the message when a run ends badly) and a Linux
+kernel panic is noticed by the line the kernel prints at its end.
+"""
+
+import collections
+
+PANIC_END = b"---[ end Kernel panic"
+MAX_PARTIAL = 4096
+
+
+class ConsoleLog:
+    def __init__(self, keep_lines: int = 20):
+        self._lines = collections.deque(maxlen=keep_lines)
+        self._partial = bytearray()
+        self.panicked = False
+
+    def write(self, data: bytes) -> None:
+        self._partial.extend(data)
+        while b"\n" in self._partial:
+            line, _, rest = bytes(self._partial).partition(b"\n")
+            self._lines.append(line.rstrip(b"\r"))
+            self._partial = bytearray(rest)
+            if PANIC_END in line:
+                self.panicked = True
+        if len(self._partial) > MAX_PARTIAL:  # a guest that never prints a newline
+            self._lines.append(bytes(self._partial))
+            self._partial.clear()
+
+    def last_lines(self) -> list[str]:
+        lines = list(self._lines)
+        if self._partial:
+            lines.append(bytes(self._partial))
+        return [line.decode("utf-8", "replace") for line in lines]
+
+    def report(self, message: str, count: int = 10) -> str:
+        """``message`` followed by the last ``count`` console lines."""
+        lines = self.last_lines()[-count:]
+        if not lines:
+            return message
+        return message + "\nlast console lines:\n" + "\n".join("  | " + line for line in lines)

@@ -1,0 +1,252 @@
+"""``hartvm.VM``: a Debian guest that runs commands, the Python API of ``hartvm run``.
+
+A VM boots OpenSBI and Debian's kernel (fetched on first use, see
+guest/debian.py) with hartvm's initramfs (guest/rootfs.py), whose /init
+starts the guest agent. The board gets a virtio-console (port 0 is the
+guest's /dev/hvc0, the others the agent's channel, see guest/agent.py), a
+virtio entropy device and the disks asked for. The kernel's own serial
+console is kept in a ConsoleLog for error reports, not shown.
+
+Commands run one after another in the same guest; each ``run`` drives the
+machine until the agent reports the command's exit status.
+"""
+
+import time
+from dataclasses import dataclass
+
+from ..devices.virtio.blk import Block
+from ..devices.virtio.console import Console
+from ..devices.virtio.rng import Rng
+from ..errors import HartvmError
+from ..guest import debian, rootfs
+from ..guest.agent import Agent, command_script, quote
+from ..machine import Machine, Stop, parse_size
+from .console_log import ConsoleLog
+
+DEFAULT_MEMORY = 256 << 20
+MIN_MEMORY = 64 << 20
+BOOTARGS = "console=ttyS0 quiet hartvm.hostname={hostname}"
+# Booting to the agent takes about 1.5 billion instructions; a guest that has
+# not answered after this many is stuck.
+BOOT_INSTRUCTION_LIMIT = 20_000_000_000
+
+
+class GuestError(HartvmError):
+    """The guest failed: its kernel panicked, its agent died or it hung."""
+
+
+class CommandTimeout(HartvmError):
+    """A command did not finish in time; the VM cannot run more commands."""
+
+
+@dataclass
+class CommandResult:
+    """What ``VM.run`` returns, like ``subprocess.CompletedProcess``."""
+    args: list
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+def parse_drive(spec: str) -> Block:
+    """``PATH[,readonly]``: a virtio block device on a raw image file."""
+    path, _, options = spec.partition(",")
+    if options not in ("", "readonly", "ro"):
+        raise HartvmError(f"drive {spec}: unknown option {options!r} (use PATH or PATH,readonly)")
+    try:
+        return Block(path, readonly=bool(options))
+    except OSError as error:
+        raise HartvmError(f"drive {path}: {error.strerror or error}") from None
+
+
+def _memory_size(memory) -> int:
+    size = parse_size(memory) if isinstance(memory, str) else int(memory)
+    if size < MIN_MEMORY or size % 4096:
+        raise HartvmError(f"bad memory size {memory!r}: the default guest needs at least "
+                          f"{MIN_MEMORY >> 20} MiB, in whole 4 KiB pages")
+    return size
+
+
+class VM:
+    """A booted default guest. Use as a context manager, or call ``close()``.
+
+    ``memory``: RAM size ("256M", "1G" or bytes); ``smp``: harts; ``drives``:
+    disk images as "PATH" or "PATH,readonly" (/dev/vda, /dev/vdb, ...);
+    ``realtime``: idle guest time passes at the host's pace instead of being
+    skipped (needed when a person types to the guest).
+    """
+
+    def __init__(self, memory="256M", smp: int = 1, drives=(), hostname: str = "hartvm",
+                 realtime: bool = False, progress: bool = True):
+        size = _memory_size(memory)
+        self.log = ConsoleLog(keep_lines=40)
+        try:
+            self.machine = Machine(memory_size=size, output=self.log.write, harts=smp,
+                                   rtc_epoch_ns=time.time_ns())
+        except OSError as error:
+            raise HartvmError(f"cannot allocate {size} bytes of guest memory: {error}") from None
+        self.machine.realtime_idle = realtime
+        console = Console()
+        self._terminal_output = None
+        self.terminal = console.add_port(self._hvc_output, console=True)   # /dev/hvc0
+        self.agent = Agent(console)
+        board = self.machine.board
+        board.attach_virtio(console)
+        board.attach_virtio(Rng())
+        for spec in drives:
+            board.attach_virtio(parse_drive(spec))
+        guest = debian.default_guest(progress=progress)
+        initrd = rootfs.default_initramfs(guest)
+        self.machine.boot(str(guest.kernel), str(guest.firmware), str(initrd),
+                          BOOTARGS.format(hostname=hostname))
+        self.closed = False
+        self._boot()
+
+    # --- life cycle --------------------------------------------------------------
+    def _boot(self) -> None:
+        self.machine.stop_when = lambda: self.agent.ready or self.log.panicked
+        result = self.machine.run(max_instructions=BOOT_INSTRUCTION_LIMIT)
+        if not self.agent.ready:
+            self._fail(result, "the guest did not start its agent")
+
+    def close(self) -> None:
+        """Stop the guest; its RAM is released."""
+        if not self.closed:
+            self.closed = True
+            self.machine.stop_when = None
+
+    def __enter__(self) -> "VM":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _fail(self, result, what: str):
+        self.closed = True
+        if self.log.panicked:
+            reason = "the guest kernel panicked"
+        elif result.stop is Stop.EXITED:
+            reason = f"{what}: the guest powered off"
+        elif result.stop is Stop.HALTED:
+            reason = f"{what}: the guest stopped with nothing left to wake it"
+        elif self.agent.error:
+            reason = f"{what}: {self.agent.error}"
+        else:
+            reason = f"{what} after {result.instructions} instructions"
+        raise GuestError(self.log.report(reason))
+
+    def _hvc_output(self, data: bytes) -> None:
+        if self._terminal_output is not None:
+            self._terminal_output(data)
+
+    # --- commands ----------------------------------------------------------------
+    def run(self, args, input: bytes | None = None, env=None, cwd=None,
+            timeout: float | None = None, stdout=None, stderr=None,
+            stdin_fd: int | None = None, check: bool = False) -> CommandResult:
+        """Run a command in the guest and wait for it, like ``subprocess.run``.
+
+        ``args`` is an argv list (or a string for ``sh -c``); ``env`` adds
+        variables; ``cwd`` is the working directory. The command reads
+        ``input`` (or what comes from the file descriptor ``stdin_fd``) as its
+        stdin, then end of file. Its output is collected, or passed as it
+        comes to the ``stdout``/``stderr`` callables if given. ``timeout`` is
+        in host seconds.
+        """
+        if isinstance(args, (str, bytes)):
+            args = ["sh", "-c", args]
+        args = list(args)
+        return self._execute(command_script(args, env, cwd), args, input, timeout,
+                             stdout, stderr, stdin_fd, check)
+
+    def _execute(self, script: bytes, args, input, timeout, stdout, stderr, stdin_fd,
+                 check, stdin_port=None) -> CommandResult:
+        if self.closed:
+            raise HartvmError("this VM is closed")
+        collected_out, collected_err = [], []
+        agent, machine = self.agent, self.machine
+        agent.start(script, stdout or collected_out.append, stderr or collected_err.append)
+        if stdin_fd is None or stdin_port is not None:
+            agent.stdin.send(input or b"")
+            agent.stdin.end_input()
+        if stdin_fd is not None:
+            port = stdin_port or agent.stdin
+            machine.input_fd = stdin_fd
+            machine.input_sink = port.send
+            machine.input_backlog = lambda: port.pending_bytes
+            machine.on_input_end = port.end_input
+        deadline = None if timeout is None else time.monotonic() + timeout
+        timed_out = False
+
+        def finished() -> bool:
+            nonlocal timed_out
+            if deadline is not None and time.monotonic() > deadline:
+                timed_out = True
+            return agent.status is not None or self.log.panicked or \
+                agent.error is not None or timed_out
+
+        machine.stop_when = finished
+        try:
+            result = machine.run()
+        finally:
+            machine.input_fd = machine.input_sink = None
+            machine.input_backlog = machine.on_input_end = None
+        if agent.status is None:
+            if timed_out or (result.stop is Stop.HALTED and timeout is not None):
+                self.closed = True
+                raise CommandTimeout(f"the command timed out after {timeout:g} s")
+            self._fail(result, "the guest agent did not finish the command")
+        out, err = b"".join(collected_out), b"".join(collected_err)
+        if check and agent.status != 0:
+            raise HartvmError(f"command {args!r} exited with status {agent.status}"
+                              + (f": {err[-500:].decode(errors='replace')}" if err else ""))
+        return CommandResult(args, agent.status, out, err)
+
+    # --- files -------------------------------------------------------------------
+    def put_file(self, source, guest_path: str, mode: int = 0o644) -> None:
+        """Copy a host file (a path) or ``bytes`` to ``guest_path`` in the guest."""
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+        else:
+            try:
+                with open(source, "rb") as file:
+                    data = file.read()
+            except OSError as error:
+                raise HartvmError(f"{source}: {error.strerror or error}") from None
+        result = self.run(["sh", "-c", 'cat > "$1" && chmod "$2" "$1"', "put_file",
+                           guest_path, f"{mode:o}"], input=data)
+        if result.returncode != 0:
+            raise HartvmError(f"cannot write {guest_path} in the guest: "
+                              f"{result.stderr.decode(errors='replace').strip()}")
+
+    def get_file(self, guest_path: str, destination=None) -> bytes:
+        """The content of ``guest_path`` in the guest (also written to the host
+        path ``destination`` if given)."""
+        result = self.run(["cat", "--", guest_path])
+        if result.returncode != 0:
+            raise HartvmError(f"cannot read {guest_path} in the guest: "
+                              f"{result.stderr.decode(errors='replace').strip()}")
+        if destination is not None:
+            try:
+                with open(destination, "wb") as file:
+                    file.write(result.stdout)
+            except OSError as error:
+                raise HartvmError(f"{destination}: {error.strerror or error}") from None
+        return result.stdout
+
+    # --- an interactive shell -------------------------------------------------------
+    def shell(self, terminal_fd: int, output, rows: int = 24, columns: int = 80,
+              term: str = "vt100", input_filter=None) -> int:
+        """A login shell on the guest's /dev/hvc0, connected to the host terminal
+        ``terminal_fd`` (in raw mode) and ``output``; returns its exit status."""
+        script = b"\n".join([
+            b"stty -F /dev/hvc0 sane rows %d cols %d" % (rows, columns),
+            b"export TERM=" + quote(term.encode()),
+            b"exec setsid -c sh -l </dev/hvc0 >/dev/hvc0 2>&1", b""])
+        self._terminal_output = output
+        self.machine.input_filter = input_filter
+        try:
+            return self._execute(script, ["sh", "-l"], None, None, None, None,
+                                 terminal_fd, False, stdin_port=self.terminal).returncode
+        finally:
+            self._terminal_output = None
+            self.machine.input_filter = None

@@ -1,0 +1,162 @@
+"""``hartvm.VM``: commands in a booted Debian guest through the guest agent.
+
+One guest serves most tests, one command after another, as a user would use
+it; tests that end their guest (timeout, panic) boot their own.
+"""
+
+import hashlib
+import os
+
+import pytest
+
+import hartvm
+
+
+@pytest.fixture(scope="module")
+def vm():
+    with hartvm.VM(memory="256M", progress=False) as machine:
+        yield machine
+
+
+def test_stdout_and_stderr_are_separate_and_the_status_comes_back(vm):
+    result = vm.run(["sh", "-c", "echo out; echo err >&2; exit 7"])
+    assert (result.stdout, result.stderr, result.returncode) == (b"out\n", b"err\n", 7)
+
+
+@pytest.mark.parametrize("command, status", [
+    (["true"], 0), (["false"], 1), (["sh", "-c", "exit 7"], 7),
+    (["no-such-command"], 127), (["/no/such/file"], 127), (["/etc/passwd"], 126),
+    (["sh", "-c", "kill -9 $$"], 128 + 9),
+])
+def test_exit_statuses(vm, command, status):
+    assert vm.run(command).returncode == status
+
+
+def test_missing_command_says_so(vm):
+    result = vm.run(["no-such-command", "arg"])
+    assert b"no-such-command: command not found" in result.stderr
+
+
+def test_a_string_runs_in_sh(vm):
+    assert vm.run("echo $((6 * 7))").stdout == b"42\n"
+
+
+def test_arguments_reach_the_command_unchanged(vm):
+    args = ["it's", "two words", "$HOME", "*", "new\nline", "", "\\"]
+    result = vm.run(["sh", "-c", 'for a in "$@"; do printf "[%s]" "$a"; done', "sh", *args])
+    assert result.stdout.decode() == "".join(f"[{a}]" for a in args)
+
+
+def test_one_mebibyte_of_binary_data_through_stdin_and_back(vm):
+    data = os.urandom(1 << 20)
+    result = vm.run(["cat"], input=data)
+    assert result.returncode == 0
+    assert hashlib.sha256(result.stdout).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_binary_output_on_both_streams(vm):
+    data = bytes(range(256)) * 64
+    result = vm.run(["sh", "-c", "cat; cat /tmp/nothing-here 2>/dev/null; printf '\\000\\377' >&2"],
+                    input=data)
+    assert result.stdout == data and result.stderr == b"\x00\xff"
+
+
+def test_stdin_ends_for_a_command_that_reads_it(vm):
+    assert vm.run(["wc", "-c"], input=b"12345").stdout.strip() == b"5"
+    assert vm.run(["wc", "-c"]).stdout.strip() == b"0"     # empty stdin: end of file at once
+
+
+def test_environment_and_working_directory(vm):
+    result = vm.run(["sh", "-c", 'echo "$GREETING/$OTHER"; pwd'], env={"GREETING": "hi there",
+                                                                      "OTHER": "a'b"},
+                    cwd="/proc")
+    assert result.stdout == b"hi there/a'b\n/proc\n"
+    assert b"PATH=" in vm.run(["env"]).stdout               # the guest's own variables stay
+
+
+def test_missing_working_directory_fails_the_command(vm):
+    result = vm.run(["pwd"], cwd="/no/such/dir")
+    assert result.returncode == 126 and b"/no/such/dir" in result.stderr
+
+
+def test_bad_environment_name_is_refused(vm):
+    with pytest.raises(hartvm.HartvmError, match="environment variable"):
+        vm.run(["true"], env={"1BAD": "x"})
+
+
+def test_output_is_streamed_to_callables(vm):
+    out, err = [], []
+    result = vm.run(["sh", "-c", "echo a; echo b >&2; echo c"], stdout=out.append,
+                    stderr=err.append)
+    assert b"".join(out) == b"a\nc\n" and b"".join(err) == b"b\n"
+    assert result.stdout == b"" and result.returncode == 0
+
+
+def test_files_copy_in_and_out_intact(vm, tmp_path):
+    data = os.urandom(300_000)
+    source = tmp_path / "in.bin"
+    source.write_bytes(data)
+    vm.put_file(str(source), "/tmp/copied.bin", mode=0o600)
+    guest_sum = vm.run(["sha256sum", "/tmp/copied.bin"]).stdout.split()[0].decode()
+    assert guest_sum == hashlib.sha256(data).hexdigest()
+    assert vm.run(["stat", "-c", "%a %s", "/tmp/copied.bin"]).stdout == b"600 300000\n"
+    vm.run(["sh", "-c", "head -c 1000 /tmp/copied.bin | tac > /tmp/changed.bin"])
+    back = tmp_path / "out.bin"
+    content = vm.get_file("/tmp/changed.bin", str(back))
+    assert back.read_bytes() == content
+    assert hashlib.sha256(content).hexdigest() == \
+        vm.run(["sha256sum", "/tmp/changed.bin"]).stdout.split()[0].decode()
+
+
+def test_file_errors_are_exceptions(vm):
+    with pytest.raises(hartvm.HartvmError, match="cannot read /no/such/file"):
+        vm.get_file("/no/such/file")
+    with pytest.raises(hartvm.HartvmError, match="cannot write /no/such/dir/f"):
+        vm.put_file(b"x", "/no/such/dir/f")
+    with pytest.raises(hartvm.HartvmError, match="missing-host-file"):
+        vm.put_file("/tmp/missing-host-file", "/tmp/x")
+
+
+def test_guest_identity(vm):
+    assert vm.run(["hostname"]).stdout == b"hartvm\n"
+    assert vm.run(["uname", "-m"]).stdout == b"riscv64\n"
+    assert b"virtio_rng" in vm.run(["cat", "/sys/class/misc/hw_random/rng_current"]).stdout
+
+
+def test_check_raises_on_failure(vm):
+    with pytest.raises(hartvm.HartvmError, match="status 3"):
+        vm.run(["sh", "-c", "exit 3"], check=True)
+
+
+def test_disks_read_write_and_read_only(tmp_path):
+    disk, frozen = tmp_path / "disk.img", tmp_path / "frozen.img"
+    disk.write_bytes(bytes(8 << 20))
+    frozen.write_bytes(b"FROZEN" + bytes((1 << 20) - 6))
+    with hartvm.VM(drives=[str(disk), f"{frozen},readonly"], progress=False) as vm:
+        raw = vm.run("echo raw-block-write | dd of=/dev/vda bs=512 seek=3 2>/dev/null && sync")
+        assert raw.returncode == 0, raw.stderr
+        assert disk.read_bytes()[3 * 512:3 * 512 + 15] == b"raw-block-write"
+        fs = vm.run("mke2fs /dev/vda >/dev/null && mount /dev/vda /mnt && echo kept > /mnt/file "
+                    "&& sync && umount /mnt && mount -o ro /dev/vda /mnt && cat /mnt/file")
+        assert (fs.returncode, fs.stdout) == (0, b"kept\n"), fs.stderr
+        assert vm.run(["head", "-c", "6", "/dev/vdb"]).stdout == b"FROZEN"
+        refused = vm.run("echo x | dd of=/dev/vdb conv=fsync 2>&1")
+        assert refused.returncode != 0, refused.stdout
+    assert frozen.read_bytes()[:6] == b"FROZEN"
+
+
+def test_timeout_stops_a_command():
+    with hartvm.VM(progress=False) as vm:
+        with pytest.raises(hartvm.CommandTimeout, match="timed out after 2 s"):
+            vm.run(["sh", "-c", "while :; do :; done"], timeout=2)
+        with pytest.raises(hartvm.HartvmError, match="closed"):
+            vm.run(["true"])
+
+
+def test_a_kernel_panic_is_reported_with_the_console():
+    with hartvm.VM(progress=False) as vm:
+        with pytest.raises(hartvm.GuestError) as error:
+            vm.run("echo c > /proc/sysrq-trigger")
+    message = str(error.value)
+    assert "the guest kernel panicked" in message and "last console lines" in message
+    assert "sysrq" in message.lower() or "Kernel panic" in message
