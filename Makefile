@@ -1,4 +1,4 @@
-# hartvm: `make run` boots the demo, `make test` runs the tests, `make bench` the benchmarks.
+# hartvm: `make run` runs `uname -a` in a Debian guest, `make demo` boots a bare-metal demo, `make test` runs the tests, `make bench` the benchmarks.
 # Each target creates .venv and installs what it needs on a fresh machine.
 
 PYTHON ?= python3
@@ -8,7 +8,7 @@ NEED := scripts/need-debian-packages
 CROSS_TOOLS := riscv64-linux-gnu-gcc=gcc-riscv64-linux-gnu riscv64-linux-gnu-objdump=binutils-riscv64-linux-gnu dtc=device-tree-compiler
 QEMU := qemu-system-riscv64=qemu-system-misc
 
-.PHONY: run test bench toolchain qemu clean
+.PHONY: run demo test bench toolchain qemu clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,10 @@ qemu:
 build/hello.elf: examples/hello.c baremetal/crt0.S baremetal/runtime.c baremetal/runtime.h baremetal/link.ld | toolchain
 	$(PYTHON) baremetal/build.py -o $@ examples/hello.c
 
-run: $(VENV)/.installed build/hello.elf
+run: $(VENV)/.installed
+	$(BIN)/hartvm run -- uname -a
+
+demo: $(VENV)/.installed build/hello.elf
 	$(BIN)/hartvm boot --bios none --kernel build/hello.elf
 
 test: $(VENV)/.installed toolchain qemu

@@ -5,18 +5,22 @@
 #   org.hartvm.stdin    the command's stdin (the host closes its side for EOF)
 #   org.hartvm.stdout   the command's stdout
 #   org.hartvm.stderr   the command's stderr
-port() {
+find_ports() {
     for dir in /sys/class/virtio-ports/*; do
-        if [ "$(cat "$dir/name" 2>/dev/null)" = "org.hartvm.$1" ] && [ -c "/dev/${dir##*/}" ]; then
-            echo "/dev/${dir##*/}"
-            return 0
-        fi
+        name=
+        read -r name < "$dir/name" 2>/dev/null
+        [ -c "/dev/${dir##*/}" ] || continue
+        case "$name" in
+        org.hartvm.control) control=/dev/${dir##*/};;
+        org.hartvm.stdin) stdin=/dev/${dir##*/};;
+        org.hartvm.stdout) stdout=/dev/${dir##*/};;
+        org.hartvm.stderr) stderr=/dev/${dir##*/};;
+        esac
     done
-    return 1
+    [ -n "$control" ] && [ -n "$stdin" ] && [ -n "$stdout" ] && [ -n "$stderr" ]
 }
 tries=0
-until control=$(port control) && stdin=$(port stdin) && stdout=$(port stdout) \
-        && stderr=$(port stderr); do
+until find_ports; do
     tries=$((tries + 1))
     [ $tries -gt 500 ] && { echo "hartvm agent: no virtio-console ports" >&2; exit 1; }
     sleep 0.01

@@ -140,7 +140,21 @@ def resolve_kernel_package(progress: bool = True, root: Path | None = None) -> s
     apt = _Apt(package_dir(root), progress)
     with apt.locked():
         apt.ensure_index()
+        # apt-cache takes half a second: keep its answer while the index is the same.
+        indexes = sorted((apt.apt_dir / "state" / "lists").glob("*_Packages*"))
+        index_key = [[p.name, p.stat().st_mtime_ns] for p in indexes]
+        answer = apt.apt_dir / "kernel-package.json"
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            saved = json.loads(answer.read_text())
+            if saved["index"] == index_key:
+                return saved["package"]
         record = apt.show([KERNEL_METAPACKAGE])[KERNEL_METAPACKAGE]
+        package = _kernel_dependency(record)
+        answer.write_text(json.dumps({"index": index_key, "package": package}))
+    return package
+
+
+def _kernel_dependency(record: dict[str, str]) -> str:
     # Depends: linux-image-6.12.117+deb13-riscv64 (= 6.12.117-1)
     for alternatives in record.get("Depends", "").split(","):
         for dependency in alternatives.split("|"):

@@ -46,7 +46,7 @@ def build(guest: GuestFiles) -> bytes:
     """The initramfs image of the default guest."""
     fs = Initramfs()
     for directory in ("bin", "usr", "lib", "lib/modules", "dev", "proc", "sys", "tmp",
-                      "root", "etc"):
+                      "run", "root", "etc", "mnt"):
         fs.directory(directory)
     # Merged /usr, as in Debian: every program is in /bin.
     fs.symlink("sbin", "bin").symlink("usr/bin", "../bin").symlink("usr/sbin", "../bin")
@@ -71,7 +71,7 @@ def build(guest: GuestFiles) -> bytes:
             name = Path(module).name.removesuffix(".xz")
             fs.file(f"lib/modules/{name}", strip_signature(data))
             names.append(name)
-        fs.file(f"lib/modules/{list_name}", "\n".join(names).encode() + b"\n")
+        fs.file(f"lib/modules/{list_name}", " ".join(names).encode() + b"\n")
     return fs.build()
 
 

@@ -178,3 +178,41 @@ def test_run_bad_input_is_one_line_and_status_125(args, message):
     result = hartvm_cli(*args)
     assert result.returncode == 125 and message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_shell_on_a_terminal():
+    """hartvm shell on a pseudo-terminal: a prompt, a command, the shell's exit status."""
+    import pty
+    import select
+    import time
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(ROOT)
+        os.execv(sys.executable, [sys.executable, "-m", "hartvm", "shell"])
+    seen = b""
+
+    def read_until(token: bytes, seconds: float) -> bool:
+        nonlocal seen
+        end = time.monotonic() + seconds
+        while token not in seen and time.monotonic() < end:
+            if select.select([fd], [], [], 1.0)[0]:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    break
+        return token in seen
+
+    try:
+        assert read_until(b"# ", 240), seen[-2000:]
+        os.write(fd, b"echo $((6 * 7)); tty; exit 5\r")
+        assert read_until(b"/dev/hvc0", 60), seen[-2000:]
+        assert b"42" in seen
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 5
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)

@@ -33,6 +33,7 @@ log = logging.getLogger("hartvm.virtio")
 
 DEVICE_ID = 3
 QUEUE_SIZE = 128
+F_SIZE = 1 << 0          # console sizes, sent as RESIZE control messages
 F_MULTIPORT = 1 << 1
 MAX_PORTS = 31
 MAX_TRANSMIT = 1 << 20
@@ -88,6 +89,11 @@ class Port:
             if self.guest_ready:
                 self.console.control(self.id, PORT_OPEN, 1)
 
+    def resize(self, rows: int, columns: int) -> None:
+        """Tell the guest the terminal size of a console port (its hvc tty):
+        struct virtio_console_resize is columns, then rows (5.3.6.2)."""
+        self.console.control(self.id, RESIZE, 0, struct.pack("<HH", columns, rows))
+
     @property
     def deliverable(self) -> bool:
         return self.is_console or self.guest_open
@@ -101,7 +107,7 @@ class Port:
 
 class Console(Backend):
     device_id = DEVICE_ID
-    features = F_MULTIPORT
+    features = F_SIZE | F_MULTIPORT
 
     def __init__(self):
         self.ports: list[Port] = []
