@@ -87,12 +87,16 @@ def system(h, insn, pc, ilen):
     if not writes:
         h[rd] = old
         return pc + ilen
+    # Only mip's software-writable SEIP bit takes part in a read-modify-write, not
+    # the PLIC's line that a read ORs in (privileged spec 3.1.9); else a csrs on
+    # mip while the line is high would latch SEIP on for good.
+    base = h[CSR + MIP] if number == MIP else old
     if kind == 1:
         new = operand
     elif kind == 2:
-        new = old | operand
+        new = base | operand
     else:
-        new = old & ~operand
+        new = base & ~operand
     csr_write(h, number, new)
     h[rd] = old
     return (pc + ilen) | 1

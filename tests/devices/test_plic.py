@@ -86,3 +86,18 @@ def test_hostile_accesses_are_ignored():
     other, _ = make(1)
     other.restore(snapshot)
     assert other.save() == snapshot
+
+
+def test_csrs_on_mip_does_not_latch_the_plic_line():
+    """M-mode's csrs mip (OpenSBI setting STIP) while the PLIC holds SEIP high must
+    not make SEIP stick once the line drops (privileged spec 3.1.9)."""
+    from hartvm.cpu.system import system
+    state = np.zeros(L.STATE_SIZE, dtype=np.int64)
+    state[L.PRIV] = 3
+    state[5] = L.MIP_STIP
+    state[L.SEIP_LINE] = 1
+    csrs_mip_t0 = (0x344 << 20) | (5 << 15) | (2 << 12) | 0x73
+    system(state, csrs_mip_t0, 0x1000, 4)
+    assert state[L.CSR + L.MIP] & L.MIP_STIP
+    state[L.SEIP_LINE] = 0
+    assert not state[L.CSR + L.MIP] & L.MIP_SEIP

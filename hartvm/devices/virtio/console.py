@@ -244,4 +244,5 @@ class Console(Backend):
                 port.open_host()             # ready for the next reader
             if port.on_open is not None:
                 port.on_open(port.guest_open)
-            self.kick(receive_queue(port.id))
+            self.kick(receive_queue(port.id))    # deliver what waited for the open
+            port._maybe_end()
