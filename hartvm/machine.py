@@ -39,6 +39,7 @@ MAX_HARTS = 64
 # A WFI waiting longer than this (about 29,000 years of guest time) waits forever.
 MAX_SLEEP_TICKS = 1 << 53
 DEFAULT_RTC_EPOCH_NS = 1_767_225_600 * 10**9   # 2026-01-01T00:00:00Z
+DEFAULT_RNG_SEED = bytes(range(1, 33))         # fixed, so that runs are reproducible
 MAX_PENDING_INPUT = 64 << 10   # host input bytes held for the UART at most
 KERNEL_ALIGN = 2 << 20   # the RV64 kernel goes on the next 2 MiB boundary after the firmware
 FDT_ALIGN = 2 << 20
@@ -61,9 +62,12 @@ class RunResult:
 
 class Machine:
     def __init__(self, memory_size: int = DEFAULT_MEMORY, output=None, harts: int = 1,
-                 rtc_epoch_ns: int = DEFAULT_RTC_EPOCH_NS, flush=None):
+                 rtc_epoch_ns: int = DEFAULT_RTC_EPOCH_NS, flush=None,
+                 rng_seed: bytes = DEFAULT_RNG_SEED):
         """``output(bytes)`` receives the console (stdout by default); ``flush()``
-        is called after every round so that output shows as it comes."""
+        is called after every round so that output shows as it comes. ``rng_seed``
+        goes to the kernel in the device tree (fixed by default, for reproducible
+        runs; give fresh random bytes for guests that need secrets)."""
         if not 1 <= harts <= MAX_HARTS:
             raise HartvmError(f"bad hart count {harts}: must be 1 to {MAX_HARTS}")
         if output is None:
@@ -72,6 +76,7 @@ class Machine:
         self._flush = flush or (lambda: None)
         self._exit_status: int | None = None
         self._reset_requested = False
+        self.rng_seed = bytes(rng_seed)
         states = []
         self.board = VirtBoard(memory_size, states, self._output, self._guest_exit,
                                self._guest_reset, self._elapsed_ns, rtc_epoch_ns)
@@ -129,7 +134,8 @@ class Machine:
                                   f"kernel (use more --memory)")
             blobs.append(Blob(start, data))
             initrd_range = (start, start + len(data))
-        dtb = self.board.device_tree(len(self.harts), bootargs, initrd_range)
+        dtb = self.board.device_tree(len(self.harts), bootargs, initrd_range,
+                                     rng_seed=self.rng_seed)
         top = min(ram.base + ram.size, 3 << 30)
         fdt_addr = (top - len(dtb)) // FDT_ALIGN * FDT_ALIGN
         occupied = max(b.paddr + len(b.data) for b in blobs)

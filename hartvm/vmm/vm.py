@@ -11,6 +11,7 @@ Commands run one after another in the same guest; each ``run`` drives the
 machine until the agent reports the command's exit status.
 """
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -82,7 +83,7 @@ class VM:
         self.log = ConsoleLog(keep_lines=40)
         try:
             self.machine = Machine(memory_size=size, output=self.log.write, harts=smp,
-                                   rtc_epoch_ns=time.time_ns())
+                                   rtc_epoch_ns=time.time_ns(), rng_seed=os.urandom(32))
         except OSError as error:
             raise HartvmError(f"cannot allocate {size} bytes of guest memory: {error}") from None
         console = Console()

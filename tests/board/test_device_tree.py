@@ -43,3 +43,11 @@ def test_devices_from_the_memory_map(dts):
     assert "interrupts = <0x0a>;" in dts          # the UART's PLIC source
     assert "riscv,ndev = <0x5f>;" in dts
     assert 'compatible = "syscon-poweroff";' in dts and "value = <0x5555>;" in dts
+
+
+def test_rng_seed_reaches_chosen():
+    machine = Machine(memory_size=64 << 20, output=lambda d: None, rng_seed=bytes(range(32)))
+    dtb = machine.board.device_tree(1, rng_seed=machine.rng_seed)
+    dts = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", "-o", "-", "-"], input=dtb,
+                         capture_output=True, check=True).stdout.decode()
+    assert "rng-seed = <0x10203 0x4050607 0x8090a0b" in dts

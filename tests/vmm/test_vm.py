@@ -121,6 +121,8 @@ def test_guest_identity(vm):
     assert vm.run(["hostname"]).stdout == b"hartvm\n"
     assert vm.run(["uname", "-m"]).stdout == b"riscv64\n"
     assert b"virtio_rng" in vm.run(["cat", "/sys/class/misc/hw_random/rng_current"]).stdout
+    # The device tree's rng-seed makes the kernel's random pool ready at once.
+    assert b"[    0.000000] random: crng init done" in vm.run(["dmesg"]).stdout
 
 
 def test_check_raises_on_failure(vm):
