@@ -26,6 +26,7 @@ EXIT_INSTRUCTION_LIMIT = 124
 EXIT_HALTED = 125
 EXIT_TIMEOUT = 124        # run: --timeout expired (as timeout(1))
 EXIT_GUEST_FAILED = 125   # run, shell: hartvm or the guest failed (as docker run)
+EXIT_BROKEN_PIPE = 128 + 13   # stdout closed by its reader, as a shell reports SIGPIPE
 MIN_MEMORY = 1 << 20
 MAX_MEMORY = 1 << 40
 
@@ -307,4 +308,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("hartvm: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`hartvm run -- yes | head`): end as a
+        # program killed by SIGPIPE would, without a second error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return EXIT_BAD_INPUT

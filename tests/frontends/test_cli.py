@@ -216,3 +216,15 @@ def test_shell_on_a_terminal():
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(fd)
+
+
+def test_run_output_into_a_closed_pipe_ends_quietly():
+    """`hartvm run -- yes | head -1`: the reader goes away; hartvm ends as with SIGPIPE."""
+    process = subprocess.Popen([sys.executable, "-m", "hartvm", "run", "--", "yes"], cwd=ROOT,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert process.stdout.readline() == b"y\n"
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 141
+    assert b"Traceback" not in stderr
