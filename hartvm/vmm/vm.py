@@ -47,6 +47,7 @@ class CommandResult:
     returncode: int
     stdout: bytes
     stderr: bytes
+    instructions: int = 0        # guest instructions executed while the command ran
 
 
 def parse_drive(spec: str) -> Block:
@@ -74,16 +75,23 @@ class VM:
     ``memory``: RAM size ("256M", "1G" or bytes); ``smp``: harts; ``drives``:
     disk images as "PATH" or "PATH,readonly" (/dev/vda, /dev/vdb, ...);
     ``realtime``: idle guest time passes at the host's pace instead of being
-    skipped (needed when a person types to the guest).
+    skipped (needed when a person types to the guest). The guest's clock
+    starts at the host's time and its kernel gets random bytes from the host,
+    unless ``epoch_ns`` and ``rng_seed`` are given: with both (and no
+    ``realtime``), the same commands give the same results and instruction
+    counts every time.
     """
 
     def __init__(self, memory="256M", smp: int = 1, drives=(), hostname: str = "hartvm",
-                 realtime: bool = False, progress: bool = True):
+                 realtime: bool = False, progress: bool = True, epoch_ns: int | None = None,
+                 rng_seed: bytes | None = None):
         size = _memory_size(memory)
         self.log = ConsoleLog(keep_lines=40)
         try:
-            self.machine = Machine(memory_size=size, output=self.log.write, harts=smp,
-                                   rtc_epoch_ns=time.time_ns(), rng_seed=os.urandom(32))
+            self.machine = Machine(
+                memory_size=size, output=self.log.write, harts=smp,
+                rtc_epoch_ns=time.time_ns() if epoch_ns is None else epoch_ns,
+                rng_seed=os.urandom(32) if rng_seed is None else rng_seed)
         except OSError as error:
             raise HartvmError(f"cannot allocate {size} bytes of guest memory: {error}") from None
         console = Console()
@@ -187,6 +195,7 @@ class VM:
                 agent.error is not None or timed_out
 
         machine.stop_when = finished
+        started = machine.instructions
         try:
             result = machine.run()
         finally:
@@ -201,7 +210,7 @@ class VM:
         if check and agent.status != 0:
             raise HartvmError(f"command {args!r} exited with status {agent.status}"
                               + (f": {err[-500:].decode(errors='replace')}" if err else ""))
-        return CommandResult(args, agent.status, out, err)
+        return CommandResult(args, agent.status, out, err, machine.instructions - started)
 
     # --- files -------------------------------------------------------------------
     def put_file(self, source, guest_path: str, mode: int = 0o644) -> None:
