@@ -63,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="hartvm",
         description="hartvm: a RISC-V RV64 virtual machine (QEMU 'virt' board layout).",
-        epilog="Exit status: the guest's status (0 = pass or power-off), 2 bad input, "
+        epilog="Exit status of boot: the guest's status (0 = pass or power-off), 2 bad input, "
                "3 guest kernel panic, 124 instruction limit reached, 125 guest halted forever, "
-               "70 internal error.")
+               "70 internal error. Of run: the command's status, 124 timeout, 125 hartvm or "
+               "guest failure (see hartvm run --help).")
     parser.add_argument("--version", action="version", version=f"hartvm {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     boot = commands.add_parser(
