@@ -27,7 +27,7 @@ from .console_log import ConsoleLog
 DEFAULT_MEMORY = 256 << 20
 MIN_MEMORY = 64 << 20
 BOOTARGS = "console=ttyS0 quiet cryptomgr.notests hartvm.hostname={hostname}"
-# Booting to the agent takes about 1.5 billion instructions; a guest that has
+# Booting to the agent takes about 0.6 billion instructions; a guest that has
 # not answered after this many is stuck.
 BOOT_INSTRUCTION_LIMIT = 20_000_000_000
 
@@ -101,14 +101,18 @@ class VM:
         board = self.machine.board
         board.attach_virtio(console)
         board.attach_virtio(Rng())
-        for spec in drives:
-            board.attach_virtio(parse_drive(spec))
-        guest = debian.default_guest(progress=progress)
-        initrd = rootfs.default_initramfs(guest)
-        self.machine.boot(str(guest.kernel), str(guest.firmware), str(initrd),
-                          BOOTARGS.format(hostname=hostname))
         self.closed = False
-        self._boot()
+        try:
+            for spec in drives:
+                board.attach_virtio(parse_drive(spec))
+            guest = debian.default_guest(progress=progress)
+            initrd = rootfs.default_initramfs(guest)
+            self.machine.boot(str(guest.kernel), str(guest.firmware), str(initrd),
+                              BOOTARGS.format(hostname=hostname))
+            self._boot()
+        except BaseException:
+            self.close()              # no disk file stays open behind a failed start
+            raise
         # The boot's idle time is skipped either way: it is the same for every boot.
         self.machine.realtime_idle = realtime
 
@@ -120,10 +124,12 @@ class VM:
             self._fail(result, "the guest did not start its agent")
 
     def close(self) -> None:
-        """Stop the guest; its RAM is released."""
-        if not self.closed:
-            self.closed = True
-            self.machine.stop_when = None
+        """Stop the guest for good: its disk files are closed and its RAM released."""
+        self.closed = True
+        if self.machine is not None:
+            for device in self.machine.board.virtio:
+                device.backend.close()
+            self.machine = None
 
     def __enter__(self) -> "VM":
         return self

@@ -144,7 +144,12 @@ def test_disks_read_write_and_read_only(tmp_path):
         assert vm.run(["head", "-c", "6", "/dev/vdb"]).stdout == b"FROZEN"
         refused = vm.run("echo x | dd of=/dev/vdb conv=fsync 2>&1")
         assert refused.returncode != 0, refused.stdout
+        disk_fds = [d.backend.fd for d in vm.machine.board.virtio if hasattr(d.backend, "fd")]
     assert frozen.read_bytes()[:6] == b"FROZEN"
+    assert len(disk_fds) == 2 and vm.machine is None        # closing released the machine
+    for fd in disk_fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
 
 
 def test_timeout_stops_a_command():

@@ -58,6 +58,9 @@ class Backend:
     def reset(self) -> None:
         pass
 
+    def close(self) -> None:
+        """Release host resources (files) when the machine goes away."""
+
 
 class VirtioMMIO(Device):
     access_sizes = frozenset({1, 2, 4})
