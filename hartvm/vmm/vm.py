@@ -12,6 +12,7 @@ machine until the agent reports the command's exit status.
 """
 
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from ..guest.agent import Agent, command_script, quote
 from ..machine import Machine, Stop, parse_size
 from .console_log import ConsoleLog
 
+HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
 DEFAULT_MEMORY = 256 << 20
 MIN_MEMORY = 64 << 20
 BOOTARGS = "console=ttyS0 quiet cryptomgr.notests hartvm.hostname={hostname}"
@@ -86,6 +88,10 @@ class VM:
                  realtime: bool = False, progress: bool = True, epoch_ns: int | None = None,
                  rng_seed: bytes | None = None):
         size = _memory_size(memory)
+        if not HOSTNAME.fullmatch(hostname):
+            # It travels on the kernel command line, where a space would split it.
+            raise HartvmError(f"bad hostname {hostname!r}: use 1 to 64 letters, digits, "
+                              f"'-' and '.'")
         self.log = ConsoleLog(keep_lines=40)
         try:
             self.machine = Machine(

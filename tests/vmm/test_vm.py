@@ -180,3 +180,9 @@ def test_fixed_clock_and_seed_make_runs_reproducible():
     first, second = session(), session()
     assert first == second
     assert first[2].startswith(b"1800000")          # the clock started at the given epoch
+
+
+@pytest.mark.parametrize("hostname", ["two words", "", "x" * 65, "a\nb"])
+def test_bad_hostname_is_refused_before_booting(hostname):
+    with pytest.raises(hartvm.HartvmError, match="bad hostname"):
+        hartvm.VM(hostname=hostname, progress=False)
