@@ -17,6 +17,7 @@ and a device tree the way QEMU's virt machine does.
 """
 
 import enum
+import hashlib
 import os
 import select
 import sys
@@ -63,11 +64,12 @@ class RunResult:
 class Machine:
     def __init__(self, memory_size: int = DEFAULT_MEMORY, output=None, harts: int = 1,
                  rtc_epoch_ns: int = DEFAULT_RTC_EPOCH_NS, flush=None,
-                 rng_seed: bytes = DEFAULT_RNG_SEED):
+                 rng_seed: bytes = DEFAULT_RNG_SEED, memory_fd: int | None = None):
         """``output(bytes)`` receives the console (stdout by default); ``flush()``
         is called after every round so that output shows as it comes. ``rng_seed``
         goes to the kernel in the device tree (fixed by default, for reproducible
-        runs; give fresh random bytes for guests that need secrets)."""
+        runs; give fresh random bytes for guests that need secrets). ``memory_fd``:
+        a file with the RAM's initial content (a snapshot's), mapped copy-on-write."""
         if not 1 <= harts <= MAX_HARTS:
             raise HartvmError(f"bad hart count {harts}: must be 1 to {MAX_HARTS}")
         if output is None:
@@ -79,7 +81,9 @@ class Machine:
         self.rng_seed = bytes(rng_seed)
         states = []
         self.board = VirtBoard(memory_size, states, self._output, self._guest_exit,
-                               self._guest_reset, self._elapsed_ns, rtc_epoch_ns)
+                               self._guest_reset, self._elapsed_ns, rtc_epoch_ns, memory_fd)
+        # The first VM generation ID follows from the seed: runs stay reproducible.
+        self.board.vmgenid.generation_id = hashlib.sha256(b"vmgenid" + self.rng_seed).digest()[:16]
         self.ram = self.board.ram
         rom = MEMORY_MAP["rom"]
         self.harts = [Hart(i, self.ram, rom.base, self.board.rom.halfwords) for i in range(harts)]
@@ -170,6 +174,35 @@ class Machine:
         """Guest time since reset, from hart 0's clock (100 ns per mtime tick)."""
         return int(mtime(self.harts[0].state)) * (10**9 // L.TIMEBASE_HZ)
 
+    # --- snapshots ----------------------------------------------------------------
+    SAVE_VERSION = 1
+
+    def components(self) -> list[tuple[str, object]]:
+        """What a snapshot holds, by section name: the harts and every board device
+        (the CLINT and the syscon keep their state in the harts or have none)."""
+        board = self.board
+        return [(f"hart{index}", hart) for index, hart in enumerate(self.harts)] + \
+            [("rom", board.rom), ("rtc", board.rtc), ("plic", board.plic),
+             ("uart0", board.uart), ("vmgenid", board.vmgenid)] + \
+            [(f"virtio{slot}", device) for slot, device in enumerate(board.virtio)]
+
+    def save(self) -> dict:
+        if self.htif is not None:
+            raise HartvmError("a bare-metal program with HTIF cannot be snapshotted")
+        return {"memory_size": self.ram.size, "harts": len(self.harts),
+                "sleeping": list(self.sleeping)}
+
+    def restore(self, state: dict) -> None:
+        """Only the machine's own part; ``components()`` restore themselves."""
+        for name, expected in (("memory_size", self.ram.size), ("harts", len(self.harts))):
+            if state.get(name) != expected:
+                raise ValueError(f"{name} is {state.get(name)!r}, this machine has {expected}")
+        sleeping = state.get("sleeping")
+        if not isinstance(sleeping, list) or len(sleeping) != len(self.harts):
+            raise ValueError("bad list of sleeping harts")
+        self.sleeping = [bool(value) for value in sleeping]
+        self._blobs = []               # nothing to reboot from (see run)
+
     # --- running --------------------------------------------------------------
     @property
     def instructions(self) -> int:
@@ -187,6 +220,9 @@ class Machine:
                 if not self._round(limit):
                     return RunResult(Stop.HALTED, 0, self.instructions - start)
                 if self._reset_requested:
+                    if not self._blobs:
+                        # A restored machine has no boot images to reboot from.
+                        return RunResult(Stop.EXITED, 0, self.instructions - start)
                     self.reset()
                 if self._exit_status is not None:
                     status, self._exit_status = self._exit_status, None

@@ -1,17 +1,26 @@
-"""Guest RAM: an anonymous mmap seen as numpy arrays.
+"""Guest RAM: a private mmap seen as numpy arrays.
 
 The hart reads and writes RAM through four signed views of one buffer
-(``m8``, ``m16``, ``m32``, ``m64``), which numba indexes directly. The
-mapping is private and untouched pages cost no host memory, so a large
-``--memory`` is cheap until the guest uses it. Host-side accessors here
-check every physical range before touching the buffer.
+(``m8``, ``m16``, ``m32``, ``m64``), which numba indexes directly. Host-side
+accessors here check every physical range before touching the buffer.
+
+The mapping is private: anonymous for a booted machine, or a snapshot's RAM
+file mapped copy-on-write for a restored one (pages are read from the file
+when the guest first touches them, and a write copies only that page).
+Untouched pages cost no host memory, and the mapping reserves no swap
+(``MAP_NORESERVE``), so a guest may have more RAM than the host has free as
+long as it does not touch it all. The mapping is marked mergeable, so that
+the host's KSM (when enabled in /sys/kernel/mm/ksm/run) can share identical
+pages between VMs.
 """
 
 import mmap
+import os
 
 import numpy as np
 
 PAGE_SIZE = 4096
+MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)   # Linux's value; Python lacks the name
 
 
 class GuestMemoryError(ValueError):
@@ -19,12 +28,24 @@ class GuestMemoryError(ValueError):
 
 
 class RAM:
-    def __init__(self, base: int, size: int):
+    def __init__(self, base: int, size: int, file_fd: int | None = None):
+        """``file_fd``: a file of ``size`` bytes to start from (mapped copy-on-write)."""
         if size <= 0 or size % PAGE_SIZE:
             raise ValueError(f"RAM size must be a positive multiple of {PAGE_SIZE} bytes")
         self.base = base
         self.size = size
-        self._mmap = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        flags = mmap.MAP_PRIVATE | MAP_NORESERVE
+        if file_fd is None:
+            self._mmap = mmap.mmap(-1, size, flags=flags | mmap.MAP_ANONYMOUS)
+        else:
+            if os.fstat(file_fd).st_size != size:
+                raise ValueError(f"RAM file is not {size} bytes long")
+            self._mmap = mmap.mmap(file_fd, size, flags=flags,
+                                   prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        try:
+            self._mmap.madvise(mmap.MADV_MERGEABLE)
+        except OSError:
+            pass    # a kernel without KSM: nothing to share
         self.m8 = np.frombuffer(self._mmap, dtype=np.int8)
         self.m16 = self.m8.view(np.int16)
         self.m32 = self.m8.view(np.int32)

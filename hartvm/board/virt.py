@@ -9,6 +9,11 @@ which loads a0 = mhartid, a1 = device-tree address, a2 = address of the
 ``fw_dynamic_info`` block (OpenSBI's fw_dynamic handoff, which follows the
 code in the ROM) and jumps to the start address (the firmware, or with
 ``--bios none`` the kernel's entry point).
+
+Beyond QEMU's map, the board has a VM Generation ID (``microsoft,vmgenid``)
+in the free page after the RTC, on the free PLIC source 12: the host changes
+the ID when it restores or forks a guest, and Linux reseeds its random
+generator at once.
 """
 
 import struct
@@ -23,6 +28,7 @@ from ..devices.rom import ROM
 from ..devices.syscon import FINISHER_PASS, FINISHER_RESET, Syscon
 from ..devices.uart16550 import UART16550
 from ..devices.virtio.mmio import VirtioMMIO
+from ..devices.vmgenid import VMGenID
 from ..errors import HartvmError
 from ..memory import RAM
 from . import fdt
@@ -40,6 +46,7 @@ MEMORY_MAP: dict[str, Region] = {
     "rom": Region(0x0000_1000, 0xF000),
     "syscon": Region(0x0010_0000, 0x1000),
     "rtc": Region(0x0010_1000, 0x1000, irq=11),
+    "vmgenid": Region(0x0010_2000, 0x1000, irq=12),   # not in QEMU's map: a free page and source
     "clint": Region(0x0200_0000, 0x10000),
     "plic": Region(0x0C00_0000, 0x600000),
     "uart0": Region(0x1000_0000, 0x100, irq=10),
@@ -79,9 +86,9 @@ class VirtBoard:
     """
 
     def __init__(self, memory_size: int, hart_states, output, on_exit, on_reset, elapsed_ns,
-                 rtc_epoch_ns: int):
+                 rtc_epoch_ns: int, memory_fd: int | None = None):
         dram = MEMORY_MAP["dram"]
-        self.ram = RAM(dram.base, memory_size)
+        self.ram = RAM(dram.base, memory_size, memory_fd)
         self.hart_states = hart_states
         self.rom = ROM(MEMORY_MAP["rom"].size)
         self.plic = PLIC(hart_states)
@@ -90,8 +97,11 @@ class VirtBoard:
         self.clint = ACLINT(hart_states)
         self.rtc = GoldfishRTC(rtc_epoch_ns, elapsed_ns)
         self.syscon = Syscon(on_exit, on_reset)
+        vmgenid_irq = MEMORY_MAP["vmgenid"].irq
+        self.vmgenid = VMGenID(lambda: self.plic.pulse(vmgenid_irq))
         self.bus = Bus()
         for name, device in (("rom", self.rom), ("syscon", self.syscon), ("rtc", self.rtc),
+                             ("vmgenid", self.vmgenid),
                              ("clint", self.clint), ("plic", self.plic), ("uart0", self.uart)):
             region = MEMORY_MAP[name]
             self.bus.attach(region.base, region.size, device)
@@ -205,6 +215,12 @@ class VirtBoard:
         rtc.set("interrupts", rtc_region.irq).set("interrupt-parent", plic_phandle)
         rtc.set("reg", fdt.addr_size(rtc_region.base, rtc_region.size))
         rtc.set("compatible", "google,goldfish-rtc")
+
+        vmgenid_region = MEMORY_MAP["vmgenid"]
+        vmgenid = soc.child(f"vmgenid@{vmgenid_region.base:x}")
+        vmgenid.set("interrupts", vmgenid_region.irq).set("interrupt-parent", plic_phandle)
+        vmgenid.set("reg", fdt.addr_size(vmgenid_region.base, vmgenid_region.size))
+        vmgenid.set("compatible", "microsoft,vmgenid")
 
         for slot in range(len(self.virtio)):
             region = MEMORY_MAP[f"virtio{slot}"]

@@ -167,6 +167,8 @@ class Hart:
         return "\n".join(lines)
 
     # --- snapshots ----------------------------------------------------------
+    SAVE_VERSION = 1
+
     def save(self) -> dict:
         return {"state": self.state.copy()}
 
@@ -175,6 +177,8 @@ class Hart:
         if not isinstance(state, np.ndarray) or state.dtype != np.int64 \
                 or state.shape != self.state.shape:
             raise ValueError("hart state has the wrong shape or type")
+        if state[L.PRIV] not in (L.PRIV_U, L.PRIV_S, L.PRIV_M) or state[L.HARTID] != self.hartid:
+            raise ValueError("hart state has a bad privilege level or hart id")
         self.state[:] = state
         # Where RAM and ROM are is a property of this machine, not of the snapshot.
         self.state[L.RAM_BASE] = self.ram.base

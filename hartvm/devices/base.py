@@ -15,8 +15,22 @@ log = logging.getLogger("hartvm.devices")
 MAX_LOGGED = 64   # distinct unknown registers logged per device, then silence
 
 
+def saved(state, name: str, kind: type, limit: int | None = None):
+    """``state[name]`` from a snapshot (untrusted), checked to be a ``kind``
+    and, for an int with a ``limit``, to lie in ``range(limit)``."""
+    if not isinstance(state, dict) or name not in state:
+        raise ValueError(f"{name} is missing")
+    value = state[name]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ValueError(f"{name} is not a {kind.__name__}")
+    if limit is not None and not 0 <= value < limit:
+        raise ValueError(f"{name} = {value} is out of range")
+    return value
+
+
 class Device:
     access_sizes = frozenset({1, 2, 4, 8})
+    SAVE_VERSION = 1   # of the dict save() returns (the snapshot section version)
 
     def __init__(self):
         self._unknown_logged: set[tuple[str, int]] = set()
@@ -38,7 +52,8 @@ class Device:
         self.unknown("write", offset)
 
     def save(self) -> dict:
+        """The device's state: ints, bools, str, bytes, lists, dicts, numpy arrays."""
         return {}
 
     def restore(self, state: dict) -> None:
-        pass
+        """Load ``save()``'s output from a snapshot; raise ValueError if it is invalid."""

@@ -8,8 +8,13 @@ and claim/complete at the threshold + 4. Context 2*N is hart N's M-mode,
 
 Sources are level-triggered: ``set_irq(source, level)``. A source is pending
 while its line is high and it is not being served (claimed and not yet
-completed, the "gateway" of chapter 4). Each context's output drives the
-hart's MEIP bit (M contexts) or SEIP line (S contexts).
+completed, the "gateway" of chapter 4). A device without an acknowledge
+register signals an edge instead: ``pulse(source)`` makes the source pending
+until it is claimed. An edge that comes while the source is being served is
+remembered and pends it again at completion (the chapter allows a gateway
+to count such edges; one is enough, as the handler reads the device's state
+afresh). Each context's output drives the hart's MEIP bit (M contexts) or
+SEIP line (S contexts).
 """
 
 from ..cpu.layout import CSR, MIP, MIP_MEIP, SEIP_LINE
@@ -37,6 +42,7 @@ class PLIC(Device):
         self.level = [False] * SOURCES
         self.pending = [False] * SOURCES
         self.in_service = [False] * SOURCES
+        self.deferred_edge = [False] * SOURCES   # an edge came while in service
         self.enable = {}                   # context -> bitmask of enabled sources
         self.threshold = {}                # context -> threshold
         self._update()
@@ -54,6 +60,16 @@ class PLIC(Device):
             self.pending[source] = True
         elif not level:
             self.pending[source] = False
+        self._update()
+
+    def pulse(self, source: int) -> None:
+        """An edge-triggered request: pending until claimed, with no level behind it."""
+        if not 0 < source < SOURCES:
+            return
+        if self.in_service[source]:
+            self.deferred_edge[source] = True
+        else:
+            self.pending[source] = True
         self._update()
 
     def _best(self, context: int) -> int:
@@ -138,19 +154,22 @@ class PLIC(Device):
         # A completion for a source that is not enabled for this context is ignored (7.x).
         if 0 < source < SOURCES and self.enable.get(context, 0) >> source & 1:
             self.in_service[source] = False
-            if self.level[source]:
+            if self.level[source] or self.deferred_edge[source]:
                 self.pending[source] = True
+            self.deferred_edge[source] = False
 
     # --- snapshots ----------------------------------------------------------
     def save(self) -> dict:
         return {"priority": list(self.priority), "level": [int(x) for x in self.level],
                 "pending": [int(x) for x in self.pending],
                 "in_service": [int(x) for x in self.in_service],
+                "deferred_edge": [int(x) for x in self.deferred_edge],
                 "enable": {int(k): int(v) for k, v in self.enable.items()},
                 "threshold": {int(k): int(v) for k, v in self.threshold.items()}}
 
     def restore(self, state: dict) -> None:
-        for name in ("priority", "level", "pending", "in_service"):
+        state = {"deferred_edge": [0] * SOURCES, **state}   # absent from older snapshots
+        for name in ("priority", "level", "pending", "in_service", "deferred_edge"):
             values = state[name]
             if len(values) != SOURCES:
                 raise ValueError(f"PLIC {name}: expected {SOURCES} entries")
@@ -158,6 +177,7 @@ class PLIC(Device):
         self.level = [bool(v) for v in state["level"]]
         self.pending = [bool(v) for v in state["pending"]]
         self.in_service = [bool(v) for v in state["in_service"]]
+        self.deferred_edge = [bool(v) for v in state["deferred_edge"]]
         self.enable = {int(k): int(v) & ((1 << SOURCES) - 2) for k, v in state["enable"].items()
                        if 0 <= int(k) < self.contexts}
         self.threshold = {int(k): int(v) & PRIORITY_MASK for k, v in state["threshold"].items()

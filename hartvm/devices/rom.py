@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .base import Device
+from .base import Device, saved
 
 
 class ROM(Device):
@@ -19,3 +19,12 @@ class ROM(Device):
 
     def write(self, offset, size, value):
         pass
+
+    def save(self):
+        return {"data": self.data.tobytes()}
+
+    def restore(self, state):
+        data = saved(state, "data", bytes)
+        if len(data) != len(self.data):
+            raise ValueError(f"ROM of {len(data)} bytes, expected {len(self.data)}")
+        self.data[:] = np.frombuffer(data, np.uint8)

@@ -11,11 +11,16 @@ Commands run one after another in the same guest; each ``run`` drives the
 machine until the agent reports the command's exit status.
 """
 
+import hashlib
 import os
 import re
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
+from .. import __version__
 from ..devices.virtio.blk import Block
 from ..devices.virtio.console import Console
 from ..devices.virtio.rng import Rng
@@ -23,6 +28,7 @@ from ..errors import HartvmError
 from ..guest import debian, rootfs
 from ..guest.agent import Agent, command_script, quote
 from ..machine import Machine, Stop, parse_size
+from . import snapshot
 from .console_log import ConsoleLog
 
 HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
@@ -32,6 +38,7 @@ BOOTARGS = "console=ttyS0 quiet cryptomgr.notests hartvm.hostname={hostname}"
 # Booting to the agent takes about 0.6 billion instructions; a guest that has
 # not answered after this many is stuck.
 BOOT_INSTRUCTION_LIMIT = 20_000_000_000
+CONFIG_VERSION = 1     # of the snapshot's config and vm sections
 
 
 class GuestError(HartvmError):
@@ -63,6 +70,62 @@ def parse_drive(spec: str) -> Block:
         raise HartvmError(f"drive {path}: {error.strerror or error}") from None
 
 
+def _describe_drive(block: Block, overlay_copy: Path) -> dict:
+    """A drive in a snapshot: its file, which must not change before a restore,
+    and the overlay's clusters if the VM runs on one (copied to ``overlay_copy``)."""
+    info = {"path": os.path.abspath(block.path), "readonly": block.readonly,
+            "size": block.size, "mtime_ns": os.stat(block.path).st_mtime_ns}
+    if block.overlay_path is not None:
+        block.copy_overlay(str(overlay_copy))
+        info["clusters"] = block.written_clusters
+    return info
+
+
+def _reopen_drive(info, overlay_copy: Path, path) -> Block:
+    if not isinstance(info, dict) or not isinstance(info.get("path"), str) or \
+            not isinstance(info.get("readonly"), bool):
+        raise snapshot.SnapshotError(f"{path}: bad drive in the snapshot")
+    drive = info["path"]
+    try:
+        changed = os.stat(drive).st_mtime_ns != info.get("mtime_ns")
+        block = Block(drive, readonly=info["readonly"])
+    except OSError as error:
+        raise snapshot.SnapshotError(f"{path}: drive {drive}: {error.strerror or error}") \
+            from None
+    if changed or block.size != info.get("size"):
+        block.close()
+        raise snapshot.SnapshotError(f"{path}: drive {drive} changed since the snapshot; "
+                                     f"its guest would see a corrupt disk")
+    return block
+
+
+def _section(sections: dict, name: str, path) -> dict:
+    version, value = sections.get(name, (None, None))
+    if version != CONFIG_VERSION or not isinstance(value, dict):
+        raise snapshot.SnapshotError(f"{path}: section {name!r} is missing or of another "
+                                     f"version")
+    return value
+
+
+def _open_drives(specs) -> list[Block]:
+    blocks = []
+    try:
+        for spec in specs:
+            blocks.append(parse_drive(spec))
+    except BaseException:
+        for block in blocks:
+            block.close()
+        raise
+    return blocks
+
+
+def _check_hostname(hostname: str) -> None:
+    if not isinstance(hostname, str) or not HOSTNAME.fullmatch(hostname):
+        # It travels on the kernel command line, where a space would split it.
+        raise HartvmError(f"bad hostname {hostname!r}: use 1 to 64 letters, digits, "
+                          f"'-' and '.'")
+
+
 def _memory_size(memory) -> int:
     size = parse_size(memory) if isinstance(memory, str) else int(memory)
     if size < MIN_MEMORY or size % 4096:
@@ -88,17 +151,37 @@ class VM:
                  realtime: bool = False, progress: bool = True, epoch_ns: int | None = None,
                  rng_seed: bytes | None = None):
         size = _memory_size(memory)
-        if not HOSTNAME.fullmatch(hostname):
-            # It travels on the kernel command line, where a space would split it.
-            raise HartvmError(f"bad hostname {hostname!r}: use 1 to 64 letters, digits, "
-                              f"'-' and '.'")
+        _check_hostname(hostname)
+        self._build(size, smp, _open_drives(drives), epoch_ns, rng_seed)
+        try:
+            guest = debian.default_guest(progress=progress)
+            initrd = rootfs.default_initramfs(guest)
+            self.machine.boot(str(guest.kernel), str(guest.firmware), str(initrd),
+                              BOOTARGS.format(hostname=hostname))
+            self.hostname = hostname
+            self._boot()
+        except BaseException:
+            self.close()              # no disk file stays open behind a failed start
+            raise
+        # The boot's idle time is skipped either way: it is the same for every boot.
+        self.machine.realtime_idle = realtime
+
+    def _build(self, size: int, smp: int, blocks, epoch_ns, rng_seed, memory_fd=None) -> None:
+        """The machine and its devices, not yet started (shared by boot and restore)."""
         self.log = ConsoleLog(keep_lines=40)
+        self.closed = False
+        self.machine = None
+        self._overlay_dir = None     # a restored VM's disk overlays, removed by close()
+        self._clock_to_set = False   # the guest's clock must be set before the next command
+        self.blocks = list(blocks)
+        rng_seed = os.urandom(32) if rng_seed is None else bytes(rng_seed)
         try:
             self.machine = Machine(
                 memory_size=size, output=self.log.write, harts=smp,
                 rtc_epoch_ns=time.time_ns() if epoch_ns is None else epoch_ns,
-                rng_seed=os.urandom(32) if rng_seed is None else rng_seed)
+                rng_seed=rng_seed, memory_fd=memory_fd)
         except OSError as error:
+            self.close()
             raise HartvmError(f"cannot allocate {size} bytes of guest memory: {error}") from None
         console = Console()
         self._terminal_output = None
@@ -106,21 +189,10 @@ class VM:
         self.agent = Agent(console)
         board = self.machine.board
         board.attach_virtio(console)
-        board.attach_virtio(Rng())
-        self.closed = False
-        try:
-            for spec in drives:
-                board.attach_virtio(parse_drive(spec))
-            guest = debian.default_guest(progress=progress)
-            initrd = rootfs.default_initramfs(guest)
-            self.machine.boot(str(guest.kernel), str(guest.firmware), str(initrd),
-                              BOOTARGS.format(hostname=hostname))
-            self._boot()
-        except BaseException:
-            self.close()              # no disk file stays open behind a failed start
-            raise
-        # The boot's idle time is skipped either way: it is the same for every boot.
-        self.machine.realtime_idle = realtime
+        self.rng = Rng(hashlib.sha256(b"virtio-rng" + rng_seed).digest())
+        board.attach_virtio(self.rng)
+        for block in self.blocks:
+            board.attach_virtio(block)
 
     # --- life cycle --------------------------------------------------------------
     def _boot(self) -> None:
@@ -132,10 +204,13 @@ class VM:
     def close(self) -> None:
         """Stop the guest for good: its disk files are closed and its RAM released."""
         self.closed = True
-        if self.machine is not None:
-            for device in self.machine.board.virtio:
-                device.backend.close()
-            self.machine = None
+        for block in self.blocks:
+            block.close()
+        self.blocks = []
+        self.machine = None
+        if self._overlay_dir is not None:
+            shutil.rmtree(self._overlay_dir, ignore_errors=True)
+            self._overlay_dir = None
 
     def __enter__(self) -> "VM":
         return self
@@ -161,6 +236,120 @@ class VM:
         if self._terminal_output is not None:
             self._terminal_output(data)
 
+    # --- snapshots -----------------------------------------------------------------
+    def snapshot(self, path) -> None:
+        """Save the VM, between commands, as the snapshot directory ``path`` (see
+        snapshot.py). Drives are not copied: a restore checks that each drive file
+        is unchanged, and runs on a copy-on-write overlay of it."""
+        self._check_usable()
+        if self.agent.busy or not self.agent.ready:
+            raise HartvmError("a VM can be snapshotted only between commands")
+        path = Path(path)
+        if path.exists():
+            raise HartvmError(f"{path} already exists; a snapshot is never written over")
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent or "."))
+        try:
+            drives = []
+            for index, block in enumerate(self.blocks):
+                drives.append(_describe_drive(block, staging / f"disk{index}"))
+            config = {"hartvm": __version__, "memory_size": self.machine.ram.size,
+                      "harts": len(self.machine.harts), "drives": drives}
+            sections = [("config", CONFIG_VERSION, config)]
+            sections += snapshot.machine_sections(self.machine)
+            sections.append(("vm", CONFIG_VERSION, {"hostname": self.hostname}))
+            snapshot.write_memory(self.machine.ram, staging / snapshot.MEMORY_FILE)
+            snapshot.write_state(staging / snapshot.STATE_FILE, sections)
+            os.rename(staging, path)
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise HartvmError(f"cannot write the snapshot {path}: {error.strerror or error}") \
+                from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    @classmethod
+    def restore(cls, path, hostname: str | None = None, realtime: bool = False,
+                epoch_ns: int | None = None, rng_seed: bytes | None = None) -> "VM":
+        """A running VM from the snapshot directory ``path``, in milliseconds: its
+        RAM is mapped copy-on-write, not read. The guest then gets a new identity
+        as a clone must: ``hostname`` (default: the saved one), the wall-clock time
+        and fresh entropy (its kernel reseeds through the VM generation ID, its
+        virtio-rng gets a new seed). With ``epoch_ns`` and ``rng_seed`` given,
+        restores of one snapshot run the same commands identically."""
+        sections = snapshot.read_state(path)
+        config = _section(sections, "config", path)
+        vm_state = _section(sections, "vm", path)
+        size, harts = config.get("memory_size"), config.get("harts")
+        if not isinstance(size, int) or size < MIN_MEMORY or size % 4096 or \
+                not isinstance(harts, int) or not 1 <= harts <= 64:
+            raise snapshot.SnapshotError(f"{path}: bad machine configuration in the snapshot")
+        saved_hostname = vm_state.get("hostname")
+        hostname = saved_hostname if hostname is None else hostname
+        _check_hostname(hostname)
+        self = cls.__new__(cls)
+        memory_fd = snapshot.open_memory(path, size)
+        try:
+            self._build(size, harts, [], epoch_ns, rng_seed, memory_fd)
+        finally:
+            os.close(memory_fd)          # the mapping keeps the file
+        try:
+            self._restore_drives(config.get("drives"), path)
+            snapshot.restore_machine(self.machine, sections, path)
+            self.agent.ready = True
+            self.hostname = saved_hostname
+            self.new_identity(hostname, epoch_ns, rng_seed)
+        except BaseException:
+            self.close()
+            raise
+        self.machine.realtime_idle = realtime
+        return self
+
+    def _restore_drives(self, drives, path) -> None:
+        if not isinstance(drives, list):
+            raise snapshot.SnapshotError(f"{path}: bad drive list in the snapshot")
+        self._overlay_dir = tempfile.mkdtemp(prefix="hartvm-disks-")
+        for index, info in enumerate(drives):
+            block = _reopen_drive(info, Path(path) / f"disk{index}", path)
+            self.blocks.append(block)
+            if not block.readonly:
+                if isinstance(info.get("clusters"), bytes):
+                    try:
+                        block.use_overlay(str(Path(path) / f"disk{index}"), info["clusters"])
+                    except (OSError, ValueError) as error:
+                        raise snapshot.SnapshotError(f"{path}: disk{index}: {error}") from None
+                    block.fork_overlay(str(Path(self._overlay_dir) / f"disk{index}"))
+                else:
+                    block.use_overlay(str(Path(self._overlay_dir) / f"disk{index}"))
+            self.machine.board.attach_virtio(block)
+
+    def new_identity(self, hostname: str, epoch_ns: int | None = None,
+                     rng_seed: bytes | None = None) -> None:
+        """What a clone needs so that it is not its twin: fresh entropy for the kernel
+        (a new VM generation ID makes Linux reseed at once) and for virtio-rng, the
+        wall-clock time, and its own hostname (set before the next command)."""
+        _check_hostname(hostname)
+        seed = os.urandom(32) if rng_seed is None else bytes(rng_seed)
+        board = self.machine.board
+        board.vmgenid.new_generation(hashlib.sha256(b"vmgenid" + seed).digest()[:16])
+        self.rng.reseed(hashlib.sha256(b"virtio-rng" + seed).digest())
+        board.rtc.epoch_ns += (time.time_ns() if epoch_ns is None else epoch_ns) - board.rtc.now()
+        self.hostname = hostname
+        self._clock_to_set = True
+
+    def _identity_script(self) -> bytes:
+        """Shell lines that give the guest its wall-clock time and hostname."""
+        if not self._clock_to_set:
+            return b""
+        self._clock_to_set = False
+        seconds = self.machine.board.rtc.now() // 10**9
+        return (f"date -s @{seconds} >/dev/null; "
+                f"echo {self.hostname} >/proc/sys/kernel/hostname\n").encode()
+
+    def _check_usable(self) -> None:
+        if self.closed:
+            raise HartvmError("this VM is closed")
+
     # --- commands ----------------------------------------------------------------
     def run(self, args, input: bytes | None = None, env=None, cwd=None,
             timeout: float | None = None, stdout=None, stderr=None,
@@ -182,8 +371,8 @@ class VM:
 
     def _execute(self, script: bytes, args, input, timeout, stdout, stderr, stdin_fd,
                  check, stdin_port=None) -> CommandResult:
-        if self.closed:
-            raise HartvmError("this VM is closed")
+        self._check_usable()
+        script = self._identity_script() + script
         collected_out, collected_err = [], []
         agent, machine = self.agent, self.machine
         agent.start(script, stdout or collected_out.append, stderr or collected_err.append)

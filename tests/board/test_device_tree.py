@@ -51,3 +51,13 @@ def test_rng_seed_reaches_chosen():
     dts = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", "-o", "-", "-"], input=dtb,
                          capture_output=True, check=True).stdout.decode()
     assert "rng-seed = <0x10203 0x4050607 0x8090a0b" in dts
+
+
+def test_vmgenid_node(dts):
+    region = MEMORY_MAP["vmgenid"]
+    node = dts[dts.index(f"vmgenid@{region.base:x} {{"):]
+    node = node[:node.index("};")]
+    assert 'compatible = "microsoft,vmgenid";' in node
+    assert f"reg = <0x00 {region.base:#x} 0x00 {region.size:#x}>;" in node
+    assert f"interrupts = <{region.irq:#04x}>;" in node
+    assert "interrupt-parent = <" in node

@@ -101,3 +101,25 @@ def test_csrs_on_mip_does_not_latch_the_plic_line():
     assert state[L.CSR + L.MIP] & L.MIP_STIP
     state[L.SEIP_LINE] = 0
     assert not state[L.CSR + L.MIP] & L.MIP_SEIP
+
+
+def test_edge_source_stays_pending_until_claimed_and_is_not_re_pended():
+    plic, states = make(1)
+    plic.write(4 * 12, 4, 1)
+    enable(plic, S0, 12)
+    plic.pulse(12)
+    assert states[0][L.SEIP_LINE] == 1 and plic.read(0x1000, 4) == 1 << 12
+    assert claim(plic, S0) == 12
+    plic.write(0x200004 + 0x1000 * S0, 4, 12)   # complete: no level, so nothing pends
+    assert states[0][L.SEIP_LINE] == 0 and claim(plic, S0) == 0
+    plic.pulse(12)
+    assert claim(plic, S0) == 12
+    plic.pulse(12)                              # an edge while in service is kept...
+    assert states[0][L.SEIP_LINE] == 0
+    plic.write(0x200004 + 0x1000 * S0, 4, 12)   # ...and pends the source at completion
+    assert claim(plic, S0) == 12
+    plic.write(0x200004 + 0x1000 * S0, 4, 12)
+    assert claim(plic, S0) == 0
+    plic.pulse(0)
+    plic.pulse(1000)                            # no such sources: ignored
+    assert claim(plic, S0) == 0

@@ -27,6 +27,7 @@ import logging
 import struct
 from collections import deque
 
+from ..base import saved
 from .mmio import Backend
 
 log = logging.getLogger("hartvm.virtio")
@@ -98,6 +99,23 @@ class Port:
     def deliverable(self) -> bool:
         return self.is_console or self.guest_open
 
+    FLAGS = ("host_open", "guest_ready", "guest_open", "_end_after_pending")
+
+    def save(self) -> dict:
+        return {"name": self.name or "", "is_console": self.is_console,
+                "pending": list(self.pending), **{name: getattr(self, name) for name in self.FLAGS}}
+
+    def restore(self, state: dict) -> None:
+        if saved(state, "name", str) != (self.name or "") or \
+                saved(state, "is_console", bool) != self.is_console:
+            raise ValueError(f"port {self.id} is not the port {self.name!r} of this console")
+        pending = saved(state, "pending", list)
+        if not all(isinstance(chunk, bytes) for chunk in pending):
+            raise ValueError(f"port {self.id}: pending data is not bytes")
+        self.pending = deque(pending)
+        for name in self.FLAGS:
+            setattr(self, name, saved(state, name, bool))
+
     def _maybe_end(self) -> None:
         if self._end_after_pending and not self.pending and self.guest_open and self.host_open:
             self._end_after_pending = False
@@ -142,6 +160,23 @@ class Console(Backend):
             port.guest_ready = port.guest_open = False
             if not port.is_console:
                 port.pending.clear()
+
+    def save(self) -> dict:
+        return {"multiport": self.multiport, "control_out": list(self._control_out),
+                "ports": [port.save() for port in self.ports]}
+
+    def restore(self, state: dict) -> None:
+        ports = saved(state, "ports", list)
+        if len(ports) != len(self.ports):
+            raise ValueError(f"{len(ports)} console ports, expected {len(self.ports)}")
+        for port, port_state in zip(self.ports, ports):
+            port.restore(port_state)
+        control_out = saved(state, "control_out", list)
+        if not all(isinstance(message, bytes) and len(message) <= 4096
+                   for message in control_out):
+            raise ValueError("bad control messages")
+        self._control_out = deque(control_out)
+        self.multiport = saved(state, "multiport", bool)
 
     def kick(self, queue_index: int) -> None:
         if self.transport is not None:

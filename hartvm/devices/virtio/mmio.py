@@ -10,7 +10,7 @@ the device stops using its queues until the driver resets it (2.1.2).
 import logging
 
 from ...memory import GuestMemoryError
-from ..base import Device
+from ..base import Device, saved
 from .queue import MAX_QUEUE_SIZE, BadChain, VirtQueue
 
 log = logging.getLogger("hartvm.virtio")
@@ -57,6 +57,13 @@ class Backend:
 
     def reset(self) -> None:
         pass
+
+    def save(self) -> dict:
+        """Device-specific state for a snapshot (see Device.save)."""
+        return {}
+
+    def restore(self, state: dict) -> None:
+        """Load ``save()``'s output; raise ValueError if it is invalid."""
 
     def close(self) -> None:
         """Release host resources (files) when the machine goes away."""
@@ -164,6 +171,41 @@ class VirtioMMIO(Device):
         else:
             self.unknown("write", offset)
 
+    # --- snapshots ---------------------------------------------------------------
+    REGISTERS_SAVED = ("status", "device_features_sel", "driver_features_sel",
+                       "driver_features", "queue_sel", "interrupt_status", "config_generation")
+
+    def save(self) -> dict:
+        return {"device_id": self.backend.device_id,
+                **{name: getattr(self, name) for name in self.REGISTERS_SAVED},
+                "queues": [queue.save() for queue in self.queues],
+                "backend": self.backend.save()}
+
+    def restore(self, state: dict) -> None:
+        device_id = saved(state, "device_id", int)
+        if device_id != self.backend.device_id:
+            raise ValueError(f"device id {device_id}, but this slot holds device "
+                             f"{self.backend.device_id}")
+        queues = saved(state, "queues", list)
+        if len(queues) != len(self.queues):
+            raise ValueError(f"{len(queues)} queues, expected {len(self.queues)}")
+        for name in self.REGISTERS_SAVED:
+            setattr(self, name, saved(state, name, int, 1 << 64))
+        for index, (queue, queue_state) in enumerate(zip(self.queues, queues)):
+            queue.restore(queue_state)
+            if queue.ready and not self._rings_valid(queue, index):
+                raise ValueError(f"queue {index}: bad size or rings outside RAM")
+        self.backend.restore(saved(state, "backend", dict))
+        self._update_irq()
+
+    def _rings_valid(self, queue, index: int) -> bool:
+        size = queue.size
+        maximum = self.backend.queue_sizes[index]
+        return 0 < size <= min(maximum, MAX_QUEUE_SIZE) and size & (size - 1) == 0 \
+            and self.ram.contains(queue.desc, 16 * size) \
+            and self.ram.contains(queue.avail, 6 + 2 * size) \
+            and self.ram.contains(queue.used, 6 + 8 * size)
+
     def _queue_setup(self, queue, offset, value):
         if offset == 0x038:
             queue.size = value
@@ -179,16 +221,11 @@ class VirtioMMIO(Device):
         if not ready:
             queue.ready = False
             return
-        size = queue.size
-        maximum = self.backend.queue_sizes[self.queue_sel]
-        valid = 0 < size <= min(maximum, MAX_QUEUE_SIZE) and size & (size - 1) == 0 \
-            and self.ram.contains(queue.desc, 16 * size) \
-            and self.ram.contains(queue.avail, 6 + 2 * size) \
-            and self.ram.contains(queue.used, 6 + 8 * size)
-        if valid:
+        if self._rings_valid(queue, self.queue_sel):
             queue.ready = True
         else:
-            self._needs_reset(f"queue {self.queue_sel}: bad size {size} or rings outside RAM")
+            self._needs_reset(f"queue {self.queue_sel}: bad size {queue.size} or rings "
+                              f"outside RAM")
 
     def _write_status(self, value):
         if value == 0:

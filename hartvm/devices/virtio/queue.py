@@ -11,6 +11,7 @@ import struct
 from dataclasses import dataclass, field
 
 from ...memory import GuestMemoryError
+from ..base import saved
 
 DESC_F_NEXT = 1
 DESC_F_WRITE = 2
@@ -66,6 +67,19 @@ class VirtQueue:
     def reset(self) -> None:
         self.size = self.desc = self.avail = self.used = self.last_avail = 0
         self.ready = False
+
+    FIELDS = ("size", "desc", "avail", "used", "last_avail")
+
+    def save(self) -> dict:
+        return {"ready": self.ready, **{name: getattr(self, name) for name in self.FIELDS}}
+
+    def restore(self, state: dict) -> None:
+        """Only the registers: the transport checks a ready queue's rings as
+        when the driver makes it ready."""
+        for name in self.FIELDS:
+            setattr(self, name, saved(state, name, int, 1 << 64))
+        self.last_avail &= 0xFFFF
+        self.ready = saved(state, "ready", bool)
 
     def _u16(self, paddr: int) -> int:
         return struct.unpack("<H", self.ram.read(paddr, 2))[0]
