@@ -31,12 +31,11 @@ from .cpu.hart import Hart
 from .cpu.trap import effective_mip
 from .devices.htif import HTIF
 from .errors import HartvmError
+from .limits import DEFAULT_MEMORY, MAX_HARTS, parse_size  # noqa: F401 (re-exported)
 from .loader.image import Blob, load_file
 
 QUANTUM = 100_000        # cycles each hart runs per round (1 ms of guest time at 100 MHz)
 SLICE = 1_000_000        # one hart: cycles per call into the compiled loop
-DEFAULT_MEMORY = 128 << 20
-MAX_HARTS = 64
 # A WFI waiting longer than this (about 29,000 years of guest time) waits forever.
 MAX_SLEEP_TICKS = 1 << 53
 DEFAULT_RTC_EPOCH_NS = 1_767_225_600 * 10**9   # 2026-01-01T00:00:00Z
@@ -96,6 +95,7 @@ class Machine:
         self.input_sink = None            # bytes -> None: where host input goes, if not the UART
         self.input_backlog = None         # () -> int: host input the sink has not passed on yet
         self.on_input_end = None          # () -> None: called once the host input has ended
+        self.wake_fd: int | None = None   # readable = the front end wants stop_when checked now
         self.stop_when = None             # () -> bool, checked between rounds
         self.realtime_idle = False
         self.trace = None                 # a text stream: one line per instruction
@@ -337,17 +337,25 @@ class Machine:
 
     # --- host input -------------------------------------------------------------
     def _poll_input(self, timeout: float = 0.0) -> bool:
-        """Move available host input to its sink; False once the input has ended."""
-        if self.input_fd is None:
+        """Wait up to ``timeout`` for host input (moved to its sink) or for
+        ``wake_fd``; True if either came. Sleeps the timeout when there is neither."""
+        fds = [] if self.wake_fd is None else [self.wake_fd]
+        if self.input_fd is not None:
+            backlog = self.input_backlog() if self.input_backlog is not None \
+                else len(self.board.uart.host_input)
+            if backlog <= MAX_PENDING_INPUT:   # else the guest is not reading: leave it in the pipe
+                fds.append(self.input_fd)
+        if not fds:
+            if timeout > 0:
+                time.sleep(timeout)
             return False
-        backlog = self.input_backlog() if self.input_backlog is not None \
-            else len(self.board.uart.host_input)
-        if backlog > MAX_PENDING_INPUT:
-            return True   # the guest is not reading: leave the rest in the pipe
         try:
-            ready, _, _ = select.select([self.input_fd], [], [], timeout)
-            if not ready:
-                return True
+            ready, _, _ = select.select(fds, [], [], timeout)
+        except (OSError, ValueError):
+            ready = [self.input_fd]
+        if self.input_fd is None or self.input_fd not in ready:
+            return bool(ready)
+        try:
             data = os.read(self.input_fd, 4096)
         except (OSError, ValueError):
             data = b""
@@ -355,15 +363,16 @@ class Machine:
             self.input_fd = None
             if self.on_input_end is not None:
                 self.on_input_end()
-            return False
+            return True
         if self.input_filter is not None:
             data = self.input_filter(data)
         (self.input_sink or self.board.uart.push_input)(data)
         return True
 
     def _wait_for_input(self) -> bool:
-        """Every hart sleeps and no timer is armed: only host input can wake one."""
-        while self.input_fd is not None:
+        """Every hart sleeps and no timer is armed: only host input (or the front
+        end, through ``wake_fd`` and ``stop_when``) can end the wait."""
+        while self.input_fd is not None or self.wake_fd is not None:
             self._poll_input(timeout=0.25)
             if not all(self._asleep(i) for i in range(len(self.harts))):
                 return True
@@ -382,23 +391,10 @@ class Machine:
         started = time.monotonic()
         end = started + min((wake_cycle - now) / cycles_per_second, 1.0)
         while time.monotonic() < end:
-            if self.input_fd is None:
-                time.sleep(end - time.monotonic())
-                break
-            if self._poll_input(timeout=end - time.monotonic()) and \
-                    not all(self._asleep(i) for i in range(len(self.harts))):
+            if self._poll_input(timeout=max(end - time.monotonic(), 0)) and (
+                    not all(self._asleep(i) for i in range(len(self.harts))) or
+                    (self.stop_when is not None and self.stop_when())):
                 break
         passed = int((time.monotonic() - started) * cycles_per_second)
         return min(wake_cycle, now + max(passed, 1))
 
-
-def parse_size(text: str) -> int:
-    """'128M', '1G', '65536' -> bytes. Raises HartvmError for anything else."""
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    cleaned = text.strip().upper().removesuffix("IB").removesuffix("B")
-    number, unit = cleaned, ""
-    if cleaned and cleaned[-1] in units:
-        number, unit = cleaned[:-1], cleaned[-1]
-    if not number.isdigit():
-        raise HartvmError(f"bad size {text!r}: use a number with an optional K, M or G suffix")
-    return int(number) * units[unit]

@@ -15,8 +15,8 @@ import traceback
 
 from .. import __version__
 from ..errors import HartvmError
-from ..machine import DEFAULT_MEMORY, MAX_HARTS, Machine, Stop, parse_size
-from ..vmm import vm
+from ..limits import DEFAULT_GUEST_MEMORY, DEFAULT_MEMORY, MAX_HARTS, parse_size
+from ..vmm.results import CommandTimeout
 from .console import Console, QuitRequested
 
 EXIT_BAD_INPUT = 2
@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="hartvm: a RISC-V RV64 virtual machine (QEMU 'virt' board layout).",
         epilog="Exit status of boot: the guest's status (0 = pass or power-off), 2 bad input, "
                "3 guest kernel panic, 124 instruction limit reached, 125 guest halted forever, "
-               "70 internal error. Of run: the command's status, 124 timeout, 125 hartvm or "
-               "guest failure (see hartvm run --help).")
+               "70 internal error. Of run and exec: the command's status, 124 timeout, 125 "
+               "hartvm or guest failure (see hartvm run --help). Of the other commands: 0, "
+               "or 1 with a message.")
     parser.add_argument("--version", action="version", version=f"hartvm {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     boot = commands.add_parser(
@@ -112,11 +113,65 @@ def build_parser() -> argparse.ArgumentParser:
                     "initramfs. 'run' and 'shell' do this on first use; a second fetch "
                     "downloads nothing.")
     fetch.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    _vm_parsers(commands)
     return parser
 
 
+def _vm_parsers(commands) -> None:
+    """The commands of long-running VMs (each in its own process, see vmm/server.py)."""
+    up = commands.add_parser(
+        "up", help="start a long-running VM and print its name",
+        description="Start the default guest (restored from a cached booted snapshot) or "
+                    "the snapshot given with --from in a process of its own, with a control "
+                    "socket in $HARTVM_STATE_DIR (default ~/.local/state/hartvm). The guest "
+                    "keeps running between commands; its hostname is its name.")
+    up.add_argument("--name", metavar="NAME", help="the VM's name (default: vm-N)")
+    _guest_options(up)
+    up.add_argument("--from", dest="snapshot", metavar="SNAPSHOT",
+                    help="restore this snapshot directory instead of the default guest")
+    exec_ = commands.add_parser(
+        "exec", help="run a command in a long-running VM",
+        usage="hartvm exec [options] NAME -- CMD [ARG...]",
+        description="Run CMD in the VM NAME with hartvm's stdin, as 'hartvm run' does.",
+        epilog=f"Exit status: CMD's own; {EXIT_TIMEOUT} when --timeout expires (the VM then "
+               f"stops); {EXIT_GUEST_FAILED} when the VM is dead, busy or fails.")
+    exec_.add_argument("name", metavar="NAME")
+    _command_options(exec_)
+    commands.add_parser(
+        "ps", help="list long-running VMs",
+        description="Name, state (running or dead), pid, guest memory, host memory the VM "
+                    "uses alone (private) and shares with other processes (forks of one VM "
+                    "share their unchanged pages; so do pages the host's KSM merged), uptime.")
+    snapshot = commands.add_parser(
+        "snapshot", help="save a long-running VM as a snapshot directory",
+        description="Pause the VM between commands, save it to PATH (a new directory: "
+                    "its state and a sparse RAM file), and resume it.")
+    snapshot.add_argument("name", metavar="NAME")
+    snapshot.add_argument("path", metavar="PATH")
+    restore = commands.add_parser(
+        "restore", help="start a long-running VM from a snapshot",
+        description="Start a VM process from the snapshot directory PATH (RAM mapped "
+                    "copy-on-write: milliseconds whatever its size), with a new identity: "
+                    "hostname, clock and fresh entropy. Prints its name.")
+    restore.add_argument("path", metavar="PATH")
+    restore.add_argument("--name", metavar="NAME", help="the VM's name (default: vm-N)")
+    fork = commands.add_parser(
+        "fork", help="clone a long-running VM",
+        description="Start COUNT clones of the VM NAME, each in a process of its own that "
+                    "shares NAME's memory copy-on-write, with its own copy-on-write disk "
+                    "overlays and a new identity. Prints their names (NAME-1, NAME-2, ...).")
+    fork.add_argument("name", metavar="NAME")
+    fork.add_argument("--count", "-n", type=_positive, default=1, metavar="K")
+    stop = commands.add_parser(
+        "stop", help="stop long-running VMs",
+        description="Stop the VMs named (or every VM with --all) and remove what they left; "
+                    "a dead VM is just cleaned up.")
+    stop.add_argument("names", nargs="*", metavar="NAME")
+    stop.add_argument("--all", action="store_true", help="stop every VM")
+
+
 def _guest_options(parser) -> None:
-    parser.add_argument("--memory", "-m", type=_memory, default=vm.DEFAULT_MEMORY,
+    parser.add_argument("--memory", "-m", type=_memory, default=DEFAULT_GUEST_MEMORY,
                         metavar="SIZE", help="guest RAM, e.g. 256M (default) or 1G")
     parser.add_argument("--smp", type=_positive, default=1, metavar="N",
                         help=f"number of harts (default 1, at most {MAX_HARTS})")
@@ -137,13 +192,17 @@ def _run_parser(commands) -> None:
                f"hartvm or the guest fails (bad option, kernel panic, agent failure), with "
                f"the reason and the last console lines on stderr.")
     _guest_options(run)
-    run.add_argument("--timeout", type=_seconds, metavar="SECONDS",
-                     help=f"stop the command after this many seconds (exit {EXIT_TIMEOUT})")
-    run.add_argument("--env", "-e", action="append", default=[], metavar="NAME=VALUE",
-                     help="set an environment variable for CMD (repeatable)")
-    run.add_argument("--workdir", "-w", metavar="DIR", help="run CMD in this guest directory")
-    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD [ARG...]",
-                     help="the command and its arguments")
+    _command_options(run)
+
+
+def _command_options(parser) -> None:
+    parser.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                        help=f"stop the command after this many seconds (exit {EXIT_TIMEOUT})")
+    parser.add_argument("--env", "-e", action="append", default=[], metavar="NAME=VALUE",
+                        help="set an environment variable for CMD (repeatable)")
+    parser.add_argument("--workdir", "-w", metavar="DIR", help="run CMD in this guest directory")
+    parser.add_argument("argv", nargs="*", metavar="CMD [ARG...]",
+                        help="the command and its arguments")
 
 
 def _seconds(text: str) -> float:
@@ -168,6 +227,8 @@ def _report(console: Console, message: str) -> None:
 
 
 def _boot(args) -> int:
+    from ..machine import Machine, Stop
+    from ..vmm.vm import parse_drive
     started = time.perf_counter()
     if args.smp > MAX_HARTS:
         raise HartvmError(f"--smp {args.smp}: at most {MAX_HARTS} harts")
@@ -180,7 +241,7 @@ def _boot(args) -> int:
     except OSError as error:
         raise HartvmError(f"cannot allocate {args.memory} bytes of guest memory: {error}") from None
     for spec in args.drive:
-        machine.board.attach_virtio(vm.parse_drive(spec))
+        machine.board.attach_virtio(parse_drive(spec))
     if args.bios == "none":
         machine.load_kernel(args.kernel)
     else:
@@ -244,32 +305,48 @@ def _is_tty(fd: int) -> bool:
         return False
 
 
-def _run(args) -> int:
-    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+def _command(args) -> tuple[list, dict]:
+    """CMD and its environment from run's or exec's options."""
+    argv = args.argv
     if not argv:
-        raise HartvmError("no command given: hartvm run [options] -- CMD [ARG...]")
+        raise HartvmError(f"no command given: hartvm {args.command} [options] -- CMD [ARG...]")
     env = {}
     for item in args.env:
         name, equals, value = item.partition("=")
         if not equals or not name:
             raise HartvmError(f"--env {item!r}: use NAME=VALUE")
         env[name] = value
-    # On a terminal, idle time passes at the host's pace (a person may type).
-    with vm.VM(memory=args.memory, smp=args.smp, drives=args.drive,
-               realtime=_is_tty(0)) as guest:
-        try:
-            result = guest.run(argv, env=env, cwd=args.workdir, timeout=args.timeout,
-                               stdout=_stream(sys.stdout.buffer),
-                               stderr=_stream(sys.stderr.buffer), stdin_fd=0)
-        except vm.CommandTimeout as error:
-            print(f"hartvm: {error}", file=sys.stderr)
-            return EXIT_TIMEOUT
+    return argv, env
+
+
+def _run_command(guest, args) -> int:
+    argv, env = _command(args)
+    try:
+        result = guest.run(argv, env=env, cwd=args.workdir, timeout=args.timeout,
+                           stdout=_stream(sys.stdout.buffer),
+                           stderr=_stream(sys.stderr.buffer), stdin_fd=0)
+    except CommandTimeout as error:
+        print(f"hartvm: {error}", file=sys.stderr)
+        return EXIT_TIMEOUT
     return result.returncode
 
 
+def _run(args) -> int:
+    _command(args)          # bad options fail before the VM starts
+    # On a terminal, idle time passes at the host's pace (a person may type).
+    if not args.drive and os.environ.get("HARTVM_POOL", "1") != "0":
+        from ..vmm.client import RunPool
+        return _run_command(RunPool(args.memory, args.smp, realtime=_is_tty(0)), args)
+    from ..vmm.vm import VM
+    with VM(memory=args.memory, smp=args.smp, drives=args.drive,
+            realtime=_is_tty(0)) as guest:
+        return _run_command(guest, args)
+
+
 def _shell(args) -> int:
+    from ..vmm.vm import VM
     console = Console()
-    with vm.VM(memory=args.memory, smp=args.smp, drives=args.drive, realtime=True) as guest:
+    with VM(memory=args.memory, smp=args.smp, drives=args.drive, realtime=True) as guest:
         size = os.get_terminal_size(0) if _is_tty(0) else os.terminal_size((80, 24))
         try:
             with console.attached(0):
@@ -291,18 +368,102 @@ def _fetch(args) -> int:
     return 0
 
 
+def _up(args) -> int:
+    from ..vmm.client import RemoteVM
+    vm = RemoteVM.up(name=args.name, memory=args.memory, smp=args.smp, drives=args.drive,
+                     snapshot=args.snapshot)
+    print(vm.name)
+    return 0
+
+
+def _exec(args) -> int:
+    from ..vmm.client import RemoteVM
+    _command(args)
+    return _run_command(RemoteVM(args.name), args)
+
+
+def _ps(args) -> int:
+    from ..vmm.registry import list_vms
+    rows = [("NAME", "STATE", "PID", "MEMORY", "PRIVATE", "SHARED", "UPTIME", "PARENT")]
+    for info in list_vms():
+        rows.append((info.name, info.state, str(info.pid or "-"), _mib(info.memory),
+                     _mib(info.private), _mib(info.shared), _duration(info.uptime),
+                     info.parent or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f}M" if size else "-"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+
+
+def _snapshot(args) -> int:
+    from ..vmm.client import RemoteVM
+    RemoteVM(args.name).snapshot(args.path)
+    return 0
+
+
+def _restore(args) -> int:
+    from ..vmm.client import RemoteVM
+    print(RemoteVM.restore(args.path, name=args.name).name)
+    return 0
+
+
+def _fork(args) -> int:
+    from ..vmm.client import RemoteVM
+    for clone in RemoteVM(args.name).fork(args.count):
+        print(clone.name)
+    return 0
+
+
+def _stop(args) -> int:
+    from ..vmm.client import RemoteVM
+    from ..vmm.registry import list_vms
+    if args.all == bool(args.names):
+        raise HartvmError("name the VMs to stop, or give --all")
+    names = [info.name for info in list_vms()] if args.all else args.names
+    status = 0
+    for name in names:
+        try:
+            RemoteVM(name).stop()
+        except HartvmError as error:
+            print(f"hartvm: {error}", file=sys.stderr)
+            status = 1
+    return status
+
+
+COMMANDS = {"boot": _boot, "run": _run, "shell": _shell, "fetch": _fetch, "up": _up,
+            "exec": _exec, "ps": _ps, "snapshot": _snapshot, "restore": _restore,
+            "fork": _fork, "stop": _stop}
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = None
+    if argv[:1] in (["run"], ["exec"]) and "--" in argv:
+        # Everything before "--" is hartvm's options, in any order; after it, CMD.
+        split = argv.index("--")
+        argv, command = argv[:split], argv[split + 1:]
     args = build_parser().parse_args(argv)
-    failed = EXIT_BAD_INPUT if args.command in ("boot", "fetch") else EXIT_GUEST_FAILED
+    if command is not None:
+        args.argv = args.argv + command
+    if args.command in ("boot", "fetch"):
+        failed = EXIT_BAD_INPUT
+    elif args.command in ("run", "shell", "exec"):
+        failed = EXIT_GUEST_FAILED
+    else:
+        failed = 1
     try:
-        if args.command == "boot":
-            return _boot(args)
-        if args.command == "run":
-            return _run(args)
-        if args.command == "shell":
-            return _shell(args)
-        if args.command == "fetch":
-            return _fetch(args)
+        return COMMANDS[args.command](args)
     except HartvmError as error:
         print(f"hartvm: {error}", file=sys.stderr)
         return failed
@@ -314,4 +475,3 @@ def main(argv=None) -> int:
         # program killed by SIGPIPE would, without a second error at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-    return EXIT_BAD_INPUT

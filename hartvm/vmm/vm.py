@@ -9,6 +9,10 @@ console is kept in a ConsoleLog for error reports, not shown.
 
 Commands run one after another in the same guest; each ``run`` drives the
 machine until the agent reports the command's exit status.
+
+A VM between commands can be saved as a snapshot (snapshot.py) and
+restored, as often as wanted: each restored VM is a clone with its own
+identity (hostname, clock, entropy) and copy-on-write RAM and disks.
 """
 
 import hashlib
@@ -18,7 +22,6 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from dataclasses import dataclass
 
 from .. import __version__
 from ..devices.virtio.blk import Block
@@ -27,36 +30,19 @@ from ..devices.virtio.rng import Rng
 from ..errors import HartvmError
 from ..guest import debian, rootfs
 from ..guest.agent import Agent, command_script, quote
-from ..machine import Machine, Stop, parse_size
+from ..limits import DEFAULT_GUEST_MEMORY as DEFAULT_MEMORY  # noqa: F401 (re-exported)
+from ..limits import MIN_GUEST_MEMORY as MIN_MEMORY, parse_size
+from ..machine import Machine, Stop
 from . import snapshot
 from .console_log import ConsoleLog
+from .results import CommandResult, CommandTimeout, GuestError, check_status
 
 HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
-DEFAULT_MEMORY = 256 << 20
-MIN_MEMORY = 64 << 20
 BOOTARGS = "console=ttyS0 quiet cryptomgr.notests hartvm.hostname={hostname}"
 # Booting to the agent takes about 0.6 billion instructions; a guest that has
 # not answered after this many is stuck.
 BOOT_INSTRUCTION_LIMIT = 20_000_000_000
 CONFIG_VERSION = 1     # of the snapshot's config and vm sections
-
-
-class GuestError(HartvmError):
-    """The guest failed: its kernel panicked, its agent died or it hung."""
-
-
-class CommandTimeout(HartvmError):
-    """A command did not finish in time; the VM cannot run more commands."""
-
-
-@dataclass
-class CommandResult:
-    """What ``VM.run`` returns, like ``subprocess.CompletedProcess``."""
-    args: list
-    returncode: int
-    stdout: bytes
-    stderr: bytes
-    instructions: int = 0        # guest instructions executed while the command ran
 
 
 def parse_drive(spec: str) -> Block:
@@ -145,13 +131,24 @@ class VM:
     unless ``epoch_ns`` and ``rng_seed`` are given: with both (and no
     ``realtime``), the same commands give the same results and instruction
     counts every time.
+
+    Without drives, a VM starts in milliseconds from a cached snapshot of the
+    booted guest (see cache.py; the first VM of each size makes it); give
+    ``boot=True`` to boot it instead. Drives need a boot: the guest finds
+    its disks while it boots.
     """
 
     def __init__(self, memory="256M", smp: int = 1, drives=(), hostname: str = "hartvm",
                  realtime: bool = False, progress: bool = True, epoch_ns: int | None = None,
-                 rng_seed: bytes | None = None):
+                 rng_seed: bytes | None = None, boot: bool = False):
         size = _memory_size(memory)
         _check_hostname(hostname)
+        if not drives and not boot:
+            # A booted guest without drives is the same every time: restore it.
+            from .cache import booted_snapshot
+            self._restore(booted_snapshot(size, smp, progress), hostname, epoch_ns, rng_seed)
+            self.machine.realtime_idle = realtime
+            return
         self._build(size, smp, _open_drives(drives), epoch_ns, rng_seed)
         try:
             guest = debian.default_guest(progress=progress)
@@ -174,6 +171,7 @@ class VM:
         self._overlay_dir = None     # a restored VM's disk overlays, removed by close()
         self._clock_to_set = False   # the guest's clock must be set before the next command
         self.blocks = list(blocks)
+        self.service = None          # called between rounds of a command (see server.py)
         rng_seed = os.urandom(32) if rng_seed is None else bytes(rng_seed)
         try:
             self.machine = Machine(
@@ -277,6 +275,12 @@ class VM:
         and fresh entropy (its kernel reseeds through the VM generation ID, its
         virtio-rng gets a new seed). With ``epoch_ns`` and ``rng_seed`` given,
         restores of one snapshot run the same commands identically."""
+        self = cls.__new__(cls)
+        self._restore(path, hostname, epoch_ns, rng_seed)
+        self.machine.realtime_idle = realtime
+        return self
+
+    def _restore(self, path, hostname, epoch_ns, rng_seed) -> None:
         sections = snapshot.read_state(path)
         config = _section(sections, "config", path)
         vm_state = _section(sections, "vm", path)
@@ -287,7 +291,6 @@ class VM:
         saved_hostname = vm_state.get("hostname")
         hostname = saved_hostname if hostname is None else hostname
         _check_hostname(hostname)
-        self = cls.__new__(cls)
         memory_fd = snapshot.open_memory(path, size)
         try:
             self._build(size, harts, [], epoch_ns, rng_seed, memory_fd)
@@ -302,8 +305,37 @@ class VM:
         except BaseException:
             self.close()
             raise
-        self.machine.realtime_idle = realtime
-        return self
+
+    @staticmethod
+    def up(name: str | None = None, memory="256M", smp: int = 1, drives=(),
+           snapshot=None, progress: bool = True):
+        """A long-running VM in a process of its own: returns its ``RemoteVM`` handle
+        (see client.py), which has this class's ``run``, ``snapshot`` and ``fork``."""
+        from .client import RemoteVM
+        return RemoteVM.up(name=name, memory=memory, smp=smp, drives=drives,
+                           snapshot=snapshot, progress=progress)
+
+    def fork(self, count: int = 1) -> list["VM"]:
+        """``count`` clones of this VM in this process, each with its own identity.
+        They share this VM's RAM as it is now through one snapshot's RAM file,
+        mapped copy-on-write by each (the file's pages are in the host's page cache
+        once)."""
+        if not 1 <= count <= 1024:
+            raise HartvmError(f"bad fork count {count}")
+        staging = Path(tempfile.mkdtemp(prefix="hartvm-fork-"))
+        clones = []
+        try:
+            self.snapshot(staging / "snapshot")
+            for index in range(count):
+                clones.append(VM.restore(staging / "snapshot",
+                                         hostname=f"{self.hostname}-{index + 1}"[:64]))
+        except BaseException:
+            for clone in clones:
+                clone.close()
+            raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)   # the mappings and overlays stay
+        return clones
 
     def _restore_drives(self, drives, path) -> None:
         if not isinstance(drives, list):
@@ -345,6 +377,17 @@ class VM:
         seconds = self.machine.board.rtc.now() // 10**9
         return (f"date -s @{seconds} >/dev/null; "
                 f"echo {self.hostname} >/proc/sys/kernel/hostname\n").encode()
+
+    def idle(self, until) -> None:
+        """Let the guest run without a command (what it started in the background
+        runs on) until ``until()`` is true, checked between rounds and whenever the
+        machine's ``wake_fd`` is readable."""
+        self._check_usable()
+        self.machine.stop_when = lambda: until() or self.log.panicked or \
+            self.agent.error is not None
+        result = self.machine.run()
+        if result.stop is not Stop.STOPPED or self.log.panicked or self.agent.error:
+            self._fail(result, "the guest stopped while idle")
 
     def _check_usable(self) -> None:
         if self.closed:
@@ -392,6 +435,8 @@ class VM:
             nonlocal timed_out
             if deadline is not None and time.monotonic() > deadline:
                 timed_out = True
+            if self.service is not None:
+                self.service()
             return agent.status is not None or self.log.panicked or \
                 agent.error is not None or timed_out
 
@@ -408,9 +453,8 @@ class VM:
                 raise CommandTimeout(f"the command timed out after {timeout:g} s")
             self._fail(result, "the guest agent did not finish the command")
         out, err = b"".join(collected_out), b"".join(collected_err)
-        if check and agent.status != 0:
-            raise HartvmError(f"command {args!r} exited with status {agent.status}"
-                              + (f": {err[-500:].decode(errors='replace')}" if err else ""))
+        if check:
+            check_status(args, agent.status, err)
         return CommandResult(args, agent.status, out, err, machine.instructions - started)
 
     # --- files -------------------------------------------------------------------

@@ -1,0 +1,323 @@
+"""``RemoteVM``: the handle of a long-running VM, which lives in its own process.
+
+``RemoteVM.up()`` starts a VM process (server.py) and waits until it
+listens; the other methods send one request each over its control socket
+(protocol.py). The handle holds no state but the name, so any process may
+make one with ``RemoteVM(name)``. A VM whose process died is reported as
+dead (``GuestError``) at once, never waited for. Importable without numpy:
+this is what ``hartvm exec``, ``ps`` and ``stop`` use.
+"""
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from ..errors import HartvmError
+from ..limits import MAX_HARTS, MIN_GUEST_MEMORY, parse_size
+from . import protocol, registry
+from .results import CommandResult, CommandTimeout, GuestError, check_status
+
+REQUEST_TIMEOUT = 30        # seconds a VM may take to answer a request other than exec
+STOP_GRACE = 5              # seconds between SIGTERM and SIGKILL for a VM that does not answer
+MAX_STDIN_BUFFER = 1 << 20
+
+
+class RemoteVM:
+    def __init__(self, name: str):
+        self.name = registry.check_name(name)
+
+    def __repr__(self) -> str:
+        return f"RemoteVM({self.name!r})"
+
+    # --- starting ----------------------------------------------------------------
+    @classmethod
+    def up(cls, name: str | None = None, memory="256M", smp: int = 1, drives=(),
+           snapshot=None, progress: bool = True, pool: bool = False) -> "RemoteVM":
+        """Start a VM in a process of its own (from ``snapshot`` if given, else the
+        default guest) and return its handle once it answers. Its hostname is its
+        name. ``pool``: start the run pool (see RunPool) instead."""
+        size = parse_size(memory) if isinstance(memory, str) else int(memory)
+        if size < MIN_GUEST_MEMORY or size % 4096:
+            raise HartvmError(f"bad memory size {memory!r}: the default guest needs at least "
+                              f"{MIN_GUEST_MEMORY >> 20} MiB, in whole 4 KiB pages")
+        if not 1 <= smp <= MAX_HARTS:
+            raise HartvmError(f"bad hart count {smp}: 1 to {MAX_HARTS}")
+        if snapshot is not None:
+            snapshot = os.path.abspath(snapshot)
+            if not os.path.isdir(snapshot):
+                raise HartvmError(f"{snapshot}: no such snapshot directory")
+        else:
+            from ..guest import debian
+            debian.default_guest(progress=progress)     # a first download shows its progress
+        drives = [_absolute_drive(spec) for spec in drives]
+        name, directory = registry.claim(name)
+        ready_read, ready_write = os.pipe()
+        config = {"directory": str(directory), "ready_fd": ready_write, "snapshot": snapshot,
+                  "memory": size, "smp": smp, "drives": drives, "pool": pool,
+                  "hostname": "hartvm" if pool else name}
+        try:
+            with open(directory / "log", "ab") as log:
+                subprocess.Popen([sys.executable, "-m", "hartvm.vmm.server", json.dumps(config)],
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
+                                 pass_fds=[ready_write], start_new_session=True)
+        except OSError as error:
+            registry.remove(directory)
+            raise HartvmError(f"cannot start the VM process: {error}") from None
+        finally:
+            os.close(ready_write)
+        with os.fdopen(ready_read, "rb") as ready:
+            answer = ready.read().decode(errors="replace").strip()
+        if answer != "ok":
+            registry.remove(directory)
+            raise HartvmError(f"VM {name} did not start: {answer or 'its process died'}")
+        return cls(name)
+
+    @classmethod
+    def restore(cls, path, name: str | None = None) -> "RemoteVM":
+        """A VM process restored from the snapshot directory ``path``."""
+        return cls.up(name=name, snapshot=path)
+
+    # --- requests -------------------------------------------------------------------
+    def _connect(self, timeout: float | None = REQUEST_TIMEOUT) -> socket.socket:
+        info = registry.find(self.name)
+        if info.state == "dead":
+            raise GuestError(f"VM {self.name} is dead (its process {info.pid} is gone); "
+                             f"hartvm stop {self.name} removes it")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(info.socket))
+        except OSError as error:
+            sock.close()
+            raise GuestError(f"VM {self.name} does not answer on {info.socket}: "
+                             f"{error.strerror or error}") from None
+        return sock
+
+    def _request(self, op: str, timeout: float | None = REQUEST_TIMEOUT, **fields) -> dict:
+        with self._connect(timeout) as sock:
+            try:
+                protocol.send_json(sock, protocol.REQUEST, {"op": op, **fields})
+                kind, payload = protocol.recv_frame(sock)
+                reply = protocol.decode_json(payload)
+            except socket.timeout:
+                raise GuestError(f"VM {self.name} did not answer in {timeout} s") from None
+            except (OSError, protocol.ProtocolError) as error:
+                raise GuestError(f"VM {self.name} went away: {error}") from None
+        return _result(self.name, reply)
+
+    def ping(self) -> dict:
+        return self._request("ping")
+
+    def snapshot(self, path) -> None:
+        """Pause the VM, save it as the snapshot directory ``path``, resume it."""
+        self._request("snapshot", timeout=None, path=os.path.abspath(path))
+
+    def fork(self, count: int = 1) -> list["RemoteVM"]:
+        """``count`` running clones of this VM, sharing its memory copy-on-write."""
+        names = self._request("fork", timeout=None, count=count)["names"]
+        return [RemoteVM(name) for name in names]
+
+    def info(self) -> registry.VMInfo:
+        return registry.find(self.name)
+
+    def stop(self) -> None:
+        """End the VM (a dead one is cleaned up); waits until its process is gone."""
+        info = registry.find(self.name)
+        if info.state != "dead":
+            try:
+                self._request("stop", timeout=10)
+            except GuestError:
+                _terminate(info.pid)
+            _wait_gone(info)
+        registry.remove(info.directory)
+
+    # --- commands -------------------------------------------------------------------------
+    def run(self, args, input: bytes | None = None, env=None, cwd=None,
+            timeout: float | None = None, stdout=None, stderr=None,
+            stdin_fd: int | None = None, check: bool = False) -> CommandResult:
+        """Run a command in the VM, as ``VM.run`` does."""
+        if isinstance(args, (str, bytes)):
+            args = ["sh", "-c", args]
+        args = [os.fsdecode(arg) if isinstance(arg, bytes) else str(arg) for arg in args]
+        if not args:
+            raise HartvmError("no command given")
+        collected = {protocol.OUT: [], protocol.ERR: []}
+        sinks = {protocol.OUT: stdout or collected[protocol.OUT].append,
+                 protocol.ERR: stderr or collected[protocol.ERR].append}
+        request = {"op": "exec", "args": args, "timeout": timeout,
+                   "env": {str(k): str(v) for k, v in (env or {}).items()},
+                   "cwd": None if cwd is None else str(cwd), **self._run_fields()}
+        with self._connect() as sock:
+            sock.settimeout(None)
+            protocol.send_json(sock, protocol.REQUEST, request)
+            reply = _stream(sock, input, stdin_fd, sinks)
+        if reply is None:
+            raise GuestError(f"VM {self.name} went away while running {args[0]}")
+        status = _result(self.name, reply)["status"]
+        out, err = b"".join(collected[protocol.OUT]), b"".join(collected[protocol.ERR])
+        if check:
+            check_status(args, status, err)
+        return CommandResult(args, status, out, err, reply.get("instructions", 0))
+
+
+    def _run_fields(self) -> dict:
+        return {}
+
+
+class RunPool(RemoteVM):
+    """``hartvm run`` without drives: each command in a fresh VM forked from a
+    paused, restored default guest (server.PoolServer), one pool per RAM size
+    and hart count, named ``run-pool-<MiB>m-<harts>``. The first run starts
+    the pool (and, the very first time, boots the guest for the snapshot
+    cache); it exits by itself after ten idle minutes or when hartvm changes.
+    ``hartvm ps`` lists it and ``hartvm stop`` stops it like any VM."""
+
+    def __init__(self, memory: int, smp: int = 1, realtime: bool = False, progress: bool = True):
+        super().__init__(f"run-pool-{memory >> 20}m-{smp}")
+        self.memory, self.smp = memory, smp
+        self.realtime, self.progress = realtime, progress
+        from .cache import source_digest
+        self.digest = source_digest()
+
+    def _run_fields(self) -> dict:
+        return {"op": "run", "digest": self.digest, "hostname": "hartvm",
+                "realtime": self.realtime}
+
+    def _connect(self, timeout: float | None = REQUEST_TIMEOUT) -> socket.socket:
+        for _ in range(3):
+            try:
+                return super()._connect(timeout)
+            except HartvmError:
+                self._start()
+        return super()._connect(timeout)
+
+    def _start(self) -> None:
+        """Start the pool, unless another hartvm just did; clean up a dead one."""
+        try:
+            info = registry.find(self.name)
+        except HartvmError:
+            info = None
+        if info is not None and info.state == "dead":
+            registry.remove(info.directory)
+        try:
+            RemoteVM.up(name=self.name, memory=self.memory, smp=self.smp,
+                        progress=self.progress, pool=True)
+        except HartvmError as error:
+            if "exists already" not in str(error):
+                raise
+            _wait_listening(self.name)
+
+    def run(self, args, **options) -> CommandResult:
+        try:
+            return super().run(args, **options)
+        except GuestError as error:
+            if "stale" not in str(error):
+                raise
+            return super().run(args, **options)    # the old pool has gone; a new one starts
+
+
+def _wait_listening(name: str, seconds: float = 600) -> None:
+    """Another hartvm is starting the VM ``name``: wait until it answers."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if registry.find(name).state != "starting":
+                return
+        except HartvmError:
+            if not (registry.vms_dir() / name).is_dir():
+                return
+        time.sleep(0.05)
+
+
+def _result(name: str, reply: dict) -> dict:
+    if reply.get("ok"):
+        return reply
+    error = str(reply.get("error", "unknown error"))
+    if reply.get("status") == 124:
+        raise CommandTimeout(error)
+    raise GuestError(f"VM {name}: {error}")
+
+
+def _stream(sock, input: bytes | None, stdin_fd: int | None, sinks) -> dict | None:
+    """Send stdin while receiving output frames; the REPLY, or None if the VM went away."""
+    pending = bytearray(input or b"")
+    stdin_open = stdin_fd is not None
+    sending = True
+    buffer = bytearray()
+    sock.setblocking(False)
+    while True:
+        if sending and not pending and not stdin_open:
+            sock.shutdown(socket.SHUT_WR)       # the command reads end of file
+            sending = False
+        readers = [sock] + ([stdin_fd] if stdin_open and len(pending) < MAX_STDIN_BUFFER else [])
+        writers = [sock] if sending and pending else []
+        readable, writable, _ = select.select(readers, writers, [])
+        if stdin_fd in readable:
+            try:
+                data = os.read(stdin_fd, 65536)
+            except OSError:
+                data = b""
+            if data:
+                pending += data
+            else:
+                stdin_open = False
+        if writable:
+            try:
+                del pending[:sock.send(pending)]
+            except BlockingIOError:
+                pass
+            except OSError:
+                sending, stdin_open, pending = False, False, bytearray()
+        if sock in readable:
+            try:
+                data = sock.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                return None
+            buffer += data
+            while len(buffer) >= protocol.HEADER.size:
+                kind, length = protocol.HEADER.unpack_from(buffer)
+                if len(buffer) < protocol.HEADER.size + length:
+                    break
+                payload = bytes(buffer[protocol.HEADER.size:protocol.HEADER.size + length])
+                del buffer[:protocol.HEADER.size + length]
+                if kind == protocol.REPLY:
+                    return protocol.decode_json(payload)
+                if kind in sinks:
+                    sinks[kind](payload)
+
+
+def _absolute_drive(spec: str) -> str:
+    path, comma, options = spec.partition(",")
+    return os.path.abspath(path) + comma + options
+
+
+def _terminate(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_gone(info: registry.VMInfo) -> None:
+    """Wait for the VM process to end; SIGKILL it if it does not within STOP_GRACE."""
+    started = registry.process_start_time(info.pid)
+    for signal_number in (None, signal.SIGKILL):
+        if signal_number is not None:
+            try:
+                os.kill(info.pid, signal_number)
+            except ProcessLookupError:
+                return
+        deadline = time.monotonic() + STOP_GRACE
+        while time.monotonic() < deadline:
+            if started is None or registry.process_start_time(info.pid) != started:
+                return
+            time.sleep(0.01)

@@ -1,0 +1,64 @@
+"""The control protocol of a VM process: frames over its Unix socket.
+
+One connection carries one request. The client sends a REQUEST frame (a
+JSON object with an ``op``); for ``exec`` everything it sends after that
+frame is the command's stdin, ended by shutting down its sending side. The
+VM process answers with OUT and ERR frames (the command's stdout and
+stderr, raw) and ends with one REPLY frame (a JSON object: ``ok`` and the
+results, or ``error`` with the exit status a CLI should give).
+
+A frame is its kind (1 byte), the payload's length (u32, big-endian) and
+the payload. Importable without numpy, for the light commands.
+"""
+
+import json
+import struct
+
+REQUEST, OUT, ERR, REPLY = b"Q", b"1", b"2", b"R"
+HEADER = struct.Struct(">cI")
+MAX_FRAME = 16 << 20
+
+
+class ProtocolError(ConnectionError):
+    """The other side broke the protocol or went away mid-frame."""
+
+
+def send_frame(sock, kind: bytes, payload: bytes) -> None:
+    sock.sendall(HEADER.pack(kind, len(payload)) + payload)
+
+
+def send_json(sock, kind: bytes, value: dict) -> None:
+    send_frame(sock, kind, json.dumps(value).encode())
+
+
+def recv_exact(sock, length: int) -> bytes:
+    chunks, left = [], length
+    while left:
+        chunk = sock.recv(min(left, 1 << 20))
+        if not chunk:
+            raise ProtocolError("the connection closed mid-frame")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def recv_frame(sock) -> tuple[bytes, bytes]:
+    """The next frame; ProtocolError if the connection ends before it."""
+    first = sock.recv(HEADER.size)
+    if not first:
+        raise ProtocolError("the connection closed")
+    header = first + recv_exact(sock, HEADER.size - len(first))
+    kind, length = HEADER.unpack(header)
+    if length > MAX_FRAME:
+        raise ProtocolError(f"a frame of {length} bytes is too large")
+    return kind, recv_exact(sock, length)
+
+
+def decode_json(payload: bytes) -> dict:
+    try:
+        value = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("a frame that is not JSON") from None
+    if not isinstance(value, dict):
+        raise ProtocolError("a JSON frame that is not an object")
+    return value

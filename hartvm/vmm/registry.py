@@ -1,0 +1,189 @@
+"""Where long-running VMs live: one directory per VM in the user's state directory.
+
+``$HARTVM_STATE_DIR`` (default ``$XDG_STATE_HOME/hartvm``, that is
+``~/.local/state/hartvm``) holds ``vms/<name>/`` for every VM started with
+``hartvm up``, ``restore`` or ``fork``::
+
+    control.sock   the VM process's control socket (see protocol.py)
+    info.json      name, pid, the process's start time, guest memory, harts, start time
+    log            the VM process's own messages (errors, the guest console on failure)
+    disks/         copy-on-write overlays of its drives
+
+Making the directory claims the name (``mkdir`` is atomic), so concurrent
+``up``/``fork`` never give two VMs one name. A VM whose process is gone
+(killed, host rebooted) is reported as dead, never waited for; ``stop``
+removes what it left. Nothing here imports numpy, so ``hartvm ps`` is fast.
+"""
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import HartvmError
+
+NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,47}")   # also its guest hostname
+SOCKET = "control.sock"
+INFO = "info.json"
+
+
+def state_dir() -> Path:
+    explicit = os.environ.get("HARTVM_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                             ".local", "state")
+    return Path(base) / "hartvm"
+
+
+def vms_dir() -> Path:
+    return state_dir() / "vms"
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise HartvmError(f"bad VM name {name!r}: use up to 48 lower-case letters, digits, "
+                          f"'-' and '.', starting with a letter or digit")
+    return name
+
+
+def claim(name: str | None, prefix: str = "vm") -> tuple[str, Path]:
+    """Create the directory of a new VM: ``name``, or the first free ``prefix-N``."""
+    vms = vms_dir()
+    vms.mkdir(parents=True, exist_ok=True)
+    if name is not None:
+        check_name(name)
+        candidates = [name]
+    else:
+        candidates = (f"{prefix}-{n}" for n in range(1, 1_000_000))
+    for candidate in candidates:
+        try:
+            (vms / candidate).mkdir()
+        except FileExistsError:
+            if name is not None:
+                raise HartvmError(f"a VM named {name} exists already (hartvm ps; "
+                                  f"hartvm stop {name})") from None
+            continue
+        return candidate, vms / candidate
+    raise HartvmError("no free VM name")
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot (tells a VM
+    process from an unrelated one that got its pid later), or None if none runs."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[19]) if fields[0] != "Z" else None
+
+
+@dataclass
+class VMInfo:
+    """A long-running VM as ``hartvm ps`` shows it."""
+    name: str
+    state: str                  # running, dead or starting
+    pid: int
+    memory: int                 # guest RAM, bytes
+    harts: int
+    started: float              # Unix time
+    private: int = 0            # host memory only this VM uses, bytes
+    shared: int = 0             # host memory it shares with other processes (forks, KSM), bytes
+    parent: str = ""            # the VM it was forked from
+    directory: Path | None = None
+
+    @property
+    def uptime(self) -> float:
+        return max(time.time() - self.started, 0.0)
+
+    @property
+    def socket(self) -> Path:
+        return self.directory / SOCKET
+
+
+def write_info(directory: Path, **fields) -> None:
+    fields.setdefault("process_start", process_start_time(fields["pid"]))
+    temporary = directory / (INFO + ".tmp")
+    temporary.write_text(json.dumps(fields))
+    os.replace(temporary, directory / INFO)
+
+
+def read_info(directory: Path) -> VMInfo | None:
+    """The VM in ``directory``, None if it is not (yet) one."""
+    try:
+        fields = json.loads((directory / INFO).read_text())
+        pid = int(fields["pid"])
+        info = VMInfo(name=directory.name, state="running", pid=pid,
+                      memory=int(fields["memory"]), harts=int(fields["harts"]),
+                      started=float(fields["started"]), parent=str(fields.get("parent", "")),
+                      directory=directory)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if process_start_time(pid) != fields.get("process_start"):
+        info.state = "dead"
+    else:
+        info.private, info.shared = memory_use(pid)
+    return info
+
+
+def memory_use(pid: int) -> tuple[int, int]:
+    """(private, shared) resident bytes of a process, from /proc/PID/smaps_rollup.
+    Pages a fork shares with its parent, and pages KSM merged, are shared."""
+    values = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            parts = rest.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                values[name] = int(parts[0]) * 1024
+    except OSError:
+        return 0, 0
+    return (values.get("Private_Clean", 0) + values.get("Private_Dirty", 0),
+            values.get("Shared_Clean", 0) + values.get("Shared_Dirty", 0))
+
+
+def list_vms() -> list[VMInfo]:
+    """Every long-running VM of this user, dead ones included, by name."""
+    vms = vms_dir()
+    if not vms.is_dir():
+        return []
+    found = []
+    for directory in sorted(vms.iterdir()):
+        info = read_info(directory)
+        if info is None:
+            if _abandoned(directory):
+                info = VMInfo(directory.name, "dead", 0, 0, 0, directory.stat().st_mtime,
+                              directory=directory)
+            else:
+                continue      # being created right now
+        found.append(info)
+    return found
+
+
+def _abandoned(directory: Path) -> bool:
+    """A directory without info for more than a minute: its VM died while starting."""
+    try:
+        return time.time() - directory.stat().st_mtime > 60
+    except OSError:
+        return False
+
+
+def find(name: str) -> VMInfo:
+    check_name(name)
+    directory = vms_dir() / name
+    info = read_info(directory)
+    if info is None:
+        if directory.is_dir():
+            raise HartvmError(f"VM {name} is starting or died while starting "
+                              f"(see {directory / 'log'})")
+        raise HartvmError(f"no VM named {name} (hartvm ps lists them)")
+    return info
+
+
+def remove(directory: Path) -> None:
+    """Remove what a stopped or dead VM left behind."""
+    shutil.rmtree(directory, ignore_errors=True)

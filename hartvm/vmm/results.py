@@ -1,0 +1,34 @@
+"""What running a command in a guest gives back, and how it fails.
+
+Shared by the in-process ``VM`` and the handle of a VM in its own process
+(``RemoteVM``); importable without numpy.
+"""
+
+from dataclasses import dataclass
+
+from ..errors import HartvmError
+
+
+class GuestError(HartvmError):
+    """The guest failed: its kernel panicked, its agent died or it hung."""
+
+
+class CommandTimeout(HartvmError):
+    """A command did not finish in time; the VM cannot run more commands."""
+
+
+@dataclass
+class CommandResult:
+    """What ``VM.run`` returns, like ``subprocess.CompletedProcess``."""
+    args: list
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    instructions: int = 0        # guest instructions executed while the command ran
+
+
+def check_status(args, status: int, stderr: bytes) -> None:
+    """``run(check=True)``: a failing command raises."""
+    if status != 0:
+        raise HartvmError(f"command {args!r} exited with status {status}"
+                          + (f": {stderr[-500:].decode(errors='replace')}" if stderr else ""))

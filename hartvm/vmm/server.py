@@ -1,0 +1,374 @@
+"""A long-running VM: the process behind ``hartvm up``, ``restore`` and ``fork``.
+
+The process owns one ``VM`` and a control socket in its directory (see
+registry.py), and runs the guest all the time: between commands idle guest
+time passes at the host's pace, as in any hypervisor, so that daemons in
+the guest keep running. A connection on the socket wakes it (the socket is
+the machine's ``wake_fd``); one request is served per connection (see
+protocol.py):
+
+- ``exec``: run a command, streaming its output; one at a time.
+- ``snapshot``: pause, save to a path, resume.
+- ``fork``: K clones, each a child process made by ``os.fork``: its guest
+  RAM is the parent's, shared copy-on-write by the host kernel, its drives
+  get their own overlays, and it takes a new identity (hostname, clock,
+  entropy) before it serves its own socket.
+- ``stop``: reply, then end the process and remove its directory.
+- ``ping``: is it alive and what is it doing.
+
+``PoolServer`` is the variant behind ``hartvm run``: see its docstring.
+
+While a command runs, other requests are still answered between rounds of
+the guest: ``stop`` ends the VM at once, ``exec``/``snapshot``/``fork`` are
+refused as busy. The VM process never trusts the client: a bad request
+gets an error reply, a client that goes away loses the command's output.
+"""
+
+import gc
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from ..errors import HartvmError
+from . import protocol, registry
+from .cache import source_digest
+from .results import CommandTimeout
+from .vm import VM
+
+EXIT_TIMEOUT = 124
+EXIT_FAILED = 125
+MAX_FORKS = 64
+POOL_IDLE = 600          # seconds a run pool waits for a request before it exits
+
+
+class StopRequested(Exception):
+    """``stop`` arrived: end the VM process."""
+
+
+class Server:
+    def __init__(self, vm: VM, name: str, directory: Path, parent: str = ""):
+        self.vm = vm
+        self.name = name
+        self.directory = directory
+        self.parent = parent
+        self.started = time.time()
+        self.busy = False
+        self.listener = None
+
+    # --- life cycle ----------------------------------------------------------------
+    def listen(self) -> None:
+        path = self.directory / registry.SOCKET
+        path.unlink(missing_ok=True)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.listener.bind(str(path))
+        except OSError as error:
+            raise HartvmError(f"cannot create the control socket {path}: "
+                              f"{error.strerror or error}") from None
+        self.listener.listen(64)
+        registry.write_info(self.directory, pid=os.getpid(), memory=self.vm.machine.ram.size,
+                            harts=len(self.vm.machine.harts), started=self.started,
+                            parent=self.parent)
+
+    def serve_forever(self) -> None:
+        """Run the guest and serve requests until ``stop`` or the guest's end."""
+        machine = self.vm.machine
+        machine.wake_fd = self.listener.fileno()
+        machine.realtime_idle = True
+        self.vm.service = self._serve_while_busy
+        try:
+            while True:
+                self.vm.idle(until=self._connection_waiting)
+                connection, _ = self.listener.accept()
+                with connection:
+                    self._handle(connection)
+        except StopRequested:
+            pass
+        finally:
+            self.listener.close()
+            self.vm.close()
+            registry.remove(self.directory)
+
+    def _connection_waiting(self) -> bool:
+        return bool(select.select([self.listener], [], [], 0)[0])
+
+    # --- requests ----------------------------------------------------------------------
+    def _handle(self, connection) -> None:
+        connection.settimeout(10)       # for the request itself; a command may take longer
+        try:
+            kind, payload = protocol.recv_frame(connection)
+            request = protocol.decode_json(payload)
+        except (OSError, protocol.ProtocolError):
+            return
+        if kind != protocol.REQUEST:
+            return
+        connection.settimeout(None)
+        op = request.get("op")
+        try:
+            if op == "exec":
+                self._exec(connection, request)
+            elif op == "snapshot":
+                self._reply(connection, ok=True, path=self._snapshot(request))
+            elif op == "fork":
+                self._reply(connection, ok=True, names=self._fork(request, connection))
+            elif op == "stop":
+                self._reply(connection, ok=True)
+                raise StopRequested
+            elif op == "ping":
+                self._reply(connection, ok=True, name=self.name, busy=self.busy)
+            else:
+                self._reply(connection, error=f"unknown request {op!r}", status=EXIT_FAILED)
+        except HartvmError as error:
+            self._reply(connection, error=str(error),
+                        status=EXIT_TIMEOUT if isinstance(error, CommandTimeout) else EXIT_FAILED)
+            if self.vm.closed:            # a timeout or a guest failure ends the VM
+                raise StopRequested from None
+
+    def _serve_while_busy(self) -> None:
+        """Between rounds of a running command: answer who is waiting."""
+        while self._connection_waiting():
+            connection, _ = self.listener.accept()
+            with connection:
+                connection.settimeout(10)
+                try:
+                    _, payload = protocol.recv_frame(connection)
+                    op = protocol.decode_json(payload).get("op")
+                    if op == "stop":
+                        self._reply(connection, ok=True)
+                        raise StopRequested
+                    if op == "ping":
+                        self._reply(connection, ok=True, name=self.name, busy=True)
+                    else:
+                        self._reply(connection, error=f"VM {self.name} is busy with a command",
+                                    status=EXIT_FAILED)
+                except (OSError, protocol.ProtocolError):
+                    pass
+
+    @staticmethod
+    def _reply(connection, **fields) -> None:
+        try:
+            protocol.send_json(connection, protocol.REPLY, fields)
+        except OSError:
+            pass        # the client went away
+
+    def _exec(self, connection, request) -> None:
+        args = request.get("args")
+        env = request.get("env") or {}
+        if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args) \
+                or not isinstance(env, dict):
+            raise HartvmError("bad exec request")
+        timeout = request.get("timeout")
+        gone = False
+
+        def forward(kind):
+            def send(data: bytes) -> None:
+                nonlocal gone
+                if not gone:
+                    try:
+                        protocol.send_frame(connection, kind, data)
+                    except OSError:
+                        gone = True     # the command runs on; its output is dropped
+            return send
+
+        self.busy = True
+        try:
+            result = self.vm.run(args, env=env, cwd=request.get("cwd"),
+                                 timeout=float(timeout) if timeout else None,
+                                 stdout=forward(protocol.OUT), stderr=forward(protocol.ERR),
+                                 stdin_fd=connection.fileno())
+        finally:
+            self.busy = False
+        self._reply(connection, ok=True, status=result.returncode,
+                    instructions=result.instructions)
+
+    def _snapshot(self, request) -> str:
+        path = request.get("path")
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise HartvmError("bad snapshot request: the path must be absolute")
+        self.vm.snapshot(path)
+        return path
+
+    # --- fork -----------------------------------------------------------------------------
+    def _fork(self, request, connection) -> list[str]:
+        count = request.get("count")
+        if not isinstance(count, int) or not 1 <= count <= MAX_FORKS:
+            raise HartvmError(f"bad fork count {count!r}: 1 to {MAX_FORKS}")
+        vm = self.vm
+        # The drive files must not change under the clones: from now on this VM
+        # writes to an overlay of its own too.
+        for index, block in enumerate(vm.blocks):
+            if not block.readonly and block.overlay_path is None:
+                block.fork_overlay(str(self._disk_path(self.directory, index)))
+        gc.collect()
+        gc.freeze()          # objects stay out of the collector: fewer pages copied by forks
+        names = []
+        for _ in range(count):
+            name, directory = registry.claim(None, prefix=self.name)
+            ready_read, ready_write = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(ready_read)
+                self._become_clone(name, directory, ready_write, connection)
+            os.close(ready_write)
+            with os.fdopen(ready_read, "rb") as ready:
+                answer = ready.read().decode(errors="replace").strip()
+            if answer != "ok":
+                registry.remove(directory)
+                raise HartvmError(f"clone {name} did not start: {answer or 'it died'}")
+            names.append(name)
+        return names
+
+    @staticmethod
+    def _disk_path(directory: Path, index: int) -> Path:
+        (directory / "disks").mkdir(exist_ok=True)
+        return directory / "disks" / f"disk{index}"
+
+    def _become_clone(self, name: str, directory: Path, ready_write: int, connection) -> None:
+        """In the child of a fork: become VM ``name``; never returns."""
+        status = 0
+        try:
+            connection.close()
+            self.listener.close()
+            _redirect_output(directory / "log")
+            for index, block in enumerate(self.vm.blocks):
+                if not block.readonly:
+                    block.fork_overlay(str(self._disk_path(directory, index)))
+            self.vm.new_identity(name)
+            clone = Server(self.vm, name, directory, parent=self.name)
+            clone.listen()
+            os.write(ready_write, b"ok\n")
+            os.close(ready_write)
+            clone.serve_forever()
+        except BaseException as error:  # noqa: BLE001 - the child must never unwind into the parent's code
+            try:
+                os.write(ready_write, f"{error}\n".encode())
+            except OSError:
+                pass
+            traceback.print_exc()
+            status = 1
+        finally:
+            os._exit(status)
+
+
+class PoolServer(Server):
+    """The run pool behind ``hartvm run``: a restored default guest that never runs
+    itself. Each ``run`` request is served by a child made by ``os.fork``, which
+    takes a new identity, runs the one command on the request's connection and
+    exits: a fresh VM per command in milliseconds, as many at once as asked
+    for. The pool exits when hartvm's code changes (a request carries the
+    client's source digest), after ``POOL_IDLE`` seconds without requests, or
+    when its directory is removed."""
+
+    def __init__(self, vm: VM, name: str, directory: Path, digest: str):
+        super().__init__(vm, name, directory)
+        self.digest = digest
+
+    def serve_forever(self) -> None:
+        try:
+            while self.directory.is_dir():
+                if not select.select([self.listener], [], [], POOL_IDLE)[0]:
+                    break
+                connection, _ = self.listener.accept()
+                with connection:
+                    self._handle(connection)
+        except StopRequested:
+            pass
+        finally:
+            self.listener.close()
+            self.vm.close()
+            registry.remove(self.directory)
+
+    def _handle(self, connection) -> None:
+        connection.settimeout(10)
+        try:
+            kind, payload = protocol.recv_frame(connection)
+            request = protocol.decode_json(payload)
+        except (OSError, protocol.ProtocolError):
+            return
+        op = request.get("op")
+        if op == "stop":
+            self._reply(connection, ok=True)
+            raise StopRequested
+        if op == "ping":
+            self._reply(connection, ok=True, name=self.name, busy=False)
+        elif op != "run":
+            self._reply(connection, error=f"the run pool does not serve {op!r}",
+                        status=EXIT_FAILED)
+        elif request.get("digest") != self.digest:
+            self._reply(connection, error="stale", status=EXIT_FAILED)
+            raise StopRequested
+        else:
+            connection.settimeout(None)
+            if os.fork() == 0:
+                self._run_once(connection, request)
+
+    def _run_once(self, connection, request) -> None:
+        """In the child of a fork: run the request's command; never returns."""
+        try:
+            self.listener.close()
+            self.vm.new_identity(str(request.get("hostname", "hartvm")))
+            self.vm.machine.realtime_idle = bool(request.get("realtime"))
+            self._exec(connection, request)
+        except HartvmError as error:
+            self._reply(connection, error=str(error),
+                        status=EXIT_TIMEOUT if isinstance(error, CommandTimeout) else EXIT_FAILED)
+        except BaseException:  # noqa: BLE001 - the child must never unwind into the pool's loop
+            traceback.print_exc()
+        finally:
+            os._exit(0)
+
+
+def _redirect_output(path: Path) -> None:
+    """stdout and stderr of this process to ``path`` (the VM's log)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def main() -> int:
+    """``python -m hartvm.vmm.server CONFIG-JSON``: started by ``hartvm up``/``restore``.
+
+    The directory is already claimed; the readiness pipe (fd ``ready_fd``)
+    gets ``ok`` once the socket listens, or the error that stopped the start.
+    """
+    config = json.loads(sys.argv[1])
+    directory = Path(config["directory"])
+    ready_fd = config["ready_fd"]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # forks end on their own: no zombies
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        if config.get("snapshot"):
+            vm = VM.restore(config["snapshot"], hostname=config["hostname"])
+        else:
+            vm = VM(memory=config["memory"], smp=config["smp"], drives=config["drives"],
+                    hostname=config["hostname"], progress=False)
+        if config.get("pool"):
+            server = PoolServer(vm, directory.name, directory, source_digest())
+        else:
+            server = Server(vm, directory.name, directory)
+        server.listen()
+    except BaseException as error:  # noqa: BLE001 - reported to the starting hartvm
+        message = str(error) if isinstance(error, HartvmError) else repr(error)
+        os.write(ready_fd, f"{message}\n".encode())
+        traceback.print_exc()
+        registry.remove(directory)
+        return 1
+    os.write(ready_fd, b"ok\n")
+    os.close(ready_fd)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)      # everything is cleaned up; skip the interpreter's slow teardown

@@ -1,0 +1,163 @@
+"""Long-running VMs: each in its own process, driven through its control socket.
+
+The tests use a private state directory (``HARTVM_STATE_DIR``), so they see
+only their own VMs; the VM processes inherit it.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import hartvm
+from hartvm.vmm.client import RemoteVM
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def state_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("state")
+    old = os.environ.get("HARTVM_STATE_DIR")
+    os.environ["HARTVM_STATE_DIR"] = str(directory)
+    yield directory
+    for info in hartvm.list_vms():
+        RemoteVM(info.name).stop()
+    if old is None:
+        del os.environ["HARTVM_STATE_DIR"]
+    else:
+        os.environ["HARTVM_STATE_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def base():
+    vm = hartvm.VM.up(name="base", progress=False)
+    yield vm
+    vm.stop()
+
+
+def hartvm_cli(*args, input=None):
+    return subprocess.run([sys.executable, "-m", "hartvm", *args], capture_output=True,
+                          cwd=ROOT, input=input, timeout=300,
+                          stdin=None if input is not None else subprocess.DEVNULL)
+
+
+def test_exec_has_the_semantics_of_run(base):
+    result = base.run(["sh", "-c", "cat; echo err >&2; echo $X $PWD; exit 7"], input=b"in\n",
+                      env={"X": "y"}, cwd="/tmp")
+    assert (result.returncode, result.stdout, result.stderr) == (7, b"in\ny /tmp\n", b"err\n")
+    assert base.run(["no-such-command"]).returncode == 127
+    assert base.run(["hostname"]).stdout == b"base\n"
+
+
+def test_the_cli_commands(base, tmp_path):
+    up = hartvm_cli("up", "--name", "cli", "--memory", "128M")
+    assert (up.returncode, up.stdout, up.stderr) == (0, b"cli\n", b"")
+    again = hartvm_cli("up", "--name", "cli")
+    assert again.returncode == 1 and b"exists already" in again.stderr
+    run = hartvm_cli("exec", "-e", "A=1", "cli", "--", "sh", "-c", "cat; echo $A; exit 3",
+                     input=b"piped\n")
+    assert (run.returncode, run.stdout) == (3, b"piped\n1\n")
+    ps = hartvm_cli("ps").stdout.decode().splitlines()
+    assert ps[0].split() == ["NAME", "STATE", "PID", "MEMORY", "PRIVATE", "SHARED", "UPTIME",
+                             "PARENT"]
+    row = next(line.split() for line in ps if line.startswith("cli "))
+    assert row[1:2] == ["running"] and row[3] == "128.0M" and int(row[2]) > 0
+    snapshot = hartvm_cli("snapshot", "cli", str(tmp_path / "snap"))
+    assert snapshot.returncode == 0, snapshot.stderr
+    restore = hartvm_cli("restore", str(tmp_path / "snap"), "--name", "cli-restored")
+    assert restore.stdout == b"cli-restored\n", restore.stderr
+    assert hartvm_cli("exec", "cli-restored", "--", "hostname").stdout == b"cli-restored\n"
+    fork = hartvm_cli("fork", "cli", "--count", "2")
+    assert fork.stdout.split() == [b"cli-1", b"cli-2"], fork.stderr
+    stop = hartvm_cli("stop", "cli", "cli-1", "cli-2", "cli-restored")
+    assert stop.returncode == 0, stop.stderr
+    assert hartvm_cli("exec", "cli", "--", "true").returncode == 125
+    assert "cli" not in hartvm_cli("ps").stdout.decode()
+
+
+def test_ten_forks_each_see_only_their_own_files(base):
+    base.run(["sh", "-c", "mkdir -p /data && echo base > /data/base"], check=True)
+    clones = base.fork(10)
+    try:
+        names = [clone.name for clone in clones]
+        assert len(set(names)) == 10 and all(name.startswith("base-") for name in names)
+        for clone in clones:
+            clone.run(["sh", "-c", "hostname > /data/$(hostname)"], check=True)
+        seen = set()
+        for clone in clones:
+            listing = clone.run(["ls", "/data"], check=True).stdout.split()
+            assert listing == sorted([b"base", clone.name.encode()])
+            seen.add(clone.run(["sh", "-c", "head -c 16 /dev/urandom | od -An -tx1"]).stdout)
+        assert len(seen) == 10       # no two clones share random state
+        assert base.run(["ls", "/data"]).stdout.split() == [b"base"]
+        by_name = {info.name: info for info in hartvm.list_vms()}
+        for clone in clones:
+            info = by_name[clone.name]
+            assert info.state == "running" and info.parent == "base"
+            assert info.shared > info.private       # the guest's RAM is the parent's
+    finally:
+        for clone in clones:
+            clone.stop()
+
+
+def test_a_killed_vm_shows_as_dead_and_stop_cleans_it_up(base, state_dir):
+    victim = RemoteVM.up(name="victim", progress=False)
+    info = victim.info()
+    os.kill(info.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while victim.info().state != "dead" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert victim.info().state == "dead"
+    started = time.monotonic()
+    with pytest.raises(hartvm.GuestError, match="is dead"):
+        victim.run(["true"])
+    assert time.monotonic() - started < 2     # reported, not hung on
+    ps = hartvm_cli("ps").stdout.decode()
+    assert any(line.split()[:2] == ["victim", "dead"] for line in ps.splitlines())
+    assert hartvm_cli("stop", "victim").returncode == 0
+    assert not (state_dir / "vms" / "victim").exists()
+
+
+def test_a_stale_directory_without_a_process_is_dead(state_dir):
+    directory = state_dir / "vms" / "stale"
+    directory.mkdir(parents=True)
+    (directory / "info.json").write_text(json.dumps(
+        {"pid": 999999999, "memory": 1, "harts": 1, "started": 0, "process_start": 1}))
+    (directory / "control.sock").write_text("")
+    assert [info.state for info in hartvm.list_vms() if info.name == "stale"] == ["dead"]
+    RemoteVM("stale").stop()
+    assert not directory.exists()
+
+
+def test_a_busy_vm_refuses_a_second_command_and_still_stops():
+    vm = RemoteVM.up(name="busy", progress=False)
+    reader, writer = os.pipe()
+    waiting = subprocess.Popen([sys.executable, "-m", "hartvm", "exec", "busy", "--", "cat"],
+                               cwd=ROOT, stdin=reader, stdout=subprocess.PIPE)
+    os.close(reader)
+    try:
+        deadline = time.monotonic() + 10
+        while not vm.ping()["busy"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(hartvm.GuestError, match="busy"):
+            vm.run(["true"])
+        vm.stop()
+        assert waiting.wait(timeout=30) == 125
+    finally:
+        os.close(writer)
+        waiting.kill()
+
+
+def test_a_timeout_ends_the_vm():
+    vm = RemoteVM.up(name="slow", progress=False)
+    with pytest.raises(hartvm.CommandTimeout):
+        vm.run(["sleep", "100"], timeout=1)
+    deadline = time.monotonic() + 10
+    while any(info.name == "slow" for info in hartvm.list_vms()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(info.name == "slow" for info in hartvm.list_vms())
