@@ -7,7 +7,7 @@ from .errors import HartvmError
 MAX_HARTS = 64
 DEFAULT_MEMORY = 128 << 20        # a bare machine (``hartvm boot``)
 DEFAULT_GUEST_MEMORY = 256 << 20  # the default Debian guest
-MIN_GUEST_MEMORY = 64 << 20
+MIN_GUEST_MEMORY = 128 << 20   # Debian's kernel does not boot in 64 MiB (on QEMU neither)
 
 
 def parse_size(text: str) -> int:

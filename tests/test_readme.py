@@ -1,4 +1,4 @@
-"""The README's Python example runs as written."""
+"""The README's Python examples run as written."""
 
 import os
 import re
@@ -6,10 +6,22 @@ import re
 from conftest import ROOT
 
 
-def test_readme_vm_example_runs():
+def _examples():
     with open(os.path.join(ROOT, "README.md")) as file:
         text = file.read()
     section = text[text.index("## Python API: commands in a guest"):]
-    example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_readme_vm_example_runs():
+    example = _examples()[0]
     assert "hartvm.VM" in example
     exec(compile(example, "README.md", "exec"), {})
+
+
+def test_readme_snapshot_example_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARTVM_STATE_DIR", str(tmp_path))    # its own VMs only
+    example = _examples()[1]
+    assert "hartvm.VM.up" in example
+    exec(compile(example, "README.md", "exec"), {})
+    assert not any((tmp_path / "vms").iterdir())            # every VM stopped

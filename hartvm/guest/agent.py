@@ -4,8 +4,14 @@ The channel is four ports of one virtio-console device, each a raw,
 binary-safe byte stream:
 
 - ``org.hartvm.control``: lines. The agent says ``READY`` once it runs; the
-  host sends ``RUN <script>`` (a shell script, base64 encoded) and the agent
-  answers ``EXIT <status>`` when it has finished. One command at a time.
+  host sends ``RUN <script>`` (a shell script on one line: words with a
+  newline are quoted as ``$'...'``, so no decoding process is needed); the
+  agent answers ``PID <pid>`` when the command has started and ``EXIT
+  <status>`` when it has finished. One command at a time.
+- ``org.hartvm.signal``: pids, one per line, that the agent kills (SIGKILL,
+  status 137): a timeout or a client that went away ends the command, not the
+  VM. A port of its own, read in the background, so that the command itself
+  runs in the agent's foreground with the default signal actions.
 - ``org.hartvm.stdin``: the command's stdin. The agent opens it for each
   command; the host's bytes are delivered once it is open, then the host
   closes its side and the command reads end of file.
@@ -18,7 +24,6 @@ command that does not exist, 126 for one that cannot run, 128 + N for a
 command killed by signal N.
 """
 
-import base64
 import re
 
 from ..devices.virtio.console import Console
@@ -30,7 +35,11 @@ MAX_CONTROL_LINE = 4096
 
 
 def quote(word: bytes) -> bytes:
-    """POSIX shell single quotes: every byte stands for itself."""
+    """Shell quoting that keeps a script on one line: POSIX single quotes (every
+    byte stands for itself), or for a word with a newline busybox ash's ``$'...'``."""
+    if b"\n" in word:
+        escaped = word.replace(b"\\", b"\\\\").replace(b"'", b"\\'").replace(b"\n", b"\\n")
+        return b"$'" + escaped + b"'"
     return b"'" + word.replace(b"'", b"'\\''") + b"'"
 
 
@@ -58,7 +67,7 @@ def command_script(argv, env=None, cwd=None) -> bytes:
     lines.append(b"command -v -- " + words[0] + b" >/dev/null || { printf 'hartvm: %s: "
                  b"command not found\\n' " + words[0] + b" >&2; exit 127; }")
     lines.append(b"exec " + b" ".join(words))
-    return b"\n".join(lines) + b"\n"
+    return b"; ".join(lines)
 
 
 class Agent:
@@ -69,10 +78,12 @@ class Agent:
         self.stdin = console.add_port(lambda data: None, name=PORT_PREFIX + "stdin")
         self.stdout = console.add_port(self._stdout_output, name=PORT_PREFIX + "stdout")
         self.stderr = console.add_port(self._stderr_output, name=PORT_PREFIX + "stderr")
+        self.signal = console.add_port(lambda data: None, name=PORT_PREFIX + "signal")
         self.ready = False
         self.status: int | None = None      # the running command's exit status, once known
         self.error: str | None = None       # the agent said something it should not
         self.busy = False
+        self.pid: int | None = None         # the running command's pid in the guest
         self._line = bytearray()
         self._on_stdout = self._on_stderr = None
 
@@ -80,9 +91,20 @@ class Agent:
         """Send a command; its output goes to the callables until ``status`` is set."""
         if not self.ready or self.busy:
             raise HartvmError("the guest agent is not ready for a command")
-        self.busy, self.status = True, None
+        self.busy, self.status, self.pid = True, None, None
         self._on_stdout, self._on_stderr = on_stdout, on_stderr
-        self.control.send(b"RUN " + base64.b64encode(script) + b"\n")
+        if b"\n" in script:
+            raise HartvmError("a script for the guest agent must be one line")
+        self.control.send(b"RUN " + script + b"\n")
+
+    def kill(self) -> bool:
+        """Kill the running command (its ``EXIT`` follows); False if it has not
+        said its pid yet."""
+        if not self.busy or self.pid is None:
+            return False
+        self.signal.send(f"{self.pid}\n".encode())
+        self.pid = None
+        return True
 
     def _stdout_output(self, data: bytes) -> None:
         if self._on_stdout is not None:
@@ -106,6 +128,8 @@ class Agent:
         verb, _, argument = line.partition(" ")
         if verb == "READY":
             self.ready = True
+        elif verb == "PID" and self.busy and argument.isdigit():
+            self.pid = int(argument)
         elif verb == "EXIT" and self.busy and argument.isdigit():
             self.status = int(argument)
             self.busy = False

@@ -1,7 +1,9 @@
 #!/bin/sh
 # The hartvm guest agent. It runs the host's commands; see hartvm/guest/agent.py
 # for the protocol. Four virtio-console ports, found by name:
-#   org.hartvm.control  lines both ways: READY, then RUN <base64 script> / EXIT <status>
+#   org.hartvm.control  lines both ways: READY, then RUN <one-line script> / PID <pid>,
+#                       EXIT <status>
+#   org.hartvm.signal   pids to kill (SIGKILL), one per line
 #   org.hartvm.stdin    the command's stdin (the host closes its side for EOF)
 #   org.hartvm.stdout   the command's stdout
 #   org.hartvm.stderr   the command's stderr
@@ -15,9 +17,11 @@ find_ports() {
         org.hartvm.stdin) stdin=/dev/${dir##*/};;
         org.hartvm.stdout) stdout=/dev/${dir##*/};;
         org.hartvm.stderr) stderr=/dev/${dir##*/};;
+        org.hartvm.signal) signal=/dev/${dir##*/};;
         esac
     done
-    [ -n "$control" ] && [ -n "$stdin" ] && [ -n "$stdout" ] && [ -n "$stderr" ]
+    [ -n "$control" ] && [ -n "$stdin" ] && [ -n "$stdout" ] && [ -n "$stderr" ] &&
+        [ -n "$signal" ]
 }
 tries=0
 until find_ports; do
@@ -25,15 +29,23 @@ until find_ports; do
     [ $tries -gt 500 ] && { echo "hartvm agent: no virtio-console ports" >&2; exit 1; }
     sleep 0.01
 done
-exec 3<>"$control" 4>"$stdout" 5>"$stderr"
+exec 3<>"$control" 4>"$stdout" 5>"$stderr" 6<"$signal"
+# Kills come on a port of their own, read in the background while a command runs.
+while read -r victim <&6; do kill -KILL "$victim" 2>/dev/null; done &
 cd /root
 echo READY >&3
 while read -r verb argument <&3; do
     case "$verb" in
     RUN)
-        script=$(echo "$argument" | base64 -d)
-        # The command sees the ports as fds 0-2 only, never the agent's own.
-        (eval "$script") <"$stdin" >&4 2>&5 3>&- 4>&- 5>&-
+        # The command tells its pid (for KILL) and then runs in the foreground,
+        # so that it keeps the default signal actions; it sees the ports as fds
+        # 0-2 only, never the agent's own.
+        (
+            read -r pid _ </proc/self/stat
+            echo "PID $pid" >&3
+            exec 3>&- 6<&-
+            eval "$argument"
+        ) <"$stdin" >&4 2>&5 4>&- 5>&-
         echo "EXIT $?" >&3
         ;;
     *)

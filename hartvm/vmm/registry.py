@@ -53,7 +53,7 @@ def check_name(name: str) -> str:
 def claim(name: str | None, prefix: str = "vm") -> tuple[str, Path]:
     """Create the directory of a new VM: ``name``, or the first free ``prefix-N``."""
     vms = vms_dir()
-    vms.mkdir(parents=True, exist_ok=True)
+    vms.mkdir(parents=True, exist_ok=True, mode=0o700)   # control sockets: this user's only
     if name is not None:
         check_name(name)
         candidates = [name]
@@ -61,7 +61,7 @@ def claim(name: str | None, prefix: str = "vm") -> tuple[str, Path]:
         candidates = (f"{prefix}-{n}" for n in range(1, 1_000_000))
     for candidate in candidates:
         try:
-            (vms / candidate).mkdir()
+            (vms / candidate).mkdir(mode=0o700)
         except FileExistsError:
             if name is not None:
                 raise HartvmError(f"a VM named {name} exists already (hartvm ps; "

@@ -14,7 +14,8 @@ class GuestError(HartvmError):
 
 
 class CommandTimeout(HartvmError):
-    """A command did not finish in time; the VM cannot run more commands."""
+    """A command did not finish in time. It was killed and the VM runs on, unless the
+    guest did not let it go: then the VM is closed (the message says which)."""
 
 
 @dataclass

@@ -60,6 +60,8 @@ class Server:
         self.started = time.time()
         self.busy = False
         self.listener = None
+        self.client = None              # the connection of the running command
+        self.client_lost = False
 
     # --- life cycle ----------------------------------------------------------------
     def listen(self) -> None:
@@ -130,8 +132,22 @@ class Server:
             if self.vm.closed:            # a timeout or a guest failure ends the VM
                 raise StopRequested from None
 
+    def _client_gone(self) -> bool:
+        """Has the client of the running command closed its connection (both ways:
+        a client that only ended its stdin is still there)?"""
+        if self.client is None:
+            return False
+        if not self.client_lost:
+            poller = select.poll()
+            poller.register(self.client, select.POLLHUP)
+            self.client_lost = bool(poller.poll(0))
+        return self.client_lost
+
     def _serve_while_busy(self) -> None:
-        """Between rounds of a running command: answer who is waiting."""
+        """Between rounds of a running command: kill it if its client went away
+        (the VM runs on), and answer who is waiting."""
+        if self._client_gone():
+            self.vm.cancel()
         while self._connection_waiting():
             connection, _ = self.listener.accept()
             with connection:
@@ -164,16 +180,15 @@ class Server:
                 or not isinstance(env, dict):
             raise HartvmError("bad exec request")
         timeout = request.get("timeout")
-        gone = False
+        self.client, self.client_lost = connection, False
 
         def forward(kind):
             def send(data: bytes) -> None:
-                nonlocal gone
-                if not gone:
+                if not self.client_lost:
                     try:
                         protocol.send_frame(connection, kind, data)
                     except OSError:
-                        gone = True     # the command runs on; its output is dropped
+                        self.client_lost = True     # and the command is killed
             return send
 
         self.busy = True
@@ -184,6 +199,7 @@ class Server:
                                  stdin_fd=connection.fileno())
         finally:
             self.busy = False
+            self.client = None
         self._reply(connection, ok=True, status=result.returncode,
                     instructions=result.instructions)
 
@@ -268,6 +284,9 @@ class PoolServer(Server):
     def __init__(self, vm: VM, name: str, directory: Path, digest: str):
         super().__init__(vm, name, directory)
         self.digest = digest
+        vm.machine.warm_up()
+        gc.collect()
+        gc.freeze()        # the children share the pool's objects: keep the collector off them
 
     def serve_forever(self) -> None:
         try:
@@ -308,9 +327,14 @@ class PoolServer(Server):
             if os.fork() == 0:
                 self._run_once(connection, request)
 
+    def _serve_while_busy(self) -> None:
+        if self._client_gone():
+            raise StopRequested       # nobody wants this VM any more
+
     def _run_once(self, connection, request) -> None:
         """In the child of a fork: run the request's command; never returns."""
         try:
+            self.vm.service = self._serve_while_busy
             self.listener.close()
             self.vm.new_identity(str(request.get("hostname", "hartvm")))
             self.vm.machine.realtime_idle = bool(request.get("realtime"))
@@ -318,6 +342,8 @@ class PoolServer(Server):
         except HartvmError as error:
             self._reply(connection, error=str(error),
                         status=EXIT_TIMEOUT if isinstance(error, CommandTimeout) else EXIT_FAILED)
+        except StopRequested:
+            pass
         except BaseException:  # noqa: BLE001 - the child must never unwind into the pool's loop
             traceback.print_exc()
         finally:

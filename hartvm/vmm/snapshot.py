@@ -22,8 +22,8 @@ page cache.
 
 A section is one component: ``config`` (what machine to build), ``machine``,
 ``hart0``..``hartN``, each board device by its memory-map name (``rom``,
-``rtc``, ``plic``, ``uart0``, ``vmgenid``, ``virtio0``..) and ``vm`` (the
-guest agent's side). Its version is the component's ``SAVE_VERSION``; a
+``syscon``, ``rtc``, ``clint``, ``plic``, ``uart0``, ``vmgenid``,
+``virtio0``..) and ``vm`` (the guest agent's side). Its version is the component's ``SAVE_VERSION``; a
 component refuses a version it does not know.
 
 A payload is one value in a small typed encoding (a snapshot is untrusted

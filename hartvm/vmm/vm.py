@@ -43,6 +43,7 @@ BOOTARGS = "console=ttyS0 quiet cryptomgr.notests hartvm.hostname={hostname}"
 # not answered after this many is stuck.
 BOOT_INSTRUCTION_LIMIT = 20_000_000_000
 CONFIG_VERSION = 1     # of the snapshot's config and vm sections
+KILL_GRACE = 5.0       # seconds a killed command may take to end before the VM is given up
 
 
 def parse_drive(spec: str) -> Block:
@@ -172,6 +173,7 @@ class VM:
         self._clock_to_set = False   # the guest's clock must be set before the next command
         self.blocks = list(blocks)
         self.service = None          # called between rounds of a command (see server.py)
+        self._cancel = False
         rng_seed = os.urandom(32) if rng_seed is None else bytes(rng_seed)
         try:
             self.machine = Machine(
@@ -376,7 +378,12 @@ class VM:
         self._clock_to_set = False
         seconds = self.machine.board.rtc.now() // 10**9
         return (f"date -s @{seconds} >/dev/null; "
-                f"echo {self.hostname} >/proc/sys/kernel/hostname\n").encode()
+                f"echo {self.hostname} >/proc/sys/kernel/hostname; ").encode()
+
+    def cancel(self) -> None:
+        """Kill the running command (from ``service``, when its client went away);
+        ``run`` then returns its status, 137."""
+        self._cancel = True
 
     def idle(self, until) -> None:
         """Let the guest run without a command (what it started in the background
@@ -429,16 +436,23 @@ class VM:
             machine.input_backlog = lambda: port.pending_bytes
             machine.on_input_end = port.end_input
         deadline = None if timeout is None else time.monotonic() + timeout
-        timed_out = False
+        self._cancel = False
+        timed_out = killed = False
 
         def finished() -> bool:
-            nonlocal timed_out
-            if deadline is not None and time.monotonic() > deadline:
-                timed_out = True
+            nonlocal timed_out, killed
             if self.service is not None:
                 self.service()
-            return agent.status is not None or self.log.panicked or \
-                agent.error is not None or timed_out
+            if agent.status is not None or self.log.panicked or agent.error is not None:
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                timed_out = True
+            if timed_out or self._cancel:
+                # Kill the command (its EXIT follows); a guest that does not let
+                # it go within KILL_GRACE seconds is given up.
+                killed = killed or agent.kill()
+                return time.monotonic() > (deadline or time.monotonic()) + KILL_GRACE
+            return False
 
         machine.stop_when = finished
         started = machine.instructions
@@ -450,8 +464,11 @@ class VM:
         if agent.status is None:
             if timed_out or (result.stop is Stop.HALTED and timeout is not None):
                 self.closed = True
-                raise CommandTimeout(f"the command timed out after {timeout:g} s")
+                raise CommandTimeout(f"the command timed out after {timeout:g} s and could not "
+                                     f"be killed; the VM is closed")
             self._fail(result, "the guest agent did not finish the command")
+        if timed_out:
+            raise CommandTimeout(f"the command timed out after {timeout:g} s and was killed")
         out, err = b"".join(collected_out), b"".join(collected_err)
         if check:
             check_status(args, agent.status, err)
@@ -495,9 +512,8 @@ class VM:
         """A login shell on the guest's /dev/hvc0, connected to the host terminal
         ``terminal_fd`` (in raw mode) and ``output``; returns its exit status."""
         self.terminal.resize(rows, columns)
-        script = b"\n".join([
-            b"export TERM=" + quote(term.encode()),
-            b"exec setsid -c sh -l </dev/hvc0 >/dev/hvc0 2>&1", b""])
+        script = b"export TERM=" + quote(term.encode()) + \
+            b"; exec setsid -c sh -l </dev/hvc0 >/dev/hvc0 2>&1"
         self._terminal_output = output
         self.machine.input_filter = input_filter
         try:

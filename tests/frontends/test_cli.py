@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import time
 import sys
 
 import pytest
@@ -228,3 +229,24 @@ def test_run_output_into_a_closed_pipe_ends_quietly():
     stderr = process.stderr.read()
     assert process.wait(timeout=120) == 141
     assert b"Traceback" not in stderr
+    # The run pool's child that ran `yes` for it ends too: nothing spins on.
+    from hartvm.vmm.registry import find
+    pool = find("run-pool-256m-1").pid
+    deadline = time.monotonic() + 10
+    while _children(pool) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _children(pool) == []
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found

@@ -251,3 +251,23 @@ def test_a_restored_drive_is_a_copy_on_write_view_of_the_unchanged_file(tmp_path
         file.write(b"changed")
     with pytest.raises(SnapshotError, match="changed since the snapshot"):
         hartvm.VM.restore(path)
+
+
+def test_random_damage_with_a_valid_crc_is_refused_or_harmless(saved, tmp_path):
+    """A hostile snapshot (bytes changed, CRC made valid again) may restore or be
+    refused with SnapshotError, never fail in another way."""
+    import random
+    generator = random.Random(1234)
+    copy = _copy(saved[1], tmp_path)
+    original = (copy / "state").read_bytes()[:-4]
+    refused = 0
+    for _ in range(150):
+        data = bytearray(original)
+        for _ in range(generator.choice([1, 2, 8])):
+            data[generator.randrange(16, len(data))] = generator.randrange(256)
+        (copy / "state").write_bytes(bytes(data) + struct.pack("<I", zlib.crc32(data)))
+        try:
+            hartvm.VM.restore(copy).close()
+        except SnapshotError:
+            refused += 1
+    assert refused > 0

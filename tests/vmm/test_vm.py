@@ -1,7 +1,7 @@
 """``hartvm.VM``: commands in a booted Debian guest through the guest agent.
 
 One guest serves most tests, one command after another, as a user would use
-it; tests that end their guest (timeout, panic) boot their own.
+it; tests that end their guest (panic) start their own.
 """
 
 import hashlib
@@ -152,12 +152,20 @@ def test_disks_read_write_and_read_only(tmp_path):
             os.fstat(fd)
 
 
-def test_timeout_stops_a_command():
-    with hartvm.VM(progress=False) as vm:
-        with pytest.raises(hartvm.CommandTimeout, match="timed out after 2 s"):
-            vm.run(["sh", "-c", "while :; do :; done"], timeout=2)
-        with pytest.raises(hartvm.HartvmError, match="closed"):
-            vm.run(["true"])
+def test_a_timeout_kills_the_command_and_the_vm_runs_on(vm):
+    with pytest.raises(hartvm.CommandTimeout, match="timed out after 2 s and was killed"):
+        vm.run(["sh", "-c", "echo $$ > /tmp/looping; while :; do :; done"], timeout=2)
+    pid = vm.run(["cat", "/tmp/looping"]).stdout.strip()
+    assert vm.run(["kill", "-0", pid]).returncode == 1        # it is gone
+    assert vm.run(["echo", "still here"]).stdout == b"still here\n"
+
+
+def test_commands_keep_the_default_signal_actions(vm):
+    """The agent runs commands in its foreground: SIGINT and SIGQUIT are not ignored."""
+    result = vm.run(["sh", "-c", "grep SigIgn /proc/self/status; kill -INT $$; echo survived"])
+    assert result.returncode == 128 + 2, result
+    ignored = int(result.stdout.split()[1], 16)
+    assert not ignored & (1 << 1 | 1 << 2)      # bits of signals 2 and 3
 
 
 def test_a_kernel_panic_is_reported_with_the_console():
@@ -169,14 +177,16 @@ def test_a_kernel_panic_is_reported_with_the_console():
     assert "sysrq" in message.lower() or "Kernel panic" in message
 
 
-def test_fixed_clock_and_seed_make_runs_reproducible():
-    """Same epoch, same seed, same commands: same output and instruction counts."""
+@pytest.mark.parametrize("boot", [True, False], ids=["booted", "restored"])
+def test_fixed_clock_and_seed_make_runs_reproducible(boot):
+    """Same epoch, same seed, same commands: same output and instruction counts,
+    whether the guest boots or is restored from the cached booted snapshot."""
     def session():
         with hartvm.VM(progress=False, epoch_ns=1_800_000_000 * 10**9,
-                       rng_seed=b"reproducible seed") as vm:
-            boot = vm.machine.instructions
+                       rng_seed=b"reproducible seed", boot=boot) as vm:
+            started = vm.machine.instructions
             result = vm.run("date +%s; head -c 16 /dev/urandom | od -An -tx1; cat /proc/uptime")
-            return boot, result.instructions, result.stdout
+            return started, result.instructions, result.stdout
     first, second = session(), session()
     assert first == second
     assert first[2].startswith(b"1800000")          # the clock started at the given epoch
@@ -186,3 +196,16 @@ def test_fixed_clock_and_seed_make_runs_reproducible():
 def test_bad_hostname_is_refused_before_booting(hostname):
     with pytest.raises(hartvm.HartvmError, match="bad hostname"):
         hartvm.VM(hostname=hostname, progress=False)
+
+
+def test_guest_memory_beyond_the_hosts_free_memory_works_if_untouched():
+    """Overcommit: the RAM mapping reserves nothing, pages cost only once touched."""
+    available = next(int(line.split()[1]) << 10 for line in open("/proc/meminfo")
+                     if line.startswith("MemAvailable:"))
+    size = (available + (4 << 30)) >> 30 << 30
+    with hartvm.VM(memory=size, progress=False, boot=True) as vm:
+        total_kib = int(vm.run(["sh", "-c", "grep MemTotal /proc/meminfo"]).stdout.split()[1])
+        resident = int(next(line.split()[1] for line in open("/proc/self/status")
+                            if line.startswith("VmRSS:"))) << 10
+    assert total_kib << 10 > available           # the guest has more than the host has free
+    assert resident < 2 << 30                    # and the host paid for what it touched only

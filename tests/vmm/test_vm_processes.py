@@ -153,11 +153,23 @@ def test_a_busy_vm_refuses_a_second_command_and_still_stops():
         waiting.kill()
 
 
-def test_a_timeout_ends_the_vm():
-    vm = RemoteVM.up(name="slow", progress=False)
-    with pytest.raises(hartvm.CommandTimeout):
-        vm.run(["sleep", "100"], timeout=1)
-    deadline = time.monotonic() + 10
-    while any(info.name == "slow" for info in hartvm.list_vms()) and time.monotonic() < deadline:
+def test_a_timeout_kills_the_command_not_the_vm(base):
+    with pytest.raises(hartvm.CommandTimeout, match="was killed"):
+        base.run(["sleep", "100"], timeout=1)
+    assert base.run(["echo", "alive"]).stdout == b"alive\n"
+
+
+def test_a_client_that_goes_away_has_its_command_killed(base):
+    client = subprocess.Popen([sys.executable, "-m", "hartvm", "exec", "base", "--", "sh", "-c",
+                               "echo $$ > /tmp/orphan; exec sleep 1000"], cwd=ROOT,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not base.ping()["busy"] and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(info.name == "slow" for info in hartvm.list_vms())
+    time.sleep(0.5)
+    client.kill()
+    client.wait()
+    while base.ping()["busy"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pid = base.run(["cat", "/tmp/orphan"], check=True).stdout.strip()
+    assert base.run(["kill", "-0", pid]).returncode == 1

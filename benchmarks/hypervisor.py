@@ -1,0 +1,129 @@
+"""`make bench`, hypervisor part: restores, the run pool, forks and their memory.
+
+- ``hartvm run -- true`` end to end, median of many runs: through the run
+  pool (the default), and in one process restoring the cached snapshot
+  (``HARTVM_POOL=0``). QEMU's figure to compare with is its boot to /init,
+  what it needs to give a command a fresh VM (measured by run.py).
+- Restore latency against guest RAM size: ``VM.restore`` of a booted
+  snapshot, and restore until the guest has answered ``true``.
+- ``hartvm fork NAME --count 10``: until all ten clones have answered a
+  command, and the host memory each idle clone uses alone.
+
+Uses a private state directory, and stops every VM it started.
+"""
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+RUNS = 21
+SIZES = (128 << 20, 256 << 20, 1 << 30)   # Debian's kernel does not boot in 64 MiB
+
+
+def run_true_latency(runs: int = RUNS, pool: bool = True) -> tuple[float, float]:
+    """(median, 90th percentile) seconds of ``hartvm run -- true``."""
+    env = {**os.environ, "HARTVM_POOL": "1" if pool else "0"}
+    command = [sys.executable, "-m", "hartvm", "run", "--", "true"]
+    subprocess.run(command, check=True, capture_output=True, env=env)   # warm every cache
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, env=env,
+                       stdin=subprocess.DEVNULL)
+        times.append(time.perf_counter() - started)
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.9)]
+
+
+def restore_latency(size: int, runs: int = 5) -> tuple[float, float, int]:
+    """(restore s, restore + ``true`` s, snapshot's RAM data bytes), medians."""
+    import hartvm
+    from hartvm.vmm.cache import booted_snapshot
+
+    path = booted_snapshot(size, 1, progress=False)
+    restores, answers = [], []
+    for _ in range(runs):
+        started = time.perf_counter()
+        vm = hartvm.VM.restore(path)
+        restored = time.perf_counter()
+        vm.run(["true"], check=True)
+        answered = time.perf_counter()
+        vm.close()
+        restores.append(restored - started)
+        answers.append(answered - started)
+    data = os.stat(path / "memory").st_blocks * 512
+    return statistics.median(restores), statistics.median(answers), data
+
+
+def fork_ten() -> tuple[float, float, list[int]]:
+    """(fork s, fork until all ten answered s, private bytes of each idle clone)."""
+    import hartvm
+    from hartvm.vmm import registry
+
+    parent = hartvm.VM.up(name="bench", progress=False)
+    try:
+        parent.run(["true"], check=True)
+        started = time.perf_counter()
+        clones = parent.fork(10)
+        forked = time.perf_counter()
+        threads = [threading.Thread(target=clone.run, args=(["true"],)) for clone in clones]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        answered = time.perf_counter()
+        time.sleep(2)                # idle clones: what do they cost?
+        private = [registry.memory_use(clone.info().pid)[0] for clone in clones]
+        for clone in clones:
+            clone.stop()
+    finally:
+        parent.stop()
+    return forked - started, answered - started, private
+
+
+def main(qemu_boot_wall: float | None = None) -> None:
+    previous = os.environ.get("HARTVM_STATE_DIR")
+    with tempfile.TemporaryDirectory() as state:
+        os.environ["HARTVM_STATE_DIR"] = state
+        try:
+            _report(qemu_boot_wall)
+        finally:
+            from hartvm.vmm.client import RemoteVM
+            from hartvm.vmm.registry import list_vms
+            for info in list_vms():
+                RemoteVM(info.name).stop()
+            if previous is None:
+                del os.environ["HARTVM_STATE_DIR"]
+            else:
+                os.environ["HARTVM_STATE_DIR"] = previous
+
+
+def _report(qemu_boot_wall) -> None:
+    versus = ""
+    median, p90 = run_true_latency()
+    if qemu_boot_wall:
+        versus = f"; QEMU boot to /init {qemu_boot_wall * 1000:.0f} ms, " \
+                 f"{median / qemu_boot_wall:.2f}x"
+    print(f"run true via the run pool: p50 {median * 1000:.0f} ms, p90 {p90 * 1000:.0f} ms "
+          f"({RUNS} runs{versus}; target p50 <= 100 ms)")
+    median, p90 = run_true_latency(runs=7, pool=False)
+    print(f"run true restoring in-process (HARTVM_POOL=0): p50 {median * 1000:.0f} ms, "
+          f"p90 {p90 * 1000:.0f} ms")
+    print(f"{'guest RAM':>10} {'RAM data':>9} {'restore ms':>11} {'+ true ms':>10}")
+    for size in SIZES:
+        restore, answer, data = restore_latency(size)
+        print(f"{size >> 20:>8}Mi {data / (1 << 20):>7.0f}Mi {restore * 1000:11.1f} "
+              f"{answer * 1000:10.1f}")
+    fork, answered, private = fork_ten()
+    print(f"fork --count 10: {fork * 1000:.0f} ms to fork, {answered * 1000:.0f} ms until all "
+          f"ten answered (target <= 1000 ms); private memory per idle clone "
+          f"{max(private) / (1 << 20):.1f} MiB at most, {statistics.mean(private) / (1 << 20):.1f} "
+          f"MiB on average (target <= 5 MiB)")
+
+
+if __name__ == "__main__":
+    main()
