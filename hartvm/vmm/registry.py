@@ -53,7 +53,11 @@ def check_name(name: str) -> str:
 def claim(name: str | None, prefix: str = "vm") -> tuple[str, Path]:
     """Create the directory of a new VM: ``name``, or the first free ``prefix-N``."""
     vms = vms_dir()
-    vms.mkdir(parents=True, exist_ok=True, mode=0o700)   # control sockets: this user's only
+    try:
+        vms.mkdir(parents=True, exist_ok=True, mode=0o700)   # control sockets: this user's only
+    except OSError as error:
+        raise HartvmError(f"cannot create the state directory {vms}: "
+                          f"{error.strerror or error} (set HARTVM_STATE_DIR)") from None
     if name is not None:
         check_name(name)
         candidates = [name]
@@ -67,6 +71,9 @@ def claim(name: str | None, prefix: str = "vm") -> tuple[str, Path]:
                 raise HartvmError(f"a VM named {name} exists already (hartvm ps; "
                                   f"hartvm stop {name})") from None
             continue
+        except OSError as error:
+            raise HartvmError(f"cannot create {vms / candidate}: "
+                              f"{error.strerror or error}") from None
         return candidate, vms / candidate
     raise HartvmError("no free VM name")
 

@@ -216,11 +216,7 @@ class Server:
         if not isinstance(count, int) or not 1 <= count <= MAX_FORKS:
             raise HartvmError(f"bad fork count {count!r}: 1 to {MAX_FORKS}")
         vm = self.vm
-        # The drive files must not change under the clones: from now on this VM
-        # writes to an overlay of its own too.
-        for index, block in enumerate(vm.blocks):
-            if not block.readonly and block.overlay_path is None:
-                block.fork_overlay(str(self._disk_path(self.directory, index)))
+        vm.freeze_drives(self._disk_path(self.directory))
         gc.collect()
         gc.freeze()          # objects stay out of the collector: fewer pages copied by forks
         names = []
@@ -241,9 +237,10 @@ class Server:
         return names
 
     @staticmethod
-    def _disk_path(directory: Path, index: int) -> Path:
+    def _disk_path(directory: Path) -> Path:
+        """Where the VM in ``directory`` keeps its drive overlays."""
         (directory / "disks").mkdir(exist_ok=True)
-        return directory / "disks" / f"disk{index}"
+        return directory / "disks"
 
     def _become_clone(self, name: str, directory: Path, ready_write: int, connection) -> None:
         """In the child of a fork: become VM ``name``; never returns."""
@@ -254,7 +251,7 @@ class Server:
             _redirect_output(directory / "log")
             for index, block in enumerate(self.vm.blocks):
                 if not block.readonly:
-                    block.fork_overlay(str(self._disk_path(directory, index)))
+                    block.fork_overlay(str(self._disk_path(directory) / f"disk{index}"))
             self.vm.new_identity(name)
             clone = Server(self.vm, name, directory, parent=self.name)
             clone.listen()

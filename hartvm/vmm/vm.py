@@ -324,6 +324,7 @@ class VM:
         once)."""
         if not 1 <= count <= 1024:
             raise HartvmError(f"bad fork count {count}")
+        self.freeze_drives()
         staging = Path(tempfile.mkdtemp(prefix="hartvm-fork-"))
         clones = []
         try:
@@ -338,6 +339,19 @@ class VM:
         finally:
             shutil.rmtree(staging, ignore_errors=True)   # the mappings and overlays stay
         return clones
+
+    def freeze_drives(self, directory=None) -> None:
+        """Before a fork: the drive files become the clones' common base, so this VM
+        too writes to copy-on-write overlays from now on (in ``directory``, by
+        default one of its own that ``close()`` removes)."""
+        for index, block in enumerate(self.blocks):
+            if block.readonly or block.overlay_path is not None:
+                continue
+            if directory is None:
+                if self._overlay_dir is None:
+                    self._overlay_dir = tempfile.mkdtemp(prefix="hartvm-disks-")
+                directory = self._overlay_dir
+            block.fork_overlay(str(Path(directory) / f"disk{index}"))
 
     def _restore_drives(self, drives, path) -> None:
         if not isinstance(drives, list):

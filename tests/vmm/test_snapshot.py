@@ -271,3 +271,21 @@ def test_random_damage_with_a_valid_crc_is_refused_or_harmless(saved, tmp_path):
         except SnapshotError:
             refused += 1
     assert refused > 0
+
+
+def test_in_process_forks_share_a_frozen_drive(tmp_path):
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(1 << 20))
+    read = ["dd", "if=/dev/vda", "bs=512", "count=1", "iflag=direct"]
+    with hartvm.VM(memory="128M", drives=[str(disk)], progress=False) as vm:
+        vm.run(["sh", "-c", "printf one | dd of=/dev/vda conv=notrunc,fsync"], check=True)
+        first, second = vm.fork(2)
+        vm.run(["sh", "-c", "printf two | dd of=/dev/vda conv=notrunc,fsync"], check=True)
+        first.run(["sh", "-c", "printf 1st | dd of=/dev/vda conv=notrunc,fsync"], check=True)
+        assert first.run(read).stdout[:3] == b"1st"
+        assert second.run(read).stdout[:3] == b"one"
+        assert vm.run(read).stdout[:3] == b"two"
+        assert (first.hostname, second.hostname) == ("hartvm-1", "hartvm-2")
+        first.close()
+        second.close()
+    assert disk.read_bytes()[:3] == b"one"     # written before the fork, then frozen

@@ -173,3 +173,47 @@ def test_a_client_that_goes_away_has_its_command_killed(base):
         time.sleep(0.05)
     pid = base.run(["cat", "/tmp/orphan"], check=True).stdout.strip()
     assert base.run(["kill", "-0", pid]).returncode == 1
+
+
+def test_forks_of_a_vm_with_a_drive_write_to_their_own_overlays(tmp_path):
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(1 << 20))
+    read = ["dd", "if=/dev/vda", "bs=512", "count=1", "iflag=direct"]
+
+    def write(vm, text):
+        vm.run(["sh", "-c", f"printf {text} | dd of=/dev/vda conv=notrunc,fsync"], check=True)
+
+    parent = RemoteVM.up(name="disks", drives=[str(disk)], progress=False)
+    try:
+        write(parent, "parent")
+        clones = parent.fork(2)
+        write(parent, "later!")
+        base = disk.read_bytes()
+        for clone in clones:
+            assert clone.run(read, check=True).stdout[:6] == b"parent"
+            write(clone, clone.name)
+        for clone in clones:
+            assert clone.run(read, check=True).stdout[:7] == clone.name.encode()
+            clone.stop()
+        assert parent.run(read, check=True).stdout[:6] == b"later!"
+        assert disk.read_bytes() == base       # the file is the common base: unchanged
+    finally:
+        parent.stop()
+
+
+def test_bad_snapshots_and_names_get_one_line_errors(tmp_path, state_dir):
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "state").write_bytes(b"HARTVMSS" + bytes(20))
+    for args, message in [
+            (("restore", str(tmp_path / "missing")), b"no such snapshot directory"),
+            (("restore", str(tmp_path / "corrupt")), b"snapshot format version 0"),
+            (("up", "--name", "Bad Name"), b"bad VM name"),
+            (("exec", "nobody", "--", "true"), b"no VM named nobody"),
+            (("snapshot", "nobody", str(tmp_path / "s")), b"no VM named nobody"),
+            (("stop",), b"name the VMs to stop, or give --all")]:
+        result = hartvm_cli(*args)
+        assert result.returncode in (1, 125), (args, result)
+        assert message in result.stderr and b"Traceback" not in result.stderr, (args, result)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not any((state_dir / "vms").iterdir()) or all(
+        info.name == "base" for info in hartvm.list_vms())    # nothing left behind
