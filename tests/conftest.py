@@ -128,3 +128,16 @@ def run_hartvm(elf: str, *extra: str, timeout: float = 120):
     return subprocess.run(
         [sys.executable, "-m", "hartvm", "boot", "--bios", "none", "--kernel", elf, *extra],
         capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=ROOT)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_state_dir(tmp_path_factory):
+    """Long-running VMs and run pools that tests start live in a directory of the
+    test session's own (the user's VMs stay out of reach), and are stopped at the end."""
+    directory = tmp_path_factory.mktemp("hartvm-state")
+    os.environ["HARTVM_STATE_DIR"] = str(directory)
+    yield directory
+    from hartvm.vmm.client import RemoteVM
+    from hartvm.vmm.registry import list_vms
+    for info in list_vms():
+        RemoteVM(info.name).stop()
