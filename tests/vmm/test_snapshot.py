@@ -289,3 +289,26 @@ def test_in_process_forks_share_a_frozen_drive(tmp_path):
         first.close()
         second.close()
     assert disk.read_bytes()[:3] == b"one"     # written before the fork, then frozen
+
+
+def _mapping_flags(address: int) -> list[str]:
+    """VmFlags of this process's mapping that holds ``address``."""
+    holds = False
+    for line in open("/proc/self/smaps"):
+        first = line.split(maxsplit=1)[0]
+        if "-" in first and ":" not in first:
+            low, high = (int(x, 16) for x in first.split("-"))
+            holds = low <= address < high
+        elif first == "VmFlags:" and holds:
+            return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+def test_restored_ram_is_private_and_offered_to_ksm(saved):
+    """Guest RAM mappings are private (copy-on-write) and mergeable: the host's KSM
+    may share identical pages between VMs (smaps flag "mg")."""
+    vm, path = saved
+    with hartvm.VM.restore(path) as clone:
+        for ram in (vm.machine.ram, clone.machine.ram):      # anonymous, then file-backed
+            flags = _mapping_flags(ram.m8.ctypes.data)
+            assert "mg" in flags and "sh" not in flags, flags
