@@ -8,7 +8,7 @@ board derives from the instruction count: runs stay reproducible. The alarm
 is stored but never fires (Linux does not need it to boot or keep time).
 """
 
-from .base import Device
+from .base import Device, saved
 
 TIME_LOW = 0x00
 TIME_HIGH = 0x04
@@ -70,6 +70,6 @@ class GoldfishRTC(Device):
         return {"epoch_ns": self.epoch_ns, "alarm": self.alarm, "irq_enabled": self.irq_enabled}
 
     def restore(self, state):
-        self.epoch_ns = int(state["epoch_ns"])
-        self.alarm = int(state["alarm"]) & (2**64 - 1)
-        self.irq_enabled = int(state["irq_enabled"]) & 1
+        self.epoch_ns = saved(state, "epoch_ns", int, 1 << 64)
+        self.alarm = saved(state, "alarm", int) & (2**64 - 1)
+        self.irq_enabled = saved(state, "irq_enabled", int) & 1

@@ -18,7 +18,7 @@ SEIP line (S contexts).
 """
 
 from ..cpu.layout import CSR, MIP, MIP_MEIP, SEIP_LINE
-from .base import Device
+from .base import Device, saved
 
 SOURCES = 96              # source 0 does not exist; QEMU virt has 95 (riscv,ndev)
 PRIORITY_MASK = 7
@@ -164,22 +164,27 @@ class PLIC(Device):
                 "pending": [int(x) for x in self.pending],
                 "in_service": [int(x) for x in self.in_service],
                 "deferred_edge": [int(x) for x in self.deferred_edge],
-                "enable": {int(k): int(v) for k, v in self.enable.items()},
-                "threshold": {int(k): int(v) for k, v in self.threshold.items()}}
+                "enable": {str(k): int(v) for k, v in self.enable.items()},   # text keys, as in a snapshot
+                "threshold": {str(k): int(v) for k, v in self.threshold.items()}}
 
     def restore(self, state: dict) -> None:
-        state = {"deferred_edge": [0] * SOURCES, **state}   # absent from older snapshots
+        lists = {}
         for name in ("priority", "level", "pending", "in_service", "deferred_edge"):
-            values = state[name]
-            if len(values) != SOURCES:
-                raise ValueError(f"PLIC {name}: expected {SOURCES} entries")
-        self.priority = [int(v) & PRIORITY_MASK for v in state["priority"]]
-        self.level = [bool(v) for v in state["level"]]
-        self.pending = [bool(v) for v in state["pending"]]
-        self.in_service = [bool(v) for v in state["in_service"]]
-        self.deferred_edge = [bool(v) for v in state["deferred_edge"]]
-        self.enable = {int(k): int(v) & ((1 << SOURCES) - 2) for k, v in state["enable"].items()
-                       if 0 <= int(k) < self.contexts}
-        self.threshold = {int(k): int(v) & PRIORITY_MASK for k, v in state["threshold"].items()
-                          if 0 <= int(k) < self.contexts}
+            lists[name] = saved(state, name, list)
+            if len(lists[name]) != SOURCES or not all(type(v) is int for v in lists[name]):
+                raise ValueError(f"PLIC {name}: expected {SOURCES} integers")
+        self.priority = [v & PRIORITY_MASK for v in lists["priority"]]
+        self.level = [bool(v) for v in lists["level"]]
+        self.pending = [bool(v) for v in lists["pending"]]
+        self.in_service = [bool(v) for v in lists["in_service"]]
+        self.deferred_edge = [bool(v) for v in lists["deferred_edge"]]
+        self.enable = {int(k): saved(state["enable"], k, int) & ((1 << SOURCES) - 2)
+                       for k in saved(state, "enable", dict) if _context(k, self.contexts)}
+        self.threshold = {int(k): saved(state["threshold"], k, int) & PRIORITY_MASK
+                          for k in saved(state, "threshold", dict) if _context(k, self.contexts)}
         self._update()
+
+
+def _context(key: str, contexts: int) -> bool:
+    """Is a saved dictionary key a context number of this PLIC?"""
+    return key.isdigit() and int(key) < contexts

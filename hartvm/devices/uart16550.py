@@ -10,7 +10,7 @@ sheet); ``set_irq(level)`` is called on every change.
 
 from collections import deque
 
-from .base import Device
+from .base import Device, saved
 
 RBR_THR = 0
 IER = 1
@@ -157,9 +157,9 @@ class UART16550(Device):
                 "thre_pending": int(self.thre_pending)}
 
     def restore(self, state):
-        self.rx = deque(bytes(state["rx"])[:FIFO_SIZE])
-        self.host_input = deque(bytes(state["host_input"]))
+        self.rx = deque(saved(state, "rx", bytes)[:FIFO_SIZE])
+        self.host_input = deque(saved(state, "host_input", bytes))
         for name in ("ier", "lcr", "mcr", "scr", "fcr", "divisor"):
-            setattr(self, name, int(state[name]) & 0xFFFF)
-        self.thre_pending = bool(state["thre_pending"])
+            setattr(self, name, saved(state, name, int) & 0xFFFF)
+        self.thre_pending = bool(saved(state, "thre_pending", int))
         self._update_irq()

@@ -283,5 +283,6 @@ def restore_machine(machine, sections: dict, directory) -> None:
                                 f"hartvm reads version {component.SAVE_VERSION}")
         try:
             component.restore(state)
-        except (ValueError, KeyError, TypeError, IndexError, OverflowError) as error:
+        except (ValueError, KeyError, TypeError, IndexError, OverflowError,
+                AttributeError) as error:
             raise SnapshotError(f"{directory}: section {name!r} is invalid: {error}") from None
