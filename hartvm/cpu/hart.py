@@ -17,6 +17,7 @@ from .interp import fetch, run
 from .trap import take_trap
 
 MASK64 = 2**64 - 1
+COUNTER_LIMIT = 1 << 62
 
 
 def _signed(value: int) -> int:
@@ -179,6 +180,12 @@ class Hart:
             raise ValueError("hart state has the wrong shape or type")
         if state[L.PRIV] not in (L.PRIV_U, L.PRIV_S, L.PRIV_M) or state[L.HARTID] != self.hartid:
             raise ValueError("hart state has a bad privilege level or hart id")
+        # Counters are added to as the hart runs: far from overflowing, as after a boot.
+        for slot in (L.CYCLE, L.INSTRET, L.STEPS):
+            if not 0 <= state[slot] < COUNTER_LIMIT:
+                raise ValueError("hart state has a counter out of range")
+        if not -COUNTER_LIMIT < state[L.TIME_OFFSET] < COUNTER_LIMIT:
+            raise ValueError("hart state has a time offset out of range")
         self.state[:] = state
         # Where RAM and ROM are is a property of this machine, not of the snapshot.
         self.state[L.RAM_BASE] = self.ram.base
@@ -186,3 +193,4 @@ class Hart:
         self.state[L.ROM_BASE] = self._rom_base
         self.state[L.ROM_SIZE] = 2 * len(self.rom_halfwords)
         self.state[L.TLB:] = 0  # a cache: never trusted from a snapshot
+        self.state[L.WATCH_PADDR] = -1   # snapshots hold no HTIF machines

@@ -8,10 +8,12 @@ binary-safe byte stream:
   newline are quoted as ``$'...'``, so no decoding process is needed); the
   agent answers ``PID <pid>`` when the command has started and ``EXIT
   <status>`` when it has finished. One command at a time.
-- ``org.hartvm.signal``: pids, one per line, that the agent kills (SIGKILL,
-  status 137): a timeout or a client that went away ends the command, not the
-  VM. A port of its own, read in the background, so that the command itself
-  runs in the agent's foreground with the default signal actions.
+- ``org.hartvm.signal``: pids, one per line, whose process group the agent
+  kills (SIGKILL, status 137): a timeout or a client that went away ends the
+  command and what it started, not the VM. Each command runs under
+  ``setsid``, in a session of its own. A port of its own, read in the
+  background, so that the command itself runs in the agent's foreground with
+  the default signal actions.
 - ``org.hartvm.stdin``: the command's stdin. The agent opens it for each
   command; the host's bytes are delivered once it is open, then the host
   closes its side and the command reads end of file.
@@ -66,8 +68,14 @@ def command_script(argv, env=None, cwd=None) -> bytes:
     words = [quote(_bytes(arg, "argument")) for arg in argv]
     lines.append(b"command -v -- " + words[0] + b" >/dev/null || { printf 'hartvm: %s: "
                  b"command not found\\n' " + words[0] + b" >&2; exit 127; }")
-    lines.append(b"exec " + b" ".join(words))
+    # A session of its own: a kill reaches the command's whole process group.
+    lines.append(b"exec setsid -- " + b" ".join(words))
     return b"; ".join(lines)
+
+
+def _small_number(text: str) -> bool:
+    """A pid or a status from the guest: digits, and few (int() refuses very long ones)."""
+    return text.isdigit() and len(text) <= 10
 
 
 class Agent:
@@ -91,10 +99,10 @@ class Agent:
         """Send a command; its output goes to the callables until ``status`` is set."""
         if not self.ready or self.busy:
             raise HartvmError("the guest agent is not ready for a command")
-        self.busy, self.status, self.pid = True, None, None
-        self._on_stdout, self._on_stderr = on_stdout, on_stderr
         if b"\n" in script:
             raise HartvmError("a script for the guest agent must be one line")
+        self.busy, self.status, self.pid = True, None, None
+        self._on_stdout, self._on_stderr = on_stdout, on_stderr
         self.control.send(b"RUN " + script + b"\n")
 
     def kill(self) -> bool:
@@ -128,9 +136,9 @@ class Agent:
         verb, _, argument = line.partition(" ")
         if verb == "READY":
             self.ready = True
-        elif verb == "PID" and self.busy and argument.isdigit():
+        elif verb == "PID" and self.busy and _small_number(argument):
             self.pid = int(argument)
-        elif verb == "EXIT" and self.busy and argument.isdigit():
+        elif verb == "EXIT" and self.busy and _small_number(argument):
             self.status = int(argument)
             self.busy = False
             self._on_stdout = self._on_stderr = None

@@ -31,7 +31,11 @@ until find_ports; do
 done
 exec 3<>"$control" 4>"$stdout" 5>"$stderr" 6<"$signal"
 # Kills come on a port of their own, read in the background while a command runs.
-while read -r victim <&6; do kill -KILL "$victim" 2>/dev/null; done &
+# A command is the leader of its own process group (setsid) once it runs: kill
+# the group, or the process itself if it has not got that far yet.
+while read -r victim <&6; do
+    kill -KILL -"$victim" 2>/dev/null || kill -KILL "$victim" 2>/dev/null
+done &
 cd /root
 echo READY >&3
 while read -r verb argument <&3; do
@@ -45,7 +49,7 @@ while read -r verb argument <&3; do
             echo "PID $pid" >&3
             exec 3>&- 6<&-
             eval "$argument"
-        ) <"$stdin" >&4 2>&5 4>&- 5>&-
+        ) >&4 2>&5 <"$stdin" 4>&- 5>&-   # stderr first: an error opening stdin reaches it
         echo "EXIT $?" >&3
         ;;
     *)

@@ -62,9 +62,11 @@ class RemoteVM:
                   "hostname": "hartvm" if pool else name}
         try:
             with open(directory / "log", "ab") as log:
-                subprocess.Popen([sys.executable, "-m", "hartvm.vmm.server", json.dumps(config)],
-                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
-                                 pass_fds=[ready_write], start_new_session=True)
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "hartvm.vmm.server", json.dumps(config)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
+                    pass_fds=[ready_write], start_new_session=True)
+            registry.write_starting(directory, process.pid, size, smp)
         except OSError as error:
             registry.remove(directory)
             raise HartvmError(f"cannot start the VM process: {error}") from None
@@ -88,6 +90,8 @@ class RemoteVM:
         if info.state == "dead":
             raise GuestError(f"VM {self.name} is dead (its process {info.pid} is gone); "
                              f"hartvm stop {self.name} removes it")
+        if info.state == "starting":
+            raise GuestError(f"VM {self.name} is still starting")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
@@ -128,7 +132,7 @@ class RemoteVM:
     def stop(self) -> None:
         """End the VM (a dead one is cleaned up); waits until its process is gone."""
         info = registry.find(self.name)
-        if info.state != "dead":
+        if info.state != "dead" and info.pid:
             try:
                 self._request("stop", timeout=10)
             except GuestError:
@@ -222,15 +226,14 @@ class RunPool(RemoteVM):
 
 
 def _wait_listening(name: str, seconds: float = 600) -> None:
-    """Another hartvm is starting the VM ``name``: wait until it answers."""
+    """Another hartvm is starting the VM ``name``: wait until it answers or dies."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             if registry.find(name).state != "starting":
                 return
         except HartvmError:
-            if not (registry.vms_dir() / name).is_dir():
-                return
+            return             # gone
         time.sleep(0.05)
 
 

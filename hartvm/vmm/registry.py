@@ -6,6 +6,7 @@
 
     control.sock   the VM process's control socket (see protocol.py)
     info.json      name, pid, the process's start time, guest memory, harts, start time
+    starting.json  the same, written by whoever spawned the process, until info.json exists
     log            the VM process's own messages (errors, the guest console on failure)
     disks/         copy-on-write overlays of its drives
 
@@ -28,6 +29,7 @@ from ..errors import HartvmError
 NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,47}")   # also its guest hostname
 SOCKET = "control.sock"
 INFO = "info.json"
+STARTING = "starting.json"
 
 
 def state_dir() -> Path:
@@ -51,7 +53,8 @@ def check_name(name: str) -> str:
 
 
 def claim(name: str | None, prefix: str = "vm") -> tuple[str, Path]:
-    """Create the directory of a new VM: ``name``, or the first free ``prefix-N``."""
+    """Create the directory of a new VM: ``name``, or the first free ``prefix-N``
+    (``prefix`` shortened as the name rules need)."""
     vms = vms_dir()
     try:
         vms.mkdir(parents=True, exist_ok=True, mode=0o700)   # control sockets: this user's only
@@ -62,7 +65,7 @@ def claim(name: str | None, prefix: str = "vm") -> tuple[str, Path]:
         check_name(name)
         candidates = [name]
     else:
-        candidates = (f"{prefix}-{n}" for n in range(1, 1_000_000))
+        candidates = (numbered(prefix, n) for n in range(1, 1_000_000))
     for candidate in candidates:
         try:
             (vms / candidate).mkdir(mode=0o700)
@@ -76,6 +79,13 @@ def claim(name: str | None, prefix: str = "vm") -> tuple[str, Path]:
                               f"{error.strerror or error}") from None
         return candidate, vms / candidate
     raise HartvmError("no free VM name")
+
+
+def numbered(prefix: str, number: int, limit: int = 48) -> str:
+    """``prefix-number``, ``prefix`` shortened to keep it within ``limit`` characters
+    (48 for a VM name, 64 for a hostname)."""
+    suffix = f"-{number}"
+    return prefix[:limit - len(suffix)].rstrip(".-") + suffix
 
 
 def process_start_time(pid: int) -> int | None:
@@ -93,7 +103,7 @@ def process_start_time(pid: int) -> int | None:
 class VMInfo:
     """A long-running VM as ``hartvm ps`` shows it."""
     name: str
-    state: str                  # running, dead or starting
+    state: str                  # running, starting or dead
     pid: int
     memory: int                 # guest RAM, bytes
     harts: int
@@ -119,22 +129,36 @@ def write_info(directory: Path, **fields) -> None:
     os.replace(temporary, directory / INFO)
 
 
+def write_starting(directory: Path, pid: int, memory: int, harts: int) -> None:
+    """What the starting hartvm knows of a VM process it just spawned (until the VM
+    writes its info): a VM killed while it starts is then seen as dead."""
+    (directory / STARTING).write_text(json.dumps({
+        "pid": pid, "process_start": process_start_time(pid), "memory": memory,
+        "harts": harts, "started": time.time()}))
+
+
 def read_info(directory: Path) -> VMInfo | None:
-    """The VM in ``directory``, None if it is not (yet) one."""
-    try:
-        fields = json.loads((directory / INFO).read_text())
-        pid = int(fields["pid"])
-        info = VMInfo(name=directory.name, state="running", pid=pid,
-                      memory=int(fields["memory"]), harts=int(fields["harts"]),
-                      started=float(fields["started"]), parent=str(fields.get("parent", "")),
+    """The VM in ``directory`` (running, starting or dead); None for a directory
+    that was only just claimed."""
+    for name, state in ((INFO, "running"), (STARTING, "starting")):
+        try:
+            fields = json.loads((directory / name).read_text())
+            pid = int(fields["pid"])
+            info = VMInfo(name=directory.name, state=state, pid=pid,
+                          memory=int(fields["memory"]), harts=int(fields["harts"]),
+                          started=float(fields["started"]),
+                          parent=str(fields.get("parent", "")), directory=directory)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if process_start_time(pid) != fields.get("process_start"):
+            info.state = "dead"
+        else:
+            info.private, info.shared = memory_use(pid)
+        return info
+    if _abandoned(directory):
+        return VMInfo(directory.name, "dead", 0, 0, 0, directory.stat().st_mtime,
                       directory=directory)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if process_start_time(pid) != fields.get("process_start"):
-        info.state = "dead"
-    else:
-        info.private, info.shared = memory_use(pid)
-    return info
+    return None
 
 
 def memory_use(pid: int) -> tuple[int, int]:
@@ -161,18 +185,14 @@ def list_vms() -> list[VMInfo]:
     found = []
     for directory in sorted(vms.iterdir()):
         info = read_info(directory)
-        if info is None:
-            if _abandoned(directory):
-                info = VMInfo(directory.name, "dead", 0, 0, 0, directory.stat().st_mtime,
-                              directory=directory)
-            else:
-                continue      # being created right now
-        found.append(info)
+        if info is not None:
+            found.append(info)
     return found
 
 
 def _abandoned(directory: Path) -> bool:
-    """A directory without info for more than a minute: its VM died while starting."""
+    """A directory left without any info for more than a minute: whoever claimed it
+    died before it could start the VM."""
     try:
         return time.time() - directory.stat().st_mtime > 60
     except OSError:
@@ -182,11 +202,10 @@ def _abandoned(directory: Path) -> bool:
 def find(name: str) -> VMInfo:
     check_name(name)
     directory = vms_dir() / name
-    info = read_info(directory)
+    info = read_info(directory) if directory.is_dir() else None
     if info is None:
         if directory.is_dir():
-            raise HartvmError(f"VM {name} is starting or died while starting "
-                              f"(see {directory / 'log'})")
+            return VMInfo(name, "starting", 0, 0, 0, time.time(), directory=directory)
         raise HartvmError(f"no VM named {name} (hartvm ps lists them)")
     return info
 

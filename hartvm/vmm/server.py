@@ -38,13 +38,14 @@ from pathlib import Path
 from ..errors import HartvmError
 from . import protocol, registry
 from .cache import source_digest
-from .results import CommandTimeout
+from .results import CommandTimeout, GuestError
 from .vm import VM
 
 EXIT_TIMEOUT = 124
 EXIT_FAILED = 125
 MAX_FORKS = 64
 POOL_IDLE = 600          # seconds a run pool waits for a request before it exits
+REQUEST_WAIT = 2         # seconds a connection may take to send its request
 
 
 class StopRequested(Exception):
@@ -78,12 +79,18 @@ class Server:
                             harts=len(self.vm.machine.harts), started=self.started,
                             parent=self.parent)
 
-    def serve_forever(self) -> None:
-        """Run the guest and serve requests until ``stop`` or the guest's end."""
+    def start(self) -> None:
+        """Listen, and give the guest its clock and hostname now: then say ready."""
+        self.listen()
         machine = self.vm.machine
         machine.wake_fd = self.listener.fileno()
         machine.realtime_idle = True
         self.vm.service = self._serve_while_busy
+        self.vm.apply_identity()
+
+    def serve_forever(self) -> None:
+        """Run the guest and serve requests until ``stop`` or the guest's end."""
+        failed = False
         try:
             while True:
                 self.vm.idle(until=self._connection_waiting)
@@ -92,17 +99,26 @@ class Server:
                     self._handle(connection)
         except StopRequested:
             pass
+        except GuestError as error:
+            # The guest powered off, rebooted or panicked: the VM is dead. Its
+            # directory stays, with the reason in its log, until `hartvm stop`.
+            print(f"hartvm: VM {self.name}: {error}", file=sys.stderr)
+            failed = True
         finally:
             self.listener.close()
             self.vm.close()
-            registry.remove(self.directory)
+            if failed:
+                (self.directory / registry.SOCKET).unlink(missing_ok=True)
+            else:
+                registry.remove(self.directory)
 
     def _connection_waiting(self) -> bool:
         return bool(select.select([self.listener], [], [], 0)[0])
 
     # --- requests ----------------------------------------------------------------------
     def _handle(self, connection) -> None:
-        connection.settimeout(10)       # for the request itself; a command may take longer
+        # A client sends its request at once; one that does not must not stall the guest long.
+        connection.settimeout(REQUEST_WAIT)
         try:
             kind, payload = protocol.recv_frame(connection)
             request = protocol.decode_json(payload)
@@ -129,8 +145,14 @@ class Server:
         except HartvmError as error:
             self._reply(connection, error=str(error),
                         status=EXIT_TIMEOUT if isinstance(error, CommandTimeout) else EXIT_FAILED)
-            if self.vm.closed:            # a timeout or a guest failure ends the VM
+            if self.vm.closed:            # the guest failed, or would not let a command go
                 raise StopRequested from None
+        except (StopRequested, GuestError):
+            raise
+        except Exception as error:   # noqa: BLE001 - a hartvm bug must not take the VM down
+            traceback.print_exc()
+            self._reply(connection, error=f"internal error: {error!r} (see {self.directory}/log)",
+                        status=EXIT_FAILED)
 
     def _client_gone(self) -> bool:
         """Has the client of the running command closed its connection (both ways:
@@ -151,7 +173,7 @@ class Server:
         while self._connection_waiting():
             connection, _ = self.listener.accept()
             with connection:
-                connection.settimeout(10)
+                connection.settimeout(REQUEST_WAIT)
                 try:
                     _, payload = protocol.recv_frame(connection)
                     op = protocol.decode_json(payload).get("op")
@@ -176,10 +198,11 @@ class Server:
     def _exec(self, connection, request) -> None:
         args = request.get("args")
         env = request.get("env") or {}
-        if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args) \
-                or not isinstance(env, dict):
-            raise HartvmError("bad exec request")
         timeout = request.get("timeout")
+        if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args) \
+                or not isinstance(env, dict) or not isinstance(request.get("cwd"), (str, type(None))) \
+                or not (timeout is None or type(timeout) in (int, float) and 0 < timeout < 1e9):
+            raise HartvmError("bad exec request")
         self.client, self.client_lost = connection, False
 
         def forward(kind):
@@ -219,22 +242,31 @@ class Server:
         vm.freeze_drives(self._disk_path(self.directory))
         gc.collect()
         gc.freeze()          # objects stay out of the collector: fewer pages copied by forks
-        names = []
+        # Each clone says "copied" once it has its own drive overlays (until then
+        # this VM must not write its own, and forks no other), then "ok" once it
+        # listens with its new identity; the clones do that part side by side.
+        clones = []
         for _ in range(count):
             name, directory = registry.claim(None, prefix=self.name)
             ready_read, ready_write = os.pipe()
-            pid = os.fork()
-            if pid == 0:
+            if os.fork() == 0:
                 os.close(ready_read)
                 self._become_clone(name, directory, ready_write, connection)
             os.close(ready_write)
-            with os.fdopen(ready_read, "rb") as ready:
-                answer = ready.read().decode(errors="replace").strip()
+            ready = os.fdopen(ready_read, "rb")
+            clones.append((name, directory, ready))
+            if ready.readline().strip() != b"copied":
+                break
+        failures = []
+        for name, directory, ready in clones:
+            with ready:
+                answer = ready.readline().decode(errors="replace").strip()
             if answer != "ok":
                 registry.remove(directory)
-                raise HartvmError(f"clone {name} did not start: {answer or 'it died'}")
-            names.append(name)
-        return names
+                failures.append(f"clone {name} did not start: {answer or 'it died'}")
+        if failures or len(clones) < count:
+            raise HartvmError("; ".join(failures) or "a clone did not start")
+        return [name for name, _, _ in clones]
 
     @staticmethod
     def _disk_path(directory: Path) -> Path:
@@ -252,9 +284,10 @@ class Server:
             for index, block in enumerate(self.vm.blocks):
                 if not block.readonly:
                     block.fork_overlay(str(self._disk_path(directory) / f"disk{index}"))
+            os.write(ready_write, b"copied\n")
             self.vm.new_identity(name)
             clone = Server(self.vm, name, directory, parent=self.name)
-            clone.listen()
+            clone.start()
             os.write(ready_write, b"ok\n")
             os.close(ready_write)
             clone.serve_forever()
@@ -301,7 +334,7 @@ class PoolServer(Server):
             registry.remove(self.directory)
 
     def _handle(self, connection) -> None:
-        connection.settimeout(10)
+        connection.settimeout(REQUEST_WAIT)
         try:
             kind, payload = protocol.recv_frame(connection)
             request = protocol.decode_json(payload)
@@ -375,9 +408,10 @@ def main() -> int:
                     hostname=config["hostname"], progress=False)
         if config.get("pool"):
             server = PoolServer(vm, directory.name, directory, source_digest())
+            server.listen()
         else:
             server = Server(vm, directory.name, directory)
-        server.listen()
+            server.start()
     except BaseException as error:  # noqa: BLE001 - reported to the starting hartvm
         message = str(error) if isinstance(error, HartvmError) else repr(error)
         os.write(ready_fd, f"{message}\n".encode())

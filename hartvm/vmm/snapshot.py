@@ -4,8 +4,9 @@ A snapshot is a directory::
 
     state      header, one section per component, CRC-32 (layout below)
     memory     guest RAM: a sparse file of exactly the RAM size, holes for zero pages
-    disk<N>    the copy-on-write overlay of drive N, if the guest wrote to it
+    disk<N>    drive N as the guest saw it (a sparse copy; restores write to overlays of it)
 
+Every file is checked to be a regular file (not a link, device or FIFO).
 Restoring maps ``memory`` copy-on-write (``MAP_PRIVATE``) instead of reading
 it, so a restore costs the same for 64 MiB as for 1 GiB, and every VM
 restored from one snapshot shares its unwritten pages through the host's
@@ -36,6 +37,7 @@ nesting, so a corrupt file fails with ``SnapshotError``, never a crash.
 """
 
 import os
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -50,6 +52,8 @@ FORMAT_VERSION = 1
 STATE_FILE = "state"
 MEMORY_FILE = "memory"
 MAX_DEPTH = 16
+MAX_STATE = 256 << 20     # bytes of a state file at most (64 harts take about 5 MiB)
+MAX_DIMENSIONS = 7
 DTYPES = {1: np.dtype("<i8"), 2: np.dtype("u1"), 3: np.dtype("<i4"), 4: np.dtype("<u8")}
 DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}
 HEADER = struct.Struct("<8sII")
@@ -145,9 +149,12 @@ class _Decoder:
             return result
         if tag == b"A":
             code, ndim = self.take(2)
-            if code not in DTYPES:
-                raise SnapshotError(f"a section holds an array of unknown type {code}")
+            if code not in DTYPES or ndim > MAX_DIMENSIONS:
+                raise SnapshotError(f"a section holds an array of unknown type {code} "
+                                    f"or {ndim} dimensions")
             shape = self.unpack(f"<{ndim}Q")
+            if any(size >= 1 << 31 for size in shape):
+                raise SnapshotError("a section holds an array too large")
             count = int(np.prod(shape, dtype=object)) if shape else 1
             raw = self.take(count * DTYPES[code].itemsize)
             return np.frombuffer(raw, DTYPES[code]).reshape(shape).copy()
@@ -179,15 +186,27 @@ def write_state(path: Path, sections: list[tuple[str, int, object]]) -> None:
         os.fsync(file.fileno())
 
 
+def check_regular_file(path: Path) -> None:
+    """A file of a snapshot must be a regular file, not a link, device or FIFO
+    (which could hang hartvm or hand it any host file)."""
+    mode = os.lstat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise SnapshotError(f"{path}: not a regular file")
+
+
 def read_state(directory) -> dict[str, tuple[int, object]]:
     """The sections of the snapshot in ``directory``: name -> (version, value)."""
     path = Path(directory) / STATE_FILE
     try:
-        data = path.read_bytes()
+        check_regular_file(path)
+        with open(path, "rb") as file:
+            data = file.read(MAX_STATE + 1)
     except FileNotFoundError:
         raise SnapshotError(f"{directory}: not a hartvm snapshot (no {STATE_FILE} file)") from None
     except OSError as error:
         raise SnapshotError(f"{path}: {error.strerror or error}") from None
+    if len(data) > MAX_STATE:
+        raise SnapshotError(f"{path}: larger than any snapshot state ({MAX_STATE} bytes)")
     if len(data) < HEADER.size + 4 or data[:8] != MAGIC:
         raise SnapshotError(f"{directory}: not a hartvm snapshot (bad magic)")
     magic, version, count = HEADER.unpack_from(data)
@@ -242,7 +261,8 @@ def open_memory(directory, size: int) -> int:
     """An fd of the snapshot's RAM file, checked to be ``size`` bytes long."""
     path = Path(directory) / MEMORY_FILE
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        check_regular_file(path)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError as error:
         raise SnapshotError(f"{path}: {error.strerror or error}") from None
     actual = os.fstat(fd).st_size

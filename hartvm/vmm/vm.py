@@ -35,6 +35,7 @@ from ..limits import MIN_GUEST_MEMORY as MIN_MEMORY, parse_size
 from ..machine import Machine, Stop
 from . import snapshot
 from .console_log import ConsoleLog
+from .registry import numbered
 from .results import CommandResult, CommandTimeout, GuestError, check_status
 
 HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
@@ -57,32 +58,20 @@ def parse_drive(spec: str) -> Block:
         raise HartvmError(f"drive {path}: {error.strerror or error}") from None
 
 
-def _describe_drive(block: Block, overlay_copy: Path) -> dict:
-    """A drive in a snapshot: its file, which must not change before a restore,
-    and the overlay's clusters if the VM runs on one (copied to ``overlay_copy``)."""
-    info = {"path": os.path.abspath(block.path), "readonly": block.readonly,
-            "size": block.size, "mtime_ns": os.stat(block.path).st_mtime_ns}
-    if block.overlay_path is not None:
-        block.copy_overlay(str(overlay_copy))
-        info["clusters"] = block.written_clusters
-    return info
-
-
-def _reopen_drive(info, overlay_copy: Path, path) -> Block:
-    if not isinstance(info, dict) or not isinstance(info.get("path"), str) or \
-            not isinstance(info.get("readonly"), bool):
+def _open_saved_drive(info, disk: Path, path) -> Block:
+    """A snapshot's copy of a drive, checked: a regular file of the recorded size."""
+    if not isinstance(info, dict) or not isinstance(info.get("readonly"), bool) or \
+            not isinstance(info.get("size"), int):
         raise snapshot.SnapshotError(f"{path}: bad drive in the snapshot")
-    drive = info["path"]
     try:
-        changed = os.stat(drive).st_mtime_ns != info.get("mtime_ns")
-        block = Block(drive, readonly=info["readonly"])
+        snapshot.check_regular_file(disk)
+        block = Block(str(disk), readonly=info["readonly"])
     except OSError as error:
-        raise snapshot.SnapshotError(f"{path}: drive {drive}: {error.strerror or error}") \
-            from None
-    if changed or block.size != info.get("size"):
+        raise snapshot.SnapshotError(f"{disk}: {error.strerror or error}") from None
+    if block.size != info["size"]:
         block.close()
-        raise snapshot.SnapshotError(f"{path}: drive {drive} changed since the snapshot; "
-                                     f"its guest would see a corrupt disk")
+        raise snapshot.SnapshotError(f"{disk}: {block.size} bytes, the snapshot says "
+                                     f"{info['size']} (truncated or mismatched)")
     return block
 
 
@@ -239,19 +228,22 @@ class VM:
     # --- snapshots -----------------------------------------------------------------
     def snapshot(self, path) -> None:
         """Save the VM, between commands, as the snapshot directory ``path`` (see
-        snapshot.py). Drives are not copied: a restore checks that each drive file
-        is unchanged, and runs on a copy-on-write overlay of it."""
+        snapshot.py), with each drive as the guest sees it (a sparse copy: the
+        drive files may change afterwards)."""
         self._check_usable()
         if self.agent.busy or not self.agent.ready:
             raise HartvmError("a VM can be snapshotted only between commands")
         path = Path(path)
         if path.exists():
             raise HartvmError(f"{path} already exists; a snapshot is never written over")
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent or "."))
+        staging = None
         try:
+            staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent or "."))
             drives = []
             for index, block in enumerate(self.blocks):
-                drives.append(_describe_drive(block, staging / f"disk{index}"))
+                block.export(str(staging / f"disk{index}"))
+                drives.append({"path": os.path.abspath(block.path), "readonly": block.readonly,
+                               "size": block.size})
             config = {"hartvm": __version__, "memory_size": self.machine.ram.size,
                       "harts": len(self.machine.harts), "drives": drives}
             sections = [("config", CONFIG_VERSION, config)]
@@ -261,11 +253,13 @@ class VM:
             snapshot.write_state(staging / snapshot.STATE_FILE, sections)
             os.rename(staging, path)
         except OSError as error:
-            shutil.rmtree(staging, ignore_errors=True)
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
             raise HartvmError(f"cannot write the snapshot {path}: {error.strerror or error}") \
                 from None
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
             raise
 
     @classmethod
@@ -331,7 +325,7 @@ class VM:
             self.snapshot(staging / "snapshot")
             for index in range(count):
                 clones.append(VM.restore(staging / "snapshot",
-                                         hostname=f"{self.hostname}-{index + 1}"[:64]))
+                                         hostname=numbered(self.hostname, index + 1, 64)))
         except BaseException:
             for clone in clones:
                 clone.close()
@@ -358,17 +352,10 @@ class VM:
             raise snapshot.SnapshotError(f"{path}: bad drive list in the snapshot")
         self._overlay_dir = tempfile.mkdtemp(prefix="hartvm-disks-")
         for index, info in enumerate(drives):
-            block = _reopen_drive(info, Path(path) / f"disk{index}", path)
+            block = _open_saved_drive(info, Path(path) / f"disk{index}", path)
             self.blocks.append(block)
-            if not block.readonly:
-                if isinstance(info.get("clusters"), bytes):
-                    try:
-                        block.use_overlay(str(Path(path) / f"disk{index}"), info["clusters"])
-                    except (OSError, ValueError) as error:
-                        raise snapshot.SnapshotError(f"{path}: disk{index}: {error}") from None
-                    block.fork_overlay(str(Path(self._overlay_dir) / f"disk{index}"))
-                else:
-                    block.use_overlay(str(Path(self._overlay_dir) / f"disk{index}"))
+            if not block.readonly:      # the snapshot's copy is never written
+                block.use_overlay(str(Path(self._overlay_dir) / f"disk{index}"))
             self.machine.board.attach_virtio(block)
 
     def new_identity(self, hostname: str, epoch_ns: int | None = None,
@@ -384,6 +371,12 @@ class VM:
         board.rtc.epoch_ns += (time.time_ns() if epoch_ns is None else epoch_ns) - board.rtc.now()
         self.hostname = hostname
         self._clock_to_set = True
+
+    def apply_identity(self) -> None:
+        """Set the new clock and hostname now rather than with the next command (for
+        a guest that runs on its own: its daemons see them at once)."""
+        if self._clock_to_set:
+            self.run(["true"], check=True)
 
     def _identity_script(self) -> bytes:
         """Shell lines that give the guest its wall-clock time and hostname."""
@@ -451,21 +444,23 @@ class VM:
             machine.on_input_end = port.end_input
         deadline = None if timeout is None else time.monotonic() + timeout
         self._cancel = False
-        timed_out = killed = False
+        timed_out, killed, kill_started = False, False, None
 
         def finished() -> bool:
-            nonlocal timed_out, killed
+            nonlocal timed_out, killed, kill_started
             if self.service is not None:
                 self.service()
             if agent.status is not None or self.log.panicked or agent.error is not None:
                 return True
-            if deadline is not None and time.monotonic() > deadline:
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
                 timed_out = True
             if timed_out or self._cancel:
                 # Kill the command (its EXIT follows); a guest that does not let
                 # it go within KILL_GRACE seconds is given up.
+                kill_started = kill_started or now
                 killed = killed or agent.kill()
-                return time.monotonic() > (deadline or time.monotonic()) + KILL_GRACE
+                return now > kill_started + KILL_GRACE
             return False
 
         machine.stop_when = finished

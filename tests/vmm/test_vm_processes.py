@@ -217,3 +217,24 @@ def test_bad_snapshots_and_names_get_one_line_errors(tmp_path, state_dir):
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not any((state_dir / "vms").iterdir()) or all(
         info.name == "base" for info in hartvm.list_vms())    # nothing left behind
+
+
+def test_bad_requests_leave_the_vm_running(base, tmp_path):
+    failed = hartvm_cli("snapshot", "base", str(tmp_path / "no" / "such" / "dir"))
+    assert failed.returncode == 1 and b"cannot write the snapshot" in failed.stderr
+    with pytest.raises(hartvm.GuestError, match="bad exec request"):
+        base.run(["true"], timeout="soon")
+    import socket
+    with socket.socket(socket.AF_UNIX) as sock:        # a client that says nothing
+        sock.connect(str(base.info().socket))
+        assert base.run(["echo", "fine"]).stdout == b"fine\n"
+    assert base.ping()["ok"]
+
+
+def test_a_timeout_kills_what_the_command_started_too(base):
+    """The whole process group goes: nothing keeps the stdin port, so the next
+    command reads its input."""
+    with pytest.raises(hartvm.CommandTimeout):
+        base.run(["sh", "-c", "(sleep 30; sleep 30); true"], timeout=1)
+    assert base.run(["cat"], input=b"next\n").stdout == b"next\n"
+    assert b"sleep 30" not in base.run(["ps"]).stdout

@@ -41,7 +41,7 @@ F_SEG_MAX = 1 << 2
 SIZE_MAX = 64 << 10                 # bytes per buffer, and buffers per request below,
 SEG_MAX = MAX_REQUEST // SIZE_MAX   # so that the driver never sends more than MAX_REQUEST
 CLUSTER = 4096                      # overlay granularity, in bytes
-COPY_RUN = 256                      # clusters per pread in copy_overlay: 1 MiB at a time
+COPY_RUN = 256                      # clusters per pread in copy_overlay, export: 1 MiB at a time
 
 
 class Block(Backend):
@@ -126,6 +126,26 @@ class Block(Backend):
                 length = min(count * CLUSTER, self.size - offset)
                 _pwrite_all(fd, _pread_exact(self._overlay_fd, length, offset), offset)
             os.ftruncate(fd, self.size)
+        finally:
+            os.close(fd)
+
+    def export(self, destination_path: str) -> None:
+        """Write the disk as the guest sees it now (base and overlay) to a new sparse
+        file: what a snapshot keeps of a drive."""
+        fd = os.open(destination_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            for offset in range(0, self.size, COPY_RUN * CLUSTER):
+                data = self._read(offset, min(COPY_RUN * CLUSTER, self.size - offset))
+                start = None          # of a run of clusters that are not all zeros
+                for at in range(0, len(data) + CLUSTER, CLUSTER):
+                    piece = data[at:at + CLUSTER]
+                    if piece and piece.count(0) != len(piece):
+                        start = at if start is None else start
+                    elif start is not None:               # zeros stay a hole
+                        _pwrite_all(fd, data[start:at], offset + start)
+                        start = None
+            os.ftruncate(fd, self.size)
+            os.fsync(fd)
         finally:
             os.close(fd)
 

@@ -38,6 +38,7 @@ F_SIZE = 1 << 0          # console sizes, sent as RESIZE control messages
 F_MULTIPORT = 1 << 1
 MAX_PORTS = 31
 MAX_TRANSMIT = 1 << 20
+MAX_CONTROL_QUEUE = 1024   # control messages waiting for driver buffers, at most
 CONTROL_RECEIVE, CONTROL_TRANSMIT = 2, 3
 
 # Control events (5.3.6.2.1).
@@ -183,6 +184,10 @@ class Console(Backend):
             self.transport.kick(queue_index)
 
     def control(self, port_id: int, event: int, value: int, extra: bytes = b"") -> None:
+        if len(self._control_out) >= MAX_CONTROL_QUEUE:
+            # A driver that asks again and again but never takes the answers.
+            log.info("virtio-console: control queue full, event %d dropped", event)
+            return
         self._control_out.append(CONTROL.pack(port_id, event, value) + extra)
         self.kick(CONTROL_RECEIVE)
 

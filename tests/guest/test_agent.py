@@ -1,0 +1,29 @@
+"""The host end of the guest agent, fed what a hostile guest may say."""
+
+from hartvm.devices.virtio.console import Console
+from hartvm.guest.agent import Agent, command_script, quote
+
+
+def started_agent():
+    agent = Agent(Console())
+    agent._control_output(b"READY\n")
+    agent.start(b"true", lambda data: None, lambda data: None)
+    return agent
+
+
+def test_an_overlong_status_is_an_agent_error_not_a_crash():
+    agent = started_agent()
+    agent._control_output(b"EXIT " + b"9" * 5000 + b"\n")
+    assert agent.status is None and "said" in agent.error
+
+
+def test_pid_and_status_are_read():
+    agent = started_agent()
+    agent._control_output(b"PID 42\nEXIT 3\n")
+    assert (agent.status, agent.busy) == (3, False)
+
+
+def test_scripts_are_one_line_whatever_the_arguments():
+    script = command_script(["printf", "%s", "a\nb", "it's", "back\\slash"], {"X": "1\n2"}, "/tmp")
+    assert b"\n" not in script
+    assert quote(b"a\nb'c\\") == b"$'a\\nb\\'c\\\\'"
