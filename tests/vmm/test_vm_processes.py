@@ -238,3 +238,15 @@ def test_a_timeout_kills_what_the_command_started_too(base):
         base.run(["sh", "-c", "(sleep 30; sleep 30); true"], timeout=1)
     assert base.run(["cat"], input=b"next\n").stdout == b"next\n"
     assert b"sleep 30" not in base.run(["ps"]).stdout
+
+
+def test_a_guest_that_powers_off_while_idle_leaves_a_dead_vm_with_its_reason(state_dir):
+    vm = RemoteVM.up(name="short", progress=False)
+    vm.run(["sh", "-c", "(sleep 1; poweroff -f) >/dev/null 2>&1 &"], check=True)
+    deadline = time.monotonic() + 30
+    while vm.info().state != "dead" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert vm.info().state == "dead"
+    assert b"powered off" in (state_dir / "vms" / "short" / "log").read_bytes()
+    vm.stop()
+    assert not (state_dir / "vms" / "short").exists()
