@@ -4,16 +4,16 @@ The channel is four ports of one virtio-console device, each a raw,
 binary-safe byte stream:
 
 - ``org.hartvm.control``: lines. The agent says ``READY`` once it runs; the
-  host sends ``RUN <script>`` (a shell script on one line: words with a
-  newline are quoted as ``$'...'``, so no decoding process is needed); the
-  agent answers ``PID <pid>`` when the command has started and ``EXIT
-  <status>`` when it has finished. One command at a time.
-- ``org.hartvm.signal``: pids, one per line, whose process group the agent
-  kills (SIGKILL, status 137): a timeout or a client that went away ends the
-  command and what it started, not the VM. Each command runs under
-  ``setsid``, in a session of its own. A port of its own, read in the
-  background, so that the command itself runs in the agent's foreground with
-  the default signal actions.
+  host sends ``RUN <number> <script>`` (the command's sequence number, and a
+  shell script on one line: words with a newline are quoted as ``$'...'``,
+  so no decoding process is needed); the agent answers ``EXIT <status>``
+  when it has finished. One command at a time.
+- ``org.hartvm.signal``: command numbers, one per line: the agent kills that
+  command, if it still runs, with all its descendants (SIGKILL, status 137).
+  A timeout or a client that went away ends the command and what it
+  started, not the VM. A port of its own, read in the background, so that
+  the command itself runs in the agent's foreground with the default signal
+  actions; the number makes a late kill miss the next command.
 - ``org.hartvm.stdin``: the command's stdin. The agent opens it for each
   command; the host's bytes are delivered once it is open, then the host
   closes its side and the command reads end of file.
@@ -68,13 +68,12 @@ def command_script(argv, env=None, cwd=None) -> bytes:
     words = [quote(_bytes(arg, "argument")) for arg in argv]
     lines.append(b"command -v -- " + words[0] + b" >/dev/null || { printf 'hartvm: %s: "
                  b"command not found\\n' " + words[0] + b" >&2; exit 127; }")
-    # A session of its own: a kill reaches the command's whole process group.
-    lines.append(b"exec setsid -- " + b" ".join(words))
+    lines.append(b"exec " + b" ".join(words))
     return b"; ".join(lines)
 
 
 def _small_number(text: str) -> bool:
-    """A pid or a status from the guest: digits, and few (int() refuses very long ones)."""
+    """A status from the guest: digits, and few (int() refuses very long ones)."""
     return text.isdigit() and len(text) <= 10
 
 
@@ -91,7 +90,7 @@ class Agent:
         self.status: int | None = None      # the running command's exit status, once known
         self.error: str | None = None       # the agent said something it should not
         self.busy = False
-        self.pid: int | None = None         # the running command's pid in the guest
+        self.number = 0                     # of the last command started
         self._line = bytearray()
         self._on_stdout = self._on_stderr = None
 
@@ -101,18 +100,16 @@ class Agent:
             raise HartvmError("the guest agent is not ready for a command")
         if b"\n" in script:
             raise HartvmError("a script for the guest agent must be one line")
-        self.busy, self.status, self.pid = True, None, None
+        self.busy, self.status = True, None
+        self.number += 1
         self._on_stdout, self._on_stderr = on_stdout, on_stderr
-        self.control.send(b"RUN " + script + b"\n")
+        self.control.send(b"RUN %d " % self.number + script + b"\n")
 
-    def kill(self) -> bool:
-        """Kill the running command (its ``EXIT`` follows); False if it has not
-        said its pid yet."""
-        if not self.busy or self.pid is None:
-            return False
-        self.signal.send(f"{self.pid}\n".encode())
-        self.pid = None
-        return True
+    def kill(self) -> None:
+        """Ask the agent to kill the running command (its ``EXIT`` follows). A kill
+        that arrives before the command has started misses it: ask again."""
+        if self.busy:
+            self.signal.send(b"%d\n" % self.number)
 
     def _stdout_output(self, data: bytes) -> None:
         if self._on_stdout is not None:
@@ -136,8 +133,6 @@ class Agent:
         verb, _, argument = line.partition(" ")
         if verb == "READY":
             self.ready = True
-        elif verb == "PID" and self.busy and _small_number(argument):
-            self.pid = int(argument)
         elif verb == "EXIT" and self.busy and _small_number(argument):
             self.status = int(argument)
             self.busy = False

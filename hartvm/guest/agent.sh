@@ -1,9 +1,9 @@
 #!/bin/sh
 # The hartvm guest agent. It runs the host's commands; see hartvm/guest/agent.py
 # for the protocol. Four virtio-console ports, found by name:
-#   org.hartvm.control  lines both ways: READY, then RUN <one-line script> / PID <pid>,
+#   org.hartvm.control  lines both ways: READY, then RUN <number> <one-line script> /
 #                       EXIT <status>
-#   org.hartvm.signal   pids to kill (SIGKILL), one per line
+#   org.hartvm.signal   numbers of commands to kill (SIGKILL), one per line
 #   org.hartvm.stdin    the command's stdin (the host closes its side for EOF)
 #   org.hartvm.stdout   the command's stdout
 #   org.hartvm.stderr   the command's stderr
@@ -30,23 +30,42 @@ until find_ports; do
     sleep 0.01
 done
 exec 3<>"$control" 4>"$stdout" 5>"$stderr" 6<"$signal"
-# Kills come on a port of their own, read in the background while a command runs.
-# A command is the leader of its own process group (setsid) once it runs: kill
-# the group, or the process itself if it has not got that far yet.
-while read -r victim <&6; do
-    kill -KILL -"$victim" 2>/dev/null || kill -KILL "$victim" 2>/dev/null
+# Kills come on a port of their own, read in the background while a command
+# runs: "N" kills command number N, if it is the one running (its number and
+# pid are in /run/hartvm-command), with all its descendants. Each generation,
+# found through /proc, is stopped first (no new children behind our back),
+# then all die. This costs only when killing; a session per command (setsid)
+# would cost an exec for every command.
+kill_tree() {
+    victims=$1 found=" $1 "
+    while [ "$found" != " " ]; do
+        kill -STOP $found 2>/dev/null
+        next=" "
+        for stat in /proc/[0-9]*/stat; do
+            read -r pid _ _ ppid _ <"$stat" 2>/dev/null || continue
+            case "$found" in *" $ppid "*) next="$next$pid ";; esac
+        done
+        victims="$victims$next" found=$next
+    done
+    kill -KILL $victims 2>/dev/null
+}
+while read -r number <&6; do
+    read -r current pid </run/hartvm-command 2>/dev/null &&
+        [ "$number" = "$current" ] && kill_tree "$pid"
 done &
 cd /root
 echo READY >&3
-while read -r verb argument <&3; do
+while read -r verb number argument <&3; do
     case "$verb" in
     RUN)
-        # The command tells its pid (for KILL) and then runs in the foreground,
-        # so that it keeps the default signal actions; it sees the ports as fds
-        # 0-2 only, never the agent's own.
+        # The command notes its number and pid for a kill, then runs in the
+        # foreground, so that it keeps the default signal actions; it sees the
+        # ports as fds 0-2 only, never the agent's own.
         (
-            read -r pid _ </proc/self/stat
-            echo "PID $pid" >&3
+            # Its pid, from builtins: /proc/self links to /proc/PID (reading
+            # /proc/self/stat with `read` costs a million instructions).
+            cd -P /proc/self && pid=${PWD#/proc/} && cd "$OLDPWD"
+            echo "$number $pid" >/run/hartvm-command
             exec 3>&- 6<&-
             eval "$argument"
         ) >&4 2>&5 <"$stdin" 4>&- 5>&-   # stderr first: an error opening stdin reaches it

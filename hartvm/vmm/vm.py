@@ -45,6 +45,7 @@ BOOTARGS = "console=ttyS0 quiet cryptomgr.notests hartvm.hostname={hostname}"
 BOOT_INSTRUCTION_LIMIT = 20_000_000_000
 CONFIG_VERSION = 1     # of the snapshot's config and vm sections
 KILL_GRACE = 5.0       # seconds a killed command may take to end before the VM is given up
+KILL_REPEAT = 0.5      # seconds between kill requests (one may come before the command starts)
 
 
 def parse_drive(spec: str) -> Block:
@@ -444,10 +445,10 @@ class VM:
             machine.on_input_end = port.end_input
         deadline = None if timeout is None else time.monotonic() + timeout
         self._cancel = False
-        timed_out, killed, kill_started = False, False, None
+        timed_out, kill_started, next_kill = False, None, 0.0
 
         def finished() -> bool:
-            nonlocal timed_out, killed, kill_started
+            nonlocal timed_out, kill_started, next_kill
             if self.service is not None:
                 self.service()
             if agent.status is not None or self.log.panicked or agent.error is not None:
@@ -459,7 +460,9 @@ class VM:
                 # Kill the command (its EXIT follows); a guest that does not let
                 # it go within KILL_GRACE seconds is given up.
                 kill_started = kill_started or now
-                killed = killed or agent.kill()
+                if now >= next_kill:
+                    agent.kill()
+                    next_kill = now + KILL_REPEAT
                 return now > kill_started + KILL_GRACE
             return False
 

@@ -17,10 +17,14 @@ def test_an_overlong_status_is_an_agent_error_not_a_crash():
     assert agent.status is None and "said" in agent.error
 
 
-def test_pid_and_status_are_read():
+def test_status_is_read_and_kills_name_the_command():
     agent = started_agent()
-    agent._control_output(b"PID 42\nEXIT 3\n")
-    assert (agent.status, agent.busy) == (3, False)
+    sent = []
+    agent.signal.send = sent.append
+    agent.kill()
+    agent._control_output(b"EXIT 3\n")
+    agent.kill()                        # nothing runs: nothing to kill
+    assert (agent.status, agent.busy, sent) == (3, False, [b"1\n"])
 
 
 def test_scripts_are_one_line_whatever_the_arguments():
