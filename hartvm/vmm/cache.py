@@ -21,11 +21,15 @@ PACKAGE = Path(__file__).resolve().parent.parent
 
 
 def source_digest() -> str:
-    """A digest of hartvm's own code: a snapshot is only valid for the code that saved it."""
+    """A digest of hartvm's own code (names, sizes and modification times of its
+    files: any edit or reinstall changes it): a snapshot is valid only for the
+    code that saved it."""
     digest = hashlib.sha256(__version__.encode())
     for path in sorted(PACKAGE.rglob("*")):
         if path.suffix in (".py", ".sh") and "__pycache__" not in path.parts:
-            digest.update(str(path.relative_to(PACKAGE)).encode() + b"\0" + path.read_bytes())
+            stat = path.stat()
+            digest.update(f"{path.relative_to(PACKAGE)}\0{stat.st_size}\0"
+                          f"{stat.st_mtime_ns}\0".encode())
     return digest.hexdigest()
 
 

@@ -30,6 +30,7 @@ NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,47}")   # also its guest hostname
 SOCKET = "control.sock"
 INFO = "info.json"
 STARTING = "starting.json"
+ABANDONED_AFTER = 10   # seconds; claiming a name and spawning its process takes milliseconds
 
 
 def state_dir() -> Path:
@@ -191,10 +192,10 @@ def list_vms() -> list[VMInfo]:
 
 
 def _abandoned(directory: Path) -> bool:
-    """A directory left without any info for more than a minute: whoever claimed it
+    """A directory left without any info for ABANDONED_AFTER seconds: whoever claimed it
     died before it could start the VM."""
     try:
-        return time.time() - directory.stat().st_mtime > 60
+        return time.time() - directory.stat().st_mtime > ABANDONED_AFTER
     except OSError:
         return False
 
