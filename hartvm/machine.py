@@ -31,7 +31,7 @@ from .cpu.hart import Hart
 from .cpu.trap import effective_mip
 from .devices.htif import HTIF
 from .errors import HartvmError
-from .limits import DEFAULT_MEMORY, MAX_HARTS, parse_size  # noqa: F401 (re-exported)
+from .limits import DEFAULT_MEMORY, MAX_HARTS
 from .loader.image import Blob, load_file
 
 QUANTUM = 100_000        # cycles each hart runs per round (1 ms of guest time at 100 MHz)

@@ -30,7 +30,6 @@ from ..devices.virtio.rng import Rng
 from ..errors import HartvmError
 from ..guest import debian, rootfs
 from ..guest.agent import Agent, command_script, quote
-from ..limits import DEFAULT_GUEST_MEMORY as DEFAULT_MEMORY  # noqa: F401 (re-exported)
 from ..limits import MIN_GUEST_MEMORY as MIN_MEMORY, parse_size
 from ..machine import Machine, Stop
 from . import snapshot
