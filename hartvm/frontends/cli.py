@@ -133,8 +133,9 @@ def _vm_parsers(commands) -> None:
         "exec", help="run a command in a long-running VM",
         usage="hartvm exec [options] NAME -- CMD [ARG...]",
         description="Run CMD in the VM NAME with hartvm's stdin, as 'hartvm run' does.",
-        epilog=f"Exit status: CMD's own; {EXIT_TIMEOUT} when --timeout expires (the VM then "
-               f"stops); {EXIT_GUEST_FAILED} when the VM is dead, busy or fails.")
+        epilog=f"Exit status: CMD's own; {EXIT_TIMEOUT} when --timeout expires (CMD and what "
+               f"it started are killed, the VM runs on); {EXIT_GUEST_FAILED} when the VM is "
+               f"dead or fails. Commands for a VM that is running one wait their turn.")
     exec_.add_argument("name", metavar="NAME")
     _command_options(exec_)
     commands.add_parser(
@@ -197,7 +198,7 @@ def _run_parser(commands) -> None:
 
 def _command_options(parser) -> None:
     parser.add_argument("--timeout", type=_seconds, metavar="SECONDS",
-                        help=f"stop the command after this many seconds (exit {EXIT_TIMEOUT})")
+                        help=f"kill the command after this many seconds (exit {EXIT_TIMEOUT})")
     parser.add_argument("--env", "-e", action="append", default=[], metavar="NAME=VALUE",
                         help="set an environment variable for CMD (repeatable)")
     parser.add_argument("--workdir", "-w", metavar="DIR", help="run CMD in this guest directory")

@@ -18,12 +18,14 @@ protocol.py):
 
 ``PoolServer`` is the variant behind ``hartvm run``: see its docstring.
 
-While a command runs, other requests are still answered between rounds of
-the guest: ``stop`` ends the VM at once, ``exec``/``snapshot``/``fork`` are
-refused as busy. The VM process never trusts the client: a bad request
+While a command runs, other requests are still taken between rounds of the
+guest: ``stop`` ends the VM at once, ``ping`` answers, and ``exec``,
+``snapshot`` and ``fork`` wait their turn (the agent runs one command at a
+time). The VM process never trusts the client: a bad request
 gets an error reply, a client that goes away loses the command's output.
 """
 
+import collections
 import gc
 import json
 import os
@@ -46,6 +48,7 @@ EXIT_FAILED = 125
 MAX_FORKS = 64
 POOL_IDLE = 600          # seconds a run pool waits for a request before it exits
 REQUEST_WAIT = 2         # seconds a connection may take to send its request
+MAX_WAITING = 64         # requests that wait for a running command to finish, at most
 
 
 class StopRequested(Exception):
@@ -62,6 +65,7 @@ class Server:
         self.busy = False
         self.listener = None
         self.client = None              # the connection of the running command
+        self.waiting = collections.deque()   # (connection, request) that came meanwhile
         self.client_lost = False
 
     # --- life cycle ----------------------------------------------------------------
@@ -93,10 +97,17 @@ class Server:
         failed = False
         try:
             while True:
+                if self.waiting:                  # came while a command ran: in order
+                    connection, request = self.waiting.popleft()
+                    with connection:
+                        self._dispatch(connection, request)
+                    continue
                 self.vm.idle(until=self._connection_waiting)
                 connection, _ = self.listener.accept()
                 with connection:
-                    self._handle(connection)
+                    request = self._read_request(connection)
+                    if request is not None:
+                        self._dispatch(connection, request)
         except StopRequested:
             pass
         except GuestError as error:
@@ -106,6 +117,8 @@ class Server:
             failed = True
         finally:
             self.listener.close()
+            for connection, _ in self.waiting:
+                connection.close()
             self.vm.close()
             if failed:
                 (self.directory / registry.SOCKET).unlink(missing_ok=True)
@@ -116,17 +129,20 @@ class Server:
         return bool(select.select([self.listener], [], [], 0)[0])
 
     # --- requests ----------------------------------------------------------------------
-    def _handle(self, connection) -> None:
+    @staticmethod
+    def _read_request(connection) -> dict | None:
+        """The request of a new connection, or None if it sends none in time."""
         # A client sends its request at once; one that does not must not stall the guest long.
         connection.settimeout(REQUEST_WAIT)
         try:
             kind, payload = protocol.recv_frame(connection)
             request = protocol.decode_json(payload)
         except (OSError, protocol.ProtocolError):
-            return
-        if kind != protocol.REQUEST:
-            return
+            return None
         connection.settimeout(None)
+        return request if kind == protocol.REQUEST else None
+
+    def _dispatch(self, connection, request: dict) -> None:
         op = request.get("op")
         try:
             if op == "exec":
@@ -167,26 +183,27 @@ class Server:
 
     def _serve_while_busy(self) -> None:
         """Between rounds of a running command: kill it if its client went away
-        (the VM runs on), and answer who is waiting."""
+        (the VM runs on), and answer who is waiting: ``stop`` and ``ping`` at once,
+        other requests in turn once the command has finished."""
         if self._client_gone():
             self.vm.cancel()
         while self._connection_waiting():
             connection, _ = self.listener.accept()
-            with connection:
-                connection.settimeout(REQUEST_WAIT)
-                try:
-                    _, payload = protocol.recv_frame(connection)
-                    op = protocol.decode_json(payload).get("op")
+            request = self._read_request(connection)
+            op = None if request is None else request.get("op")
+            if op in ("stop", "ping") or request is None or len(self.waiting) >= MAX_WAITING:
+                with connection:
                     if op == "stop":
                         self._reply(connection, ok=True)
                         raise StopRequested
                     if op == "ping":
-                        self._reply(connection, ok=True, name=self.name, busy=True)
-                    else:
-                        self._reply(connection, error=f"VM {self.name} is busy with a command",
-                                    status=EXIT_FAILED)
-                except (OSError, protocol.ProtocolError):
-                    pass
+                        self._reply(connection, ok=True, name=self.name, busy=True,
+                                    waiting=len(self.waiting))
+                    elif request is not None:
+                        self._reply(connection, error=f"VM {self.name} has {MAX_WAITING} "
+                                    f"requests waiting already", status=EXIT_FAILED)
+            else:
+                self.waiting.append((connection, request))
 
     @staticmethod
     def _reply(connection, **fields) -> None:

@@ -134,23 +134,46 @@ def test_a_stale_directory_without_a_process_is_dead(state_dir):
     assert not directory.exists()
 
 
-def test_a_busy_vm_refuses_a_second_command_and_still_stops():
-    vm = RemoteVM.up(name="busy", progress=False)
+def _exec_cat(name):
+    """``hartvm exec NAME -- cat`` reading from a pipe: busy until the pipe closes."""
     reader, writer = os.pipe()
-    waiting = subprocess.Popen([sys.executable, "-m", "hartvm", "exec", "busy", "--", "cat"],
+    process = subprocess.Popen([sys.executable, "-m", "hartvm", "exec", name, "--", "cat"],
                                cwd=ROOT, stdin=reader, stdout=subprocess.PIPE)
     os.close(reader)
+    return process, writer
+
+
+def _wait_busy(vm):
+    deadline = time.monotonic() + 20
+    while not vm.ping()["busy"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_commands_for_a_busy_vm_wait_their_turn_and_stop_does_not():
+    import threading
+    vm = RemoteVM.up(name="busy", progress=False)
+    first, writer = _exec_cat("busy")
+    _wait_busy(vm)
+    results = []
+    second = threading.Thread(target=lambda: results.append(vm.run(["echo", "second"])))
+    second.start()
+    deadline = time.monotonic() + 20
+    while vm.ping()["waiting"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert vm.ping()["waiting"] == 1 and not results       # it waits
+    os.write(writer, b"first\n")
+    os.close(writer)
+    assert first.communicate(timeout=60) == (b"first\n", None) and first.returncode == 0
+    second.join(timeout=60)
+    assert results[0].stdout == b"second\n"
+    blocked, writer = _exec_cat("busy")                   # stop does not wait
+    _wait_busy(vm)
     try:
-        deadline = time.monotonic() + 10
-        while not vm.ping()["busy"] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        with pytest.raises(hartvm.GuestError, match="busy"):
-            vm.run(["true"])
         vm.stop()
-        assert waiting.wait(timeout=30) == 125
+        assert blocked.wait(timeout=30) == 125
     finally:
         os.close(writer)
-        waiting.kill()
+        blocked.kill()
 
 
 def test_a_timeout_kills_the_command_not_the_vm(base):
