@@ -12,14 +12,12 @@ import struct
 
 import pytest
 
+from test_virtio import AVAIL, BASE, DATA, DESC, QUEUE, setup
+
 from hartvm.devices.virtio import mmio
 from hartvm.devices.virtio.blk import CLUSTER, SECTOR, Block
-from hartvm.memory import RAM
 
-BASE = 0x8000_0000
-DESC, AVAIL, USED, HEADER, DATA, STATUS = (BASE + 0x1000, BASE + 0x2000, BASE + 0x3000,
-                                           BASE + 0x4000, BASE + 0x10000, BASE + 0x8000)
-QUEUE = 8
+HEADER, STATUS = BASE + 0x4000, BASE + 0x8000
 IN, OUT, FLUSH = 0, 1, 4
 OK, IOERR = 0, 1
 
@@ -28,20 +26,7 @@ class Driver:
     """A virtio-blk driver played from Python: one queue, one request at a time."""
 
     def __init__(self, block):
-        self.ram = RAM(BASE, 1 << 20)
-        self.device = mmio.VirtioMMIO(self.ram, block)
-        write = lambda offset, value: self.device.write(offset, 4, value)  # noqa: E731
-        write(0x070, mmio.STATUS_ACKNOWLEDGE | mmio.STATUS_DRIVER)
-        write(0x024, 1)
-        write(0x020, 1)                                     # VERSION_1
-        write(0x070, self.device.status | mmio.STATUS_FEATURES_OK)
-        write(0x030, 0)
-        write(0x038, QUEUE)
-        for offset, address in ((0x080, DESC), (0x090, AVAIL), (0x0A0, USED)):
-            write(offset, address & 0xFFFFFFFF)
-            write(offset + 4, address >> 32)
-        write(0x044, 1)
-        write(0x070, self.device.status | mmio.STATUS_DRIVER_OK)
+        self.ram, self.device, _ = setup(block)        # the driver's set-up of test_virtio.py
         self.requests = 0
 
     def descriptor(self, index, addr, length, flags, next_index=0):
