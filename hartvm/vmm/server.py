@@ -342,7 +342,9 @@ class PoolServer(Server):
                     break
                 connection, _ = self.listener.accept()
                 with connection:
-                    self._handle(connection)
+                    request = self._read_request(connection)
+                    if request is not None:
+                        self._dispatch(connection, request)
         except StopRequested:
             pass
         finally:
@@ -350,13 +352,7 @@ class PoolServer(Server):
             self.vm.close()
             registry.remove(self.directory)
 
-    def _handle(self, connection) -> None:
-        connection.settimeout(REQUEST_WAIT)
-        try:
-            kind, payload = protocol.recv_frame(connection)
-            request = protocol.decode_json(payload)
-        except (OSError, protocol.ProtocolError):
-            return
+    def _dispatch(self, connection, request: dict) -> None:
         op = request.get("op")
         if op == "stop":
             self._reply(connection, ok=True)
@@ -369,10 +365,8 @@ class PoolServer(Server):
         elif request.get("digest") != self.digest:
             self._reply(connection, error="stale", status=EXIT_FAILED)
             raise StopRequested
-        else:
-            connection.settimeout(None)
-            if os.fork() == 0:
-                self._run_once(connection, request)
+        elif os.fork() == 0:
+            self._run_once(connection, request)
 
     def _serve_while_busy(self) -> None:
         if self._client_gone():
