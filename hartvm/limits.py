@@ -20,3 +20,12 @@ def parse_size(text: str) -> int:
     if not number.isdigit():
         raise HartvmError(f"bad size {text!r}: use a number with an optional K, M or G suffix")
     return int(number) * units[unit]
+
+
+def guest_memory_size(memory) -> int:
+    """The RAM of a default guest, given as "256M" or bytes, checked."""
+    size = parse_size(memory) if isinstance(memory, str) else int(memory)
+    if size < MIN_GUEST_MEMORY or size % 4096:
+        raise HartvmError(f"bad memory size {memory!r}: the default guest needs at least "
+                          f"{MIN_GUEST_MEMORY >> 20} MiB, in whole 4 KiB pages")
+    return size

@@ -18,7 +18,7 @@ import sys
 import time
 
 from ..errors import HartvmError
-from ..limits import MAX_HARTS, MIN_GUEST_MEMORY, parse_size
+from ..limits import MAX_HARTS, guest_memory_size
 from . import protocol, registry
 from .results import CommandResult, CommandTimeout, GuestError, check_status
 
@@ -41,10 +41,7 @@ class RemoteVM:
         """Start a VM in a process of its own (from ``snapshot`` if given, else the
         default guest) and return its handle once it answers. Its hostname is its
         name. ``pool``: start the run pool (see RunPool) instead."""
-        size = parse_size(memory) if isinstance(memory, str) else int(memory)
-        if size < MIN_GUEST_MEMORY or size % 4096:
-            raise HartvmError(f"bad memory size {memory!r}: the default guest needs at least "
-                              f"{MIN_GUEST_MEMORY >> 20} MiB, in whole 4 KiB pages")
+        size = guest_memory_size(memory)
         if not 1 <= smp <= MAX_HARTS:
             raise HartvmError(f"bad hart count {smp}: 1 to {MAX_HARTS}")
         if snapshot is not None:

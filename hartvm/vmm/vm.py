@@ -30,7 +30,7 @@ from ..devices.virtio.rng import Rng
 from ..errors import HartvmError
 from ..guest import debian, rootfs
 from ..guest.agent import Agent, command_script, quote
-from ..limits import MIN_GUEST_MEMORY as MIN_MEMORY, parse_size
+from ..limits import MIN_GUEST_MEMORY as MIN_MEMORY, guest_memory_size
 from ..machine import Machine, Stop
 from . import snapshot
 from .console_log import ConsoleLog
@@ -102,14 +102,6 @@ def _check_hostname(hostname: str) -> None:
                           f"'-' and '.'")
 
 
-def _memory_size(memory) -> int:
-    size = parse_size(memory) if isinstance(memory, str) else int(memory)
-    if size < MIN_MEMORY or size % 4096:
-        raise HartvmError(f"bad memory size {memory!r}: the default guest needs at least "
-                          f"{MIN_MEMORY >> 20} MiB, in whole 4 KiB pages")
-    return size
-
-
 class VM:
     """A booted default guest. Use as a context manager, or call ``close()``.
 
@@ -131,7 +123,7 @@ class VM:
     def __init__(self, memory="256M", smp: int = 1, drives=(), hostname: str = "hartvm",
                  realtime: bool = False, progress: bool = True, epoch_ns: int | None = None,
                  rng_seed: bytes | None = None, boot: bool = False):
-        size = _memory_size(memory)
+        size = guest_memory_size(memory)
         _check_hostname(hostname)
         if not drives and not boot:
             # A booted guest without drives is the same every time: restore it.
