@@ -141,3 +141,20 @@ def private_state_dir(tmp_path_factory):
     from hartvm.vmm.registry import list_vms
     for info in list_vms():
         RemoteVM(info.name).stop()
+
+
+def smaps_overlapping(start: int, size: int = 1) -> list[dict]:
+    """This process's mappings that overlap [start, start + size), from
+    /proc/self/smaps: one dict each, field name -> the text after its colon."""
+    entries, current = [], None
+    for line in open("/proc/self/smaps"):
+        first = line.split(maxsplit=1)[0]
+        if "-" in first and ":" not in first:            # a mapping's header line
+            low, high = (int(x, 16) for x in first.split("-"))
+            current = {} if low < start + size and start < high else None
+            if current is not None:
+                entries.append(current)
+        elif current is not None:
+            name, _, value = line.partition(":")
+            current[name] = value.strip()
+    return entries

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import hartvm
+from conftest import smaps_overlapping
 from hartvm.board.virt import MEMORY_MAP
 from hartvm.cpu import layout as L
 from hartvm.vmm import snapshot
@@ -297,15 +298,8 @@ def test_in_process_forks_share_a_frozen_drive(tmp_path):
 
 def _mapping_flags(address: int) -> list[str]:
     """VmFlags of this process's mapping that holds ``address``."""
-    holds = False
-    for line in open("/proc/self/smaps"):
-        first = line.split(maxsplit=1)[0]
-        if "-" in first and ":" not in first:
-            low, high = (int(x, 16) for x in first.split("-"))
-            holds = low <= address < high
-        elif first == "VmFlags:" and holds:
-            return line.split()[1:]
-    raise AssertionError(f"no mapping holds {address:#x}")
+    (entry,) = smaps_overlapping(address)
+    return entry["VmFlags"].split()
 
 
 def test_restored_ram_is_private_and_offered_to_ksm(saved):

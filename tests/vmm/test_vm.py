@@ -10,6 +10,7 @@ import os
 import pytest
 
 import hartvm
+from conftest import smaps_overlapping
 
 
 @pytest.fixture(scope="module")
@@ -211,14 +212,6 @@ def test_guest_memory_beyond_the_hosts_free_memory_works_if_untouched():
 
 
 def _resident_bytes_of_mapping(start: int, size: int) -> int:
-    """Resident bytes of the mappings of this process that overlap [start, start + size)
-    (the kernel may have merged guest RAM with a neighbouring mapping: an upper bound)."""
-    resident, overlaps = 0, False
-    for line in open("/proc/self/smaps"):
-        first = line.split(maxsplit=1)[0]
-        if "-" in first and ":" not in first:
-            low, high = (int(x, 16) for x in first.split("-"))
-            overlaps = low < start + size and start < high
-        elif first == "Rss:" and overlaps:
-            resident += int(line.split()[1]) << 10
-    return resident
+    """Resident bytes of the mappings that overlap [start, start + size) (the kernel
+    may have merged guest RAM with a neighbouring mapping: an upper bound)."""
+    return sum(int(entry["Rss"].split()[0]) << 10 for entry in smaps_overlapping(start, size))
