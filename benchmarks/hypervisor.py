@@ -42,7 +42,7 @@ def run_true_latency(runs: int = RUNS, pool: bool = True) -> tuple[float, float]
 def restore_latency(size: int, runs: int = 5) -> tuple[float, float, int]:
     """(restore s, restore + ``true`` s, snapshot's RAM data bytes), medians."""
     import hartvm
-    from hartvm.vmm.cache import booted_snapshot
+    from hartvm.vmm.vm import booted_snapshot
 
     path = booted_snapshot(size, 1, progress=False)
     restores, answers = [], []

@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 from .errors import HartvmError  # noqa: E402
 
-_LAZY = {"Machine": "machine", "RunResult": "machine", "Stop": "machine",
+_LAZY = {"Machine": "machine", "RunResult": "machine", "Stop": "machine", "HostIO": "hostio",
          "VM": "vmm.vm", "CommandResult": "vmm.vm", "CommandTimeout": "vmm.vm",
          "GuestError": "vmm.vm", "SnapshotError": "vmm.snapshot",
          "RemoteVM": "vmm.client", "VMInfo": "vmm.registry", "list_vms": "vmm.registry"}

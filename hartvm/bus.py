@@ -56,6 +56,3 @@ class Bus:
             return False
         device.write(offset, size, value & ((1 << (8 * size)) - 1))
         return True
-
-    def devices(self):
-        return [(base, size, device) for base, size, device in self._entries]

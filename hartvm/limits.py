@@ -1,13 +1,15 @@
-"""Sizes, limits and defaults that the command line needs before it knows what
-it will run; importable without numpy or numba, so that light commands
-(``hartvm exec``, ``ps``, ``stop``) start fast."""
+"""Sizes, limits and defaults, each defined once; importable without numpy or
+numba, so that light commands (``hartvm exec``, ``ps``, ``stop``) start fast."""
 
 from .errors import HartvmError
 
 MAX_HARTS = 64
+MIN_MEMORY = 1 << 20              # any machine (``hartvm boot``)
+MAX_MEMORY = 1 << 40
 DEFAULT_MEMORY = 128 << 20        # a bare machine (``hartvm boot``)
+MIN_GUEST_MEMORY = 128 << 20      # Debian's kernel does not boot in 64 MiB (on QEMU neither)
 DEFAULT_GUEST_MEMORY = 256 << 20  # the default Debian guest
-MIN_GUEST_MEMORY = 128 << 20   # Debian's kernel does not boot in 64 MiB (on QEMU neither)
+PAGE_SIZE = 4096
 
 
 def parse_size(text: str) -> int:
@@ -22,10 +24,21 @@ def parse_size(text: str) -> int:
     return int(number) * units[unit]
 
 
-def guest_memory_size(memory) -> int:
-    """The RAM of a default guest, given as "256M" or bytes, checked."""
-    size = parse_size(memory) if isinstance(memory, str) else int(memory)
-    if size < MIN_GUEST_MEMORY or size % 4096:
-        raise HartvmError(f"bad memory size {memory!r}: the default guest needs at least "
-                          f"{MIN_GUEST_MEMORY >> 20} MiB, in whole 4 KiB pages")
+def memory_size(memory, minimum: int = MIN_MEMORY) -> int:
+    """RAM given as "256M" or bytes, checked: whole pages, ``minimum`` to MAX_MEMORY."""
+    size = parse_size(memory) if isinstance(memory, str) else memory
+    if type(size) is not int or not minimum <= size <= MAX_MEMORY or size % PAGE_SIZE:
+        raise HartvmError(f"bad memory size {memory!r}: must be a multiple of 4 KiB between "
+                          f"{minimum >> 20}M and {MAX_MEMORY >> 40}T")
     return size
+
+
+def guest_memory_size(memory) -> int:
+    """The RAM of a default guest: at least MIN_GUEST_MEMORY."""
+    return memory_size(memory, MIN_GUEST_MEMORY)
+
+
+def check_harts(harts) -> int:
+    if type(harts) is not int or not 1 <= harts <= MAX_HARTS:
+        raise HartvmError(f"bad hart count {harts!r}: must be 1 to {MAX_HARTS}")
+    return harts

@@ -7,50 +7,53 @@ what comes back is handled here (MMIO to the bus, WFI, HTIF). A hart in WFI
 sleeps until an interrupt is pending for it; its cycle counter, which is
 also its clock (mtime), moves with the round, or straight to its timer
 deadline. When every hart sleeps, time skips to the earliest deadline, so
-idle guests cost nothing and runs stay reproducible. In ``realtime_idle``
-mode (an interactive console) those skips take real time instead, and host
-input can end them.
+idle guests cost nothing and runs stay reproducible. In realtime mode (an
+interactive console) those skips take real time instead, and host input
+can end them.
+
+The machine's one way in and out is its ``HostIO`` (hostio.py): console
+output, host input for each device, wake-ups, time and the trace.
+``run(until, max_instructions)`` returns why it stopped; ``until()`` is
+the front end's stop condition, checked between rounds and whenever a
+wake-up descriptor is readable.
 
 Two ways to boot, as QEMU: ``load_kernel`` runs a bare-metal ELF in M-mode
 (``--bios none``); ``boot`` loads firmware (OpenSBI), a kernel, an initrd
-and a device tree the way QEMU's virt machine does.
+and a device tree the way QEMU's virt machine does (board/boot.py).
 """
 
 import enum
 import hashlib
-import os
-import select
-import sys
-import time
 from dataclasses import dataclass
+from typing import Callable
 
+from .board.boot import LinuxBoot
 from .board.virt import MEMORY_MAP, VirtBoard
 from .cpu import layout as L
 from .cpu.csr import mtime
 from .cpu.hart import Hart
 from .cpu.trap import effective_mip
 from .devices.htif import HTIF
+from .hostio import HostIO
 from .errors import HartvmError
-from .limits import DEFAULT_MEMORY, MAX_HARTS
-from .loader.image import Blob, load_file
+from .limits import DEFAULT_MEMORY, check_harts
+from .loader.image import load_file
 
 QUANTUM = 100_000        # cycles each hart runs per round (1 ms of guest time at 100 MHz)
 SLICE = 1_000_000        # one hart: cycles per call into the compiled loop
-# A WFI waiting longer than this (about 29,000 years of guest time) waits forever.
+# A WFI whose timer is further away than this many mtime ticks (2^53 at 10 MHz:
+# about 28.5 years of guest time) waits forever: mtimecmp is disarmed.
 MAX_SLEEP_TICKS = 1 << 53
 DEFAULT_RTC_EPOCH_NS = 1_767_225_600 * 10**9   # 2026-01-01T00:00:00Z
 DEFAULT_RNG_SEED = bytes(range(1, 33))         # fixed, so that runs are reproducible
-MAX_PENDING_INPUT = 64 << 10   # host input bytes held for the UART at most
-KERNEL_ALIGN = 2 << 20   # the RV64 kernel goes on the next 2 MiB boundary after the firmware
-FDT_ALIGN = 2 << 20
-INITRD_OFFSET_MAX = 128 << 20
+IDLE_POLL = 0.25         # seconds between checks of the stop condition while waiting for the host
 
 
 class Stop(enum.Enum):
     EXITED = "exited"                  # the guest ended with an exit status
     INSTRUCTION_LIMIT = "limit"        # max_instructions was reached
     HALTED = "halted"                  # every hart waits with nothing to wake it
-    STOPPED = "stopped"                # the front end's stop_when said so
+    STOPPED = "stopped"                # the front end's until() said so
 
 
 @dataclass
@@ -61,51 +64,41 @@ class RunResult:
 
 
 class Machine:
-    def __init__(self, memory_size: int = DEFAULT_MEMORY, output=None, harts: int = 1,
-                 rtc_epoch_ns: int = DEFAULT_RTC_EPOCH_NS, flush=None,
-                 rng_seed: bytes = DEFAULT_RNG_SEED, memory_fd: int | None = None):
-        """``output(bytes)`` receives the console (stdout by default); ``flush()``
-        is called after every round so that output shows as it comes. ``rng_seed``
-        goes to the kernel in the device tree (fixed by default, for reproducible
-        runs; give fresh random bytes for guests that need secrets). ``memory_fd``:
-        a file with the RAM's initial content (a snapshot's), mapped copy-on-write."""
-        if not 1 <= harts <= MAX_HARTS:
-            raise HartvmError(f"bad hart count {harts}: must be 1 to {MAX_HARTS}")
-        if output is None:
-            output, flush = sys.stdout.buffer.write, sys.stdout.buffer.flush
-        self._output = output
-        self._flush = flush or (lambda: None)
+    def __init__(self, memory_size: int = DEFAULT_MEMORY, harts: int = 1, io: HostIO | None = None,
+                 rtc_epoch_ns: int = DEFAULT_RTC_EPOCH_NS, rng_seed: bytes = DEFAULT_RNG_SEED,
+                 memory_fd: int | None = None):
+        """``io`` connects the machine to the host (stdout alone by default).
+        ``rng_seed`` goes to the kernel in the device tree (fixed by default, for
+        reproducible runs; give fresh random bytes for guests that need secrets).
+        ``memory_fd``: a file with the RAM's initial content (a snapshot's),
+        mapped copy-on-write."""
+        check_harts(harts)
+        self.io = io or HostIO()
         self._exit_status: int | None = None
         self._reset_requested = False
         self.rng_seed = bytes(rng_seed)
         states = []
-        self.board = VirtBoard(memory_size, states, self._output, self._guest_exit,
+        self.board = VirtBoard(memory_size, states, self.io, self._guest_exit,
                                self._guest_reset, self._elapsed_ns, rtc_epoch_ns, memory_fd)
         # The first VM generation ID follows from the seed: runs stay reproducible.
-        self.board.vmgenid.generation_id = hashlib.sha256(b"vmgenid" + self.rng_seed).digest()[:16]
+        self.board.devices["vmgenid"].generation_id = \
+            hashlib.sha256(b"vmgenid" + self.rng_seed).digest()[:16]
         self.ram = self.board.ram
         rom = MEMORY_MAP["rom"]
-        self.harts = [Hart(i, self.ram, rom.base, self.board.rom.halfwords) for i in range(harts)]
+        self.harts = [Hart(i, self.ram, rom.base, self.board.devices["rom"].halfwords)
+                      for i in range(harts)]
         states.extend(hart.state for hart in self.harts)
         self.sleeping = [False] * harts
         self.htif: HTIF | None = None
-        self._blobs: list[Blob] = []     # what reset copies into RAM again
-        self.input_fd: int | None = None  # host input, read when ready (for the UART by default)
-        self.input_filter = None          # bytes -> bytes, applied to host input
-        self.input_sink = None            # bytes -> None: where host input goes, if not the UART
-        self.input_backlog = None         # () -> int: host input the sink has not passed on yet
-        self.on_input_end = None          # () -> None: called once the host input has ended
-        self.wake_fd: int | None = None   # readable = the front end wants stop_when checked now
-        self.stop_when = None             # () -> bool, checked between rounds
-        self.realtime_idle = False
-        self.trace = None                 # a text stream: one line per instruction
+        self._blobs = []                  # what reset copies into RAM again
+        self._until: Callable[[], bool] | None = None
 
     # --- loading --------------------------------------------------------------
     def load_kernel(self, path: str) -> int:
         """Bare metal: load an ELF and make the reset vector jump to its entry (M-mode)."""
         image = load_file(path, self.ram, self.ram.base, "kernel", elf_only=True)
         if image.tohost is not None and self.ram.contains(image.tohost, 8):
-            self.htif = HTIF(self.ram, image.tohost, image.fromhost, self._output,
+            self.htif = HTIF(self.ram, image.tohost, image.fromhost, self.io.output,
                              self._guest_exit)
         self._blobs = list(image.blobs)
         self.board.set_boot(image.entry)
@@ -113,42 +106,14 @@ class Machine:
         return image.entry
 
     def boot(self, kernel: str, firmware: str, initrd: str | None = None, bootargs: str = ""):
-        """Firmware at the start of RAM, the kernel on the next 2 MiB boundary, then
-        the initrd and the device tree, placed as QEMU's virt machine places them."""
-        ram = self.ram
-        fw = load_file(firmware, ram, ram.base, "firmware")
-        kernel_base = -(-fw.end // KERNEL_ALIGN) * KERNEL_ALIGN
-        image = load_file(kernel, ram, kernel_base, "kernel")
-        if any(blob.paddr < fw.end for blob in image.blobs):
-            raise HartvmError(f"kernel {kernel} is linked at {image.blobs[0].paddr:#x}, inside the "
-                              f"firmware (up to {fw.end:#x}); for a bare-metal program use "
-                              f"--bios none")
-        blobs = list(fw.blobs) + list(image.blobs)
-        initrd_range = None
-        if initrd is not None:
-            try:
-                with open(initrd, "rb") as file:
-                    data = file.read()
-            except OSError as error:
-                raise HartvmError(f"{initrd}: {error.strerror or error}") from None
-            start = image.entry + min(ram.size // 2, INITRD_OFFSET_MAX)
-            start = max(start, -(-image.end // 4096) * 4096)
-            if not ram.contains(start, len(data)):
-                raise HartvmError(f"{initrd}: {len(data)} bytes do not fit in RAM after the "
-                                  f"kernel (use more --memory)")
-            blobs.append(Blob(start, data))
-            initrd_range = (start, start + len(data))
-        dtb = self.board.device_tree(len(self.harts), bootargs, initrd_range,
+        """Firmware, kernel, initrd and device tree, placed as QEMU's virt machine
+        places them (board/boot.py)."""
+        linux = LinuxBoot(self.ram, kernel, firmware, initrd)
+        dtb = self.board.device_tree(len(self.harts), bootargs, linux.initrd,
                                      rng_seed=self.rng_seed)
-        top = min(ram.base + ram.size, 3 << 30)
-        fdt_addr = (top - len(dtb)) // FDT_ALIGN * FDT_ALIGN
-        occupied = max(b.paddr + len(b.data) for b in blobs)
-        if fdt_addr < occupied:
-            raise HartvmError("the kernel, initrd and device tree do not fit in RAM "
-                              "(use more --memory)")
-        blobs.append(Blob(fdt_addr, dtb))
-        self._blobs = blobs
-        self.board.set_boot(fw.entry, fdt_addr, next_addr=image.entry)
+        fdt_addr = linux.place_fdt(dtb)
+        self._blobs = linux.blobs
+        self.board.set_boot(linux.firmware.entry, fdt_addr, next_addr=linux.kernel.entry)
         self.reset()
 
     def reset(self) -> None:
@@ -178,30 +143,25 @@ class Machine:
     SAVE_VERSION = 1
 
     def components(self) -> list[tuple[str, object]]:
-        """What a snapshot holds, by section name: the harts and every board device
-        (the CLINT's sections are empty: mtimecmp and msip live in the harts' state;
-        the syscon has no state)."""
-        board = self.board
+        """What a snapshot holds, by section name: the harts, then every board
+        device by its name in the board table (the CLINT's section is empty:
+        mtimecmp and msip live in the harts' state)."""
         return [(f"hart{index}", hart) for index, hart in enumerate(self.harts)] + \
-            [("rom", board.rom), ("syscon", board.syscon), ("rtc", board.rtc),
-             ("clint", board.clint), ("plic", board.plic), ("uart0", board.uart),
-             ("vmgenid", board.vmgenid)] + \
-            [(f"virtio{slot}", device) for slot, device in enumerate(board.virtio)]
+            self.board.components()
 
     def save(self) -> dict:
         if self.htif is not None:
             raise HartvmError("a bare-metal program with HTIF cannot be snapshotted")
-        return {"memory_size": self.ram.size, "harts": len(self.harts),
-                "sleeping": list(self.sleeping)}
+        return {"sleeping": list(self.sleeping), "virtio": list(self.board.virtio)}
 
     def restore(self, state: dict) -> None:
         """Only the machine's own part; ``components()`` restore themselves."""
-        for name, expected in (("memory_size", self.ram.size), ("harts", len(self.harts))):
-            if state.get(name) != expected:
-                raise ValueError(f"{name} is {state.get(name)!r}, this machine has {expected}")
         sleeping = state.get("sleeping")
         if not isinstance(sleeping, list) or len(sleeping) != len(self.harts):
             raise ValueError("bad list of sleeping harts")
+        if state.get("virtio") != list(self.board.virtio):
+            raise ValueError(f"virtio devices {state.get('virtio')!r} in their slots, this "
+                             f"machine has {list(self.board.virtio)}")
         self.sleeping = [bool(value) for value in sleeping]
         self._blobs = []               # nothing to reboot from (see run)
 
@@ -211,8 +171,12 @@ class Machine:
         """Instructions executed by all harts (trapping ones included)."""
         return sum(hart.steps for hart in self.harts)
 
-    def run(self, max_instructions: int | None = None) -> RunResult:
+    def run(self, until: Callable[[], bool] | None = None,
+            max_instructions: int | None = None) -> RunResult:
+        """Run until the guest ends, ``until()`` is true (checked between rounds
+        and on wake-ups), every hart waits forever, or ``max_instructions``."""
         start = self.instructions
+        self._until = until
         try:
             while True:
                 executed = self.instructions - start
@@ -229,15 +193,19 @@ class Machine:
                 if self._exit_status is not None:
                     status, self._exit_status = self._exit_status, None
                     return RunResult(Stop.EXITED, status, self.instructions - start)
-                if self.stop_when is not None and self.stop_when():
+                if self._stop_wanted():
                     return RunResult(Stop.STOPPED, 0, self.instructions - start)
-                self._flush()
+                self.io.flush()
         finally:
-            self._flush()
+            self._until = None
+            self.io.flush()
+
+    def _stop_wanted(self) -> bool:
+        return self._until is not None and self._until()
 
     def _round(self, limit: int | None) -> bool:
         """Run every hart up to the end of a round; False if none can ever run again."""
-        self._poll_input()
+        self.io.poll()
         length = SLICE if len(self.harts) == 1 else QUANTUM
         if limit is not None:
             length = min(length, limit)
@@ -247,7 +215,7 @@ class Machine:
             if not deadlines:
                 return self._wait_for_input()
             wake = min(deadlines)
-            if self.realtime_idle:
+            if self.io.realtime:
                 round_end = self._sleep_until(wake)   # only as far as host time went
             else:
                 round_end = max(round_end, wake)
@@ -303,7 +271,8 @@ class Machine:
                     return
                 state[L.CYCLE] = max(deadline, int(state[L.CYCLE]))
                 self.sleeping[index] = False
-            if self.trace is not None:
+            trace = self.io.trace
+            if trace is not None:
                 line, before = hart.trace_line(), state[:64].copy()
                 reason = hart.run(1)
             else:
@@ -317,18 +286,19 @@ class Machine:
                 self.htif.handle()
             elif reason == L.EXIT_WFI:
                 self.sleeping[index] = True
-            if self.trace is not None:
-                self._trace_write(line, before, state)
+            if trace is not None:
+                trace.write(self._trace_line(line, before, state))
             if self._exit_status is not None or self._reset_requested:
                 return
 
-    def _trace_write(self, line: str, before, state) -> None:
+    @staticmethod
+    def _trace_line(line: str, before, state) -> str:
         """A trace line, with the registers the instruction changed."""
         for index in range(1, 64):
             if state[index] != before[index]:
                 name = f"x{index}" if index < 32 else f"f{index - 32}"
                 line += f"  {name}={int(state[index]) & (2**64 - 1):#x}"
-        self.trace.write(line + "\n")
+        return line + "\n"
 
     def _mmio(self, hart: Hart) -> None:
         state = hart.state
@@ -346,48 +316,15 @@ class Machine:
             else:
                 hart.complete_load(value)
 
-    # --- host input -------------------------------------------------------------
-    def _poll_input(self, timeout: float = 0.0) -> bool:
-        """Wait up to ``timeout`` for host input (moved to its sink) or for
-        ``wake_fd``; True if either came. Sleeps the timeout when there is neither."""
-        fds = [] if self.wake_fd is None else [self.wake_fd]
-        if self.input_fd is not None:
-            backlog = self.input_backlog() if self.input_backlog is not None \
-                else len(self.board.uart.host_input)
-            if backlog <= MAX_PENDING_INPUT:   # else the guest is not reading: leave it in the pipe
-                fds.append(self.input_fd)
-        if not fds:
-            if timeout > 0:
-                time.sleep(timeout)
-            return False
-        try:
-            ready, _, _ = select.select(fds, [], [], timeout)
-        except (OSError, ValueError):
-            ready = [self.input_fd]
-        if self.input_fd is None or self.input_fd not in ready:
-            return bool(ready)
-        try:
-            data = os.read(self.input_fd, 4096)
-        except (OSError, ValueError):
-            data = b""
-        if not data:
-            self.input_fd = None
-            if self.on_input_end is not None:
-                self.on_input_end()
-            return True
-        if self.input_filter is not None:
-            data = self.input_filter(data)
-        (self.input_sink or self.board.uart.push_input)(data)
-        return True
-
+    # --- waiting for the host -------------------------------------------------------
     def _wait_for_input(self) -> bool:
-        """Every hart sleeps and no timer is armed: only host input (or the front
-        end, through ``wake_fd`` and ``stop_when``) can end the wait."""
-        while self.input_fd is not None or self.wake_fd is not None:
-            self._poll_input(timeout=0.25)
+        """Every hart sleeps and no timer is armed: only the host (input, or the
+        front end through a wake-up and ``until``) can end the wait."""
+        while self.io.waits_for_host:
+            self.io.poll(timeout=IDLE_POLL)
             if not all(self._asleep(i) for i in range(len(self.harts))):
                 return True
-            if self.stop_when is not None and self.stop_when():
+            if self._stop_wanted():
                 return True       # run() sees it and stops
         return False
 
@@ -399,13 +336,14 @@ class Machine:
         """
         now = int(self.harts[0].state[L.CYCLE])
         cycles_per_second = L.CYCLES_PER_TICK * L.TIMEBASE_HZ
-        started = time.monotonic()
+        clock = self.io.monotonic
+        started = clock()
         end = started + min((wake_cycle - now) / cycles_per_second, 1.0)
-        while time.monotonic() < end:
-            if self._poll_input(timeout=max(end - time.monotonic(), 0)) and (
+        while clock() < end:
+            if self.io.poll(timeout=max(end - clock(), 0)) and (
                     not all(self._asleep(i) for i in range(len(self.harts))) or
-                    (self.stop_when is not None and self.stop_when())):
+                    self._stop_wanted()):
                 break
-        passed = int((time.monotonic() - started) * cycles_per_second)
+        passed = int((clock() - started) * cycles_per_second)
         return min(wake_cycle, now + max(passed, 1))
 

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(ROOT, "baremetal"))
 
 import build as baremetal  # noqa: E402
 
-from hartvm import Machine  # noqa: E402
+from hartvm import HostIO, Machine  # noqa: E402
 
 PROGRAMS = os.path.join(ROOT, "tests", "programs")
 FINISHER_PASS = """
@@ -92,7 +92,7 @@ def asm_program(toolchain):
     """asm_program(body) -> Machine loaded with the snippet, not yet run."""
     def make(body: str, finish: str = FINISHER_PASS, memory: int = 16 << 20, output=None):
         elf = assemble(SNIPPET_TEMPLATE.format(body=body, finish=finish))
-        machine = Machine(memory_size=memory, output=output or (lambda data: None))
+        machine = Machine(memory_size=memory, io=HostIO(output=output or (lambda data: None)))
         machine.load_kernel(elf)
         return machine
     return make

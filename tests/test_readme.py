@@ -25,3 +25,18 @@ def test_readme_snapshot_example_runs(tmp_path, monkeypatch):
     assert "hartvm.VM.up" in example
     exec(compile(example, "README.md", "exec"), {})
     assert not any((tmp_path / "vms").iterdir())            # every VM stopped
+
+
+def test_readme_machine_example_runs(toolchain, monkeypatch, capfd):
+    import build as baremetal
+    baremetal.build([os.path.join(ROOT, "examples", "hello.c")],
+                    os.path.join(ROOT, "build", "hello.elf"))
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text[text.index("## Python API: the machine"):]
+    example = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    monkeypatch.chdir(ROOT)
+    names = {}
+    exec(compile(example, "README.md", "exec"), names)
+    assert b"Hello from a bare-metal" in b"".join(names["console"])
+    assert names["result"].stop.name == "STOPPED"            # Linux stopped by until()
+    assert b"OpenSBI" in capfd.readouterr().out.encode()     # its console on stdout

@@ -39,23 +39,20 @@ class Node:
         self.children: list["Node"] = []
 
     def set(self, name: str, value=b"") -> "Node":
-        """Add a property: bytes as they are, str as a string, int as one cell."""
+        """Add a property: bytes as they are, str as a string, int as one cell,
+        a tuple of str as a string list, a tuple of int as cells."""
         if isinstance(value, str):
             value = strings(value)
         elif isinstance(value, int):
             value = cells(value)
+        elif isinstance(value, tuple):
+            value = strings(*value) if all(isinstance(v, str) for v in value) else cells(*value)
         self.properties.append((name, bytes(value)))
         return self
 
     def child(self, name: str) -> "Node":
         node = Node(name)
         self.children.append(node)
-        return node
-
-    def find(self, path: str) -> "Node":
-        node = self
-        for part in filter(None, path.split("/")):
-            node = next(child for child in node.children if child.name == part)
         return node
 
 

@@ -3,12 +3,12 @@
 Compiled code is cached on disk (``cache=True``). Numba keys each cached
 function by its own source file only, so a caller compiled with an inlined
 callee from another file would survive a change of that callee. The cache
-therefore lives in a directory named by a hash of every source file of
-this package (and the numba version): any change starts a fresh cache.
+therefore lives in a directory named by the digest of this package's
+sources and the numba version (code_digest.py): any change starts a fresh
+cache.
 Only the few most recently used of these directories are kept.
 """
 
-import hashlib
 import os
 import pathlib
 import re
@@ -16,17 +16,16 @@ import shutil
 
 import numba
 
+from .. import paths
+from ..code_digest import code_digest
+
 KEEP_CACHES = 3
 
 
 def _cache_dir() -> str:
-    sources = sorted(pathlib.Path(__file__).parent.glob("*.py"))
-    digest = hashlib.sha256(numba.__version__.encode())
-    for source in sources:
-        digest.update(source.name.encode() + source.read_bytes())
-    base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hartvm", "numba")
-    return os.path.join(base, digest.hexdigest()[:16])
+    digest = code_digest(pathlib.Path(__file__).resolve().parent, salt=numba.__version__)
+    base = os.environ.get("NUMBA_CACHE_DIR") or str(paths.cache_home() / "numba")
+    return os.path.join(base, digest[:16])
 
 
 def _prune(current: str) -> None:

@@ -174,7 +174,7 @@ class Hart:
         return {"state": self.state.copy()}
 
     def restore(self, saved: dict) -> None:
-        state = saved.get("state")
+        state = saved.get("state") if isinstance(saved, dict) else None
         if not isinstance(state, np.ndarray) or state.dtype != np.int64 \
                 or state.shape != self.state.shape:
             raise ValueError("hart state has the wrong shape or type")

@@ -168,12 +168,27 @@ INTERRUPT_BIT = np.int64(-9223372036854775808)  # bit 63 of mcause
 TIMEBASE_HZ = 10_000_000   # ACLINT mtime frequency, as on QEMU virt
 CYCLES_PER_TICK = 10       # the hart is modelled at 100 MHz, one instruction a cycle
 
-# --- misa: RV64 I M A F D C, S and U modes (privileged spec 3.1.1) ----------------
+# --- the ISA: one list, from which misa and the device tree's riscv,isa come ----
+# What the hart implements, in the canonical order of the ISA manual's naming
+# rules (unprivileged spec, chapter "ISA Extension Naming Conventions"):
+# single letters first, then the Z extensions. As TinyEMU does, the
+# device tree's ``riscv,isa`` string and ``misa`` are both built from it.
+EXTENSIONS = ("i", "m", "a", "f", "d", "c", "zicsr", "zifencei", "zicntr")
+PRIVILEGE_MODES = "su"        # misa's S and U bits: supervisor and user modes
+
+
 def _misa(letters: str) -> int:
+    """misa for RV64 with these single-letter extensions (privileged spec 3.1.1)."""
     value = 2 << 62  # MXL = 64
-    for letter in letters:
+    for letter in letters.upper():
         value |= 1 << (ord(letter) - ord("A"))
     return value - (1 << 64)  # as a signed int64
 
 
-MISA_VALUE = _misa("IMAFDCSU")
+def isa_string() -> str:
+    """The ``riscv,isa`` string: rv64 + letters + _z extensions."""
+    return "rv64" + "".join(e for e in EXTENSIONS if len(e) == 1) + \
+        "".join("_" + e for e in EXTENSIONS if len(e) > 1)
+
+
+MISA_VALUE = _misa("".join(e for e in EXTENSIONS if len(e) == 1) + PRIVILEGE_MODES)

@@ -8,7 +8,8 @@ writes the hart state that holds them.
 """
 
 from ..cpu.csr import mtime
-from ..cpu.layout import CSR, CYCLE, CYCLES_PER_TICK, MIP, MIP_MSIP, MTIMECMP, TIME_OFFSET
+from ..cpu.layout import (CSR, CYCLE, CYCLES_PER_TICK, IRQ_MSI, IRQ_MTI, MIP, MIP_MSIP, MTIMECMP,
+                          TIME_OFFSET)
 from .base import Device
 
 MSIP_BASE = 0x0000
@@ -63,6 +64,11 @@ class ACLINT(Device):
             state[MTIMECMP] = _signed(_merge(old, within, size, value))
             return
         self.unknown("write", offset)
+
+    def fdt_node(self, tree, region) -> None:
+        """Each hart's software and timer interrupts, in hart order."""
+        node = tree.device("clint", region, ("sifive,clint0", "riscv,clint0"))
+        node.set("interrupts-extended", tree.per_hart(IRQ_MSI, IRQ_MTI))
 
 
 def _merge(old: int, byte_offset: int, size: int, value: int) -> int:

@@ -66,10 +66,15 @@ class GoldfishRTC(Device):
         elif offset not in (CLEAR_ALARM, CLEAR_INTERRUPT):
             self.unknown("write", offset)
 
+    def fdt_node(self, tree, region) -> None:
+        tree.device("rtc", region, "google,goldfish-rtc")
+
     def save(self):
-        return {"epoch_ns": self.epoch_ns, "alarm": self.alarm, "irq_enabled": self.irq_enabled}
+        return {"epoch_ns": self.epoch_ns, "alarm": self.alarm, "irq_enabled": self.irq_enabled,
+                "latched_high": self.latched_high}
 
     def restore(self, state):
         self.epoch_ns = saved(state, "epoch_ns", int, 1 << 64)
         self.alarm = saved(state, "alarm", int) & (2**64 - 1)
         self.irq_enabled = saved(state, "irq_enabled", int) & 1
+        self.latched_high = saved(state, "latched_high", int, 1 << 32)

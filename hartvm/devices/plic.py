@@ -17,7 +17,7 @@ afresh). Each context's output drives the hart's MEIP bit (M contexts) or
 SEIP line (S contexts).
 """
 
-from ..cpu.layout import CSR, MIP, MIP_MEIP, SEIP_LINE
+from ..cpu.layout import CSR, IRQ_MEI, IRQ_SEI, MIP, MIP_MEIP, SEIP_LINE
 from .base import Device, saved
 
 SOURCES = 96              # source 0 does not exist; QEMU virt has 95 (riscv,ndev)
@@ -159,6 +159,14 @@ class PLIC(Device):
             self.deferred_edge[source] = False
 
     # --- snapshots ----------------------------------------------------------
+    def fdt_node(self, tree, region) -> None:
+        """Each hart's M-mode and S-mode external interrupts, in context order."""
+        node = tree.device("plic", region, ("sifive,plic-1.0.0", "riscv,plic0"))
+        node.set("phandle", tree.plic_phandle).set("riscv,ndev", SOURCES - 1)
+        node.set("interrupts-extended", tree.per_hart(IRQ_MEI, IRQ_SEI))
+        node.set("interrupt-controller")
+        node.set("#address-cells", 0).set("#interrupt-cells", 1)
+
     def save(self) -> dict:
         return {"priority": list(self.priority), "level": [int(x) for x in self.level],
                 "pending": [int(x) for x in self.pending],

@@ -23,6 +23,17 @@ class Syscon(Device):
     def read(self, offset, size):
         return 0
 
+    def fdt_node(self, tree, region) -> None:
+        """The test device and the syscon-poweroff and syscon-reboot nodes that
+        drive it (create_fdt_reset in QEMU's hw/riscv/virt.c)."""
+        node = tree.device("test", region, ("sifive,test1", "sifive,test0", "syscon"))
+        phandle = tree.new_phandle()
+        node.set("phandle", phandle)
+        for name, value in (("poweroff", FINISHER_PASS), ("reboot", FINISHER_RESET)):
+            action = tree.root.child(name)
+            action.set("value", value).set("offset", 0).set("regmap", phandle)
+            action.set("compatible", f"syscon-{name}")
+
     def write(self, offset, size, value):
         if offset != 0:
             self.unknown("write", offset)

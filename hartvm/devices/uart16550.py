@@ -35,6 +35,7 @@ IIR_RDA = 0x04
 IIR_FIFO = 0xC0
 MCR_LOOP = 0x10
 MSR_LOOP_BITS = 0xB0    # DCD, DSR, CTS as seen with loopback of OUT2, DTR, RTS
+CLOCK_HZ = 3686400      # the clock-frequency QEMU's virt.c gives its serial node
 
 
 class UART16550(Device):
@@ -151,10 +152,16 @@ class UART16550(Device):
             if self._set_irq is not None:
                 self._set_irq(level)
 
+    def fdt_node(self, tree, region) -> None:
+        """The serial node, and the console Linux and OpenSBI write to."""
+        node = tree.device("serial", region, "ns16550a")
+        node.set("clock-frequency", CLOCK_HZ)
+        tree.chosen.set("stdout-path", f"/soc/{node.name}")
+
     def save(self):
         return {"rx": bytes(self.rx), "host_input": bytes(self.host_input), "ier": self.ier, "lcr": self.lcr, "mcr": self.mcr,
                 "scr": self.scr, "fcr": self.fcr, "divisor": self.divisor,
-                "thre_pending": int(self.thre_pending)}
+                "thre_pending": int(self.thre_pending), "overrun": int(self.overrun)}
 
     def restore(self, state):
         self.rx = deque(saved(state, "rx", bytes)[:FIFO_SIZE])
@@ -162,4 +169,5 @@ class UART16550(Device):
         for name in ("ier", "lcr", "mcr", "scr", "fcr", "divisor"):
             setattr(self, name, saved(state, name, int) & 0xFFFF)
         self.thre_pending = bool(saved(state, "thre_pending", int))
+        self.overrun = bool(saved(state, "overrun", int))
         self._update_irq()

@@ -48,6 +48,9 @@ class VMGenID(Device):
     def write(self, offset, size, value):
         pass  # read-only: the guest cannot change its generation
 
+    def fdt_node(self, tree, region) -> None:
+        tree.device("vmgenid", region, "microsoft,vmgenid")
+
     # --- snapshots ----------------------------------------------------------
     def save(self) -> dict:
         return {"generation_id": self.generation_id}
@@ -55,4 +58,5 @@ class VMGenID(Device):
     def restore(self, state: dict) -> None:
         # No interrupt: the restored guest already knows this ID. Whoever forks
         # or restores calls new_generation() afterwards.
-        self.generation_id = _checked_id(state.get("generation_id"))
+        self.generation_id = _checked_id(state.get("generation_id") if isinstance(state, dict)
+                                         else None)

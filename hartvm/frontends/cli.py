@@ -1,10 +1,13 @@
 """The ``hartvm`` command line.
 
-Exit statuses: the guest's own status when it ends through the test
-finisher or HTIF (0 for pass, and for a guest power-off); 2 for bad input
-(missing or invalid file, bad size); 3 when the guest kernel panics; 124
-when ``--max-instructions`` is reached; 125 when every hart waits for an
-interrupt that can never come; 70 for an internal error.
+Exit statuses (exit_status.py): ``boot`` ends with the guest's own status
+when it ends through the test finisher or HTIF (0 for pass, and for a guest
+power-off); 2 for bad input (missing or invalid file, bad size); 3 when the
+guest kernel panics; 124 when ``--max-instructions`` is reached; 125 when
+every hart waits for an interrupt that can never come; 70 for an internal
+error. ``run``, ``exec`` and ``shell`` end with the command's own status;
+124 when ``--timeout`` expires; 125 when hartvm or the guest fails. The
+other commands: 0, or 1 with a message; 130 on Ctrl-C everywhere.
 """
 
 import argparse
@@ -13,40 +16,25 @@ import sys
 import time
 import traceback
 
-from .. import __version__
+from .. import __version__, exit_status
 from ..errors import HartvmError
-from ..limits import DEFAULT_GUEST_MEMORY, DEFAULT_MEMORY, MAX_HARTS, parse_size
+from ..limits import DEFAULT_GUEST_MEMORY, DEFAULT_MEMORY, MAX_HARTS, memory_size
 from ..vmm.results import CommandTimeout
-from .console import Console, QuitRequested
-
-EXIT_BAD_INPUT = 2
-EXIT_PANIC = 3
-EXIT_INTERNAL = 70
-EXIT_INSTRUCTION_LIMIT = 124
-EXIT_HALTED = 125
-EXIT_TIMEOUT = 124        # run: --timeout expired (as timeout(1))
-EXIT_GUEST_FAILED = 125   # run, shell: hartvm or the guest failed (as docker run)
-EXIT_BROKEN_PIPE = 128 + 13   # stdout closed by its reader, as a shell reports SIGPIPE
-MIN_MEMORY = 1 << 20
-MAX_MEMORY = 1 << 40
+from .console import QuitRequested, SerialConsole
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.print_usage(sys.stderr)
         print(f"hartvm: error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT)
+        raise SystemExit(exit_status.BAD_INPUT)
 
 
 def _memory(text: str) -> int:
     try:
-        size = parse_size(text)
+        return memory_size(text)
     except HartvmError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-    if size < MIN_MEMORY or size > MAX_MEMORY or size % 4096:
-        raise argparse.ArgumentTypeError(
-            f"bad memory size {text!r}: must be a multiple of 4 KiB between 1M and 1T")
-    return size
 
 
 def _positive(text: str) -> int:
@@ -63,11 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="hartvm",
         description="hartvm: a RISC-V RV64 virtual machine (QEMU 'virt' board layout).",
-        epilog="Exit status of boot: the guest's status (0 = pass or power-off), 2 bad input, "
-               "3 guest kernel panic, 124 instruction limit reached, 125 guest halted forever, "
-               "70 internal error. Of run and exec: the command's status, 124 timeout, 125 "
-               "hartvm or guest failure (see hartvm run --help). Of the other commands: 0, "
-               "or 1 with a message.")
+        epilog=f"Exit status of boot: the guest's status (0 = pass or power-off), "
+               f"{exit_status.BAD_INPUT} bad input, {exit_status.PANIC} guest kernel panic, "
+               f"{exit_status.INSTRUCTION_LIMIT} instruction limit reached, {exit_status.HALTED} guest "
+               f"halted forever, {exit_status.INTERNAL} internal error. Of run and exec: the "
+               f"command's status, {exit_status.TIMEOUT} timeout, {exit_status.GUEST_FAILED} hartvm or "
+               f"guest failure (see hartvm run --help). Of the other commands: 0, or "
+               f"{exit_status.FAILED} with a message.")
     parser.add_argument("--version", action="version", version=f"hartvm {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     boot = commands.add_parser(
@@ -94,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--smp", type=_positive, default=1, metavar="N",
                       help=f"number of harts (default 1, at most {MAX_HARTS})")
     boot.add_argument("--max-instructions", type=_positive, metavar="N",
-                      help=f"stop after N instructions (exit status {EXIT_INSTRUCTION_LIMIT})")
+                      help=f"stop after N instructions (exit status {exit_status.INSTRUCTION_LIMIT})")
     boot.add_argument("--trace", metavar="FILE", nargs="?", const="-",
                       help="write every instruction executed, disassembled, with the registers "
                            "it changed, to FILE (default stderr); slow")
@@ -133,8 +123,8 @@ def _vm_parsers(commands) -> None:
         "exec", help="run a command in a long-running VM",
         usage="hartvm exec [options] NAME -- CMD [ARG...]",
         description="Run CMD in the VM NAME with hartvm's stdin, as 'hartvm run' does.",
-        epilog=f"Exit status: CMD's own; {EXIT_TIMEOUT} when --timeout expires (CMD and what "
-               f"it started are killed, the VM runs on); {EXIT_GUEST_FAILED} when the VM is "
+        epilog=f"Exit status: CMD's own; {exit_status.TIMEOUT} when --timeout expires (CMD and what "
+               f"it started are killed, the VM runs on); {exit_status.GUEST_FAILED} when the VM is "
                f"dead or fails. Commands for a VM that is running one wait their turn.")
     exec_.add_argument("name", metavar="NAME")
     _command_options(exec_)
@@ -189,7 +179,7 @@ def _run_parser(commands) -> None:
                     "use), run CMD in it with hartvm's stdin, and pass its stdout and stderr "
                     "back separately.",
         epilog=f"Exit status: CMD's own (127 when it does not exist, 128+N when killed by "
-               f"signal N); {EXIT_TIMEOUT} when --timeout expires; {EXIT_GUEST_FAILED} when "
+               f"signal N); {exit_status.TIMEOUT} when --timeout expires; {exit_status.GUEST_FAILED} when "
                f"hartvm or the guest fails (bad option, kernel panic, agent failure), with "
                f"the reason and the last console lines on stderr.")
     _guest_options(run)
@@ -198,7 +188,7 @@ def _run_parser(commands) -> None:
 
 def _command_options(parser) -> None:
     parser.add_argument("--timeout", type=_seconds, metavar="SECONDS",
-                        help=f"kill the command after this many seconds (exit {EXIT_TIMEOUT})")
+                        help=f"kill the command after this many seconds (exit {exit_status.TIMEOUT})")
     parser.add_argument("--env", "-e", action="append", default=[], metavar="NAME=VALUE",
                         help="set an environment variable for CMD (repeatable)")
     parser.add_argument("--workdir", "-w", metavar="DIR", help="run CMD in this guest directory")
@@ -223,11 +213,12 @@ def _firmware(args) -> str:
     return str(debian.opensbi_firmware())
 
 
-def _report(console: Console, message: str) -> None:
+def _report(console: SerialConsole, message: str) -> None:
     print(f"hartvm: {console.report(message)}", file=sys.stderr)
 
 
 def _boot(args) -> int:
+    from ..hostio import HostIO
     from ..machine import Machine, Stop
     from ..vmm.vm import parse_drive
     started = time.perf_counter()
@@ -235,31 +226,32 @@ def _boot(args) -> int:
         raise HartvmError(f"--smp {args.smp}: at most {MAX_HARTS} harts")
     if args.bios == "none" and (args.initrd or args.append):
         raise HartvmError("--initrd and --append need firmware to pass them on (not --bios none)")
-    console = Console()
+    console = SerialConsole()
+    io = HostIO(output=console.write, flush=console.flush)
     try:
-        machine = Machine(memory_size=args.memory, output=console.write, harts=args.smp,
-                          flush=console.flush)
+        machine = Machine(memory_size=args.memory, harts=args.smp, io=io)
     except OSError as error:
         raise HartvmError(f"cannot allocate {args.memory} bytes of guest memory: {error}") from None
-    for spec in args.drive:
-        machine.board.attach_virtio(parse_drive(spec))
+    for index, spec in enumerate(args.drive):
+        machine.board.attach_virtio(f"disk{index}", parse_drive(spec))
     if args.bios == "none":
         machine.load_kernel(args.kernel)
     else:
         machine.boot(args.kernel, _firmware(args), args.initrd, args.append)
-    machine.stop_when = lambda: console.panicked
     if args.trace:
         try:
-            machine.trace = sys.stderr if args.trace == "-" else open(args.trace, "w")
+            io.trace = sys.stderr if args.trace == "-" else open(args.trace, "w")
         except OSError as error:
             raise HartvmError(f"--trace {args.trace}: {error.strerror or error}") from None
     ready = time.perf_counter()
     try:
         with console.attached(0):
-            machine.input_fd = 0
-            machine.input_filter = console.filter_input
-            machine.realtime_idle = console.interactive
-            result = machine.run(max_instructions=args.max_instructions)
+            uart = machine.board.devices["uart0"]
+            io.add_input(0, uart.push_input, lambda: len(uart.host_input),
+                         filter=console.filter_input)
+            io.realtime = console.interactive
+            result = machine.run(until=lambda: console.panicked,
+                                 max_instructions=args.max_instructions)
     except QuitRequested:
         print("\r\nhartvm: quit (Ctrl-A X)", file=sys.stderr)
         return 0
@@ -270,7 +262,7 @@ def _boot(args) -> int:
             traceback.print_exc()
         print(f"hartvm: internal error: {error!r} (set HARTVM_DEBUG=1 for details)\n"
               f"{machine.harts[0].dump()}", file=sys.stderr)
-        return EXIT_INTERNAL
+        return exit_status.INTERNAL
     finished = time.perf_counter()
     if args.stats:
         seconds = finished - ready
@@ -280,18 +272,18 @@ def _boot(args) -> int:
     if result.stop is Stop.INSTRUCTION_LIMIT:
         _report(console, f"stopped after --max-instructions {args.max_instructions} "
                          f"(pc {machine.harts[0].pc:#x})")
-        return EXIT_INSTRUCTION_LIMIT
+        return exit_status.INSTRUCTION_LIMIT
     if result.stop is Stop.HALTED:
         _report(console, f"the guest waits for an interrupt that can never arrive "
                          f"(wfi at pc {machine.harts[0].pc:#x}); stopping")
-        return EXIT_HALTED
+        return exit_status.HALTED
     if result.stop is Stop.STOPPED:
         _report(console, "the guest kernel panicked")
-        return EXIT_PANIC
+        return exit_status.PANIC
     return result.status & 0xFF if result.status <= 0xFF else 1
 
 
-def _stream(stream):
+def _writer_to(stream):
     """A callable that writes guest output to ``stream`` as it comes."""
     def write(data: bytes) -> None:
         stream.write(data)
@@ -324,11 +316,11 @@ def _run_command(guest, args) -> int:
     argv, env = _command(args)
     try:
         result = guest.run(argv, env=env, cwd=args.workdir, timeout=args.timeout,
-                           stdout=_stream(sys.stdout.buffer),
-                           stderr=_stream(sys.stderr.buffer), stdin_fd=0)
+                           stdout=_writer_to(sys.stdout.buffer),
+                           stderr=_writer_to(sys.stderr.buffer), stdin_fd=0)
     except CommandTimeout as error:
         print(f"hartvm: {error}", file=sys.stderr)
-        return EXIT_TIMEOUT
+        return exit_status.TIMEOUT
     return result.returncode
 
 
@@ -346,12 +338,12 @@ def _run(args) -> int:
 
 def _shell(args) -> int:
     from ..vmm.vm import VM
-    console = Console()
+    console = SerialConsole()
     with VM(memory=args.memory, smp=args.smp, drives=args.drive, realtime=True) as guest:
         size = os.get_terminal_size(0) if _is_tty(0) else os.terminal_size((80, 24))
         try:
             with console.attached(0):
-                return guest.shell(0, _stream(sys.stdout.buffer), rows=size.lines,
+                return guest.shell(0, _writer_to(sys.stdout.buffer), rows=size.lines,
                                    columns=size.columns, term=os.environ.get("TERM", "vt100"),
                                    input_filter=console.filter_input)
         except QuitRequested:
@@ -432,14 +424,14 @@ def _stop(args) -> int:
     if args.all == bool(args.names):
         raise HartvmError("name the VMs to stop, or give --all")
     names = [info.name for info in list_vms()] if args.all else args.names
-    status = 0
+    result = 0
     for name in names:
         try:
             RemoteVM(name).stop()
         except HartvmError as error:
             print(f"hartvm: {error}", file=sys.stderr)
-            status = 1
-    return status
+            result = exit_status.FAILED
+    return result
 
 
 COMMANDS = {"boot": _boot, "run": _run, "shell": _shell, "fetch": _fetch, "up": _up,
@@ -458,11 +450,11 @@ def main(argv=None) -> int:
     if command is not None:
         args.argv = args.argv + command
     if args.command in ("boot", "fetch"):
-        failed = EXIT_BAD_INPUT
+        failed = exit_status.BAD_INPUT
     elif args.command in ("run", "shell", "exec"):
-        failed = EXIT_GUEST_FAILED
+        failed = exit_status.GUEST_FAILED
     else:
-        failed = 1
+        failed = exit_status.FAILED
     try:
         return COMMANDS[args.command](args)
     except HartvmError as error:
@@ -470,9 +462,9 @@ def main(argv=None) -> int:
         return failed
     except KeyboardInterrupt:
         print("hartvm: interrupted", file=sys.stderr)
-        return 130
+        return exit_status.INTERRUPTED
     except BrokenPipeError:
         # The reader of our output went away (`hartvm run -- yes | head`): end as a
         # program killed by SIGPIPE would, without a second error at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
+        return exit_status.BROKEN_PIPE

@@ -23,7 +23,7 @@ class QuitRequested(Exception):
     """The user typed Ctrl-A X."""
 
 
-class Console(ConsoleLog):
+class SerialConsole(ConsoleLog):
     def __init__(self, stream=None, keep_lines: int = 20):
         super().__init__(keep_lines)
         self._stream = stream or sys.stdout.buffer

@@ -1,6 +1,6 @@
 """The host end of the guest agent (the guest end is agent.sh, started by /init).
 
-The channel is four ports of one virtio-console device, each a raw,
+The channel is five ports of one virtio-console device, each a raw,
 binary-safe byte stream:
 
 - ``org.hartvm.control``: lines. The agent says ``READY`` once it runs; the
@@ -28,7 +28,7 @@ command killed by signal N.
 
 import re
 
-from ..devices.virtio.console import Console
+from ..devices.virtio.console import VirtioConsole
 from ..errors import HartvmError
 
 PORT_PREFIX = "org.hartvm."
@@ -80,7 +80,7 @@ def _small_number(text: str) -> bool:
 class Agent:
     """The agent's ports on ``console`` and the state of the current command."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: VirtioConsole):
         self.control = console.add_port(self._control_output, name=PORT_PREFIX + "control")
         self.stdin = console.add_port(lambda data: None, name=PORT_PREFIX + "stdin")
         self.stdout = console.add_port(self._stdout_output, name=PORT_PREFIX + "stdout")

@@ -1,6 +1,6 @@
 #!/bin/sh
 # The hartvm guest agent. It runs the host's commands; see hartvm/guest/agent.py
-# for the protocol. Four virtio-console ports, found by name:
+# for the protocol. Five virtio-console ports, found by name:
 #   org.hartvm.control  lines both ways: READY, then RUN <number> <one-line script> /
 #                       EXIT <status>
 #   org.hartvm.signal   numbers of commands to kill (SIGKILL), one per line

@@ -18,7 +18,10 @@ import sys
 import time
 
 from ..errors import HartvmError
-from ..limits import MAX_HARTS, guest_memory_size
+from ..guest import debian
+from .. import exit_status
+from ..code_digest import code_digest
+from ..limits import check_harts, guest_memory_size
 from . import protocol, registry
 from .results import CommandResult, CommandTimeout, GuestError, check_status
 
@@ -42,14 +45,12 @@ class RemoteVM:
         default guest) and return its handle once it answers. Its hostname is its
         name. ``pool``: start the run pool (see RunPool) instead."""
         size = guest_memory_size(memory)
-        if not 1 <= smp <= MAX_HARTS:
-            raise HartvmError(f"bad hart count {smp}: 1 to {MAX_HARTS}")
+        check_harts(smp)
         if snapshot is not None:
             snapshot = os.path.abspath(snapshot)
             if not os.path.isdir(snapshot):
                 raise HartvmError(f"{snapshot}: no such snapshot directory")
         else:
-            from ..guest import debian
             debian.default_guest(progress=progress)     # a first download shows its progress
         drives = [_absolute_drive(spec) for spec in drives]
         name, directory = registry.claim(name)
@@ -156,7 +157,7 @@ class RemoteVM:
         with self._connect() as sock:
             sock.settimeout(None)
             protocol.send_json(sock, protocol.REQUEST, request)
-            reply = _stream(sock, input, stdin_fd, sinks)
+            reply = _exchange_command_io(sock, input, stdin_fd, sinks)
         if reply is None:
             raise GuestError(f"VM {self.name} went away while running {args[0]}")
         status = _result(self.name, reply)["status"]
@@ -182,8 +183,7 @@ class RunPool(RemoteVM):
         super().__init__(f"run-pool-{memory >> 20}m-{smp}")
         self.memory, self.smp = memory, smp
         self.realtime, self.progress = realtime, progress
-        from .cache import source_digest
-        self.digest = source_digest()
+        self.digest = code_digest()
 
     def _run_fields(self) -> dict:
         return {"op": "run", "digest": self.digest, "hostname": "hartvm",
@@ -238,12 +238,13 @@ def _result(name: str, reply: dict) -> dict:
     if reply.get("ok"):
         return reply
     error = str(reply.get("error", "unknown error"))
-    if reply.get("status") == 124:
+    if reply.get("status") == exit_status.TIMEOUT:
         raise CommandTimeout(error)
     raise GuestError(f"VM {name}: {error}")
 
 
-def _stream(sock, input: bytes | None, stdin_fd: int | None, sinks) -> dict | None:
+def _exchange_command_io(sock, input: bytes | None, stdin_fd: int | None,
+                         sinks) -> dict | None:
     """Send stdin while receiving output frames; the REPLY, or None if the VM went away."""
     pending = bytearray(input or b"")
     stdin_open = stdin_fd is not None

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import paths
 from ..errors import HartvmError
 
 NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,47}")   # also its guest hostname
@@ -34,12 +35,7 @@ ABANDONED_AFTER = 10   # seconds; claiming a name and spawning its process takes
 
 
 def state_dir() -> Path:
-    explicit = os.environ.get("HARTVM_STATE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"),
-                                                             ".local", "state")
-    return Path(base) / "hartvm"
+    return paths.state_home()
 
 
 def vms_dir() -> Path:

@@ -33,3 +33,8 @@ def check_status(args, status: int, stderr: bytes) -> None:
     if status != 0:
         raise HartvmError(f"command {args!r} exited with status {status}"
                           + (f": {stderr[-500:].decode(errors='replace')}" if stderr else ""))
+
+
+class Interrupted(Exception):
+    """The host stopped the VM's run: its ``service`` callback asked to (the VM
+    process was told to stop, or the client of a one-off run went away)."""

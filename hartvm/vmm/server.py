@@ -4,7 +4,7 @@ The process owns one ``VM`` and a control socket in its directory (see
 registry.py), and runs the guest all the time: between commands idle guest
 time passes at the host's pace, as in any hypervisor, so that daemons in
 the guest keep running. A connection on the socket wakes it (the socket is
-the machine's ``wake_fd``); one request is served per connection (see
+one of the VM's HostIO wake-up descriptors); one request is served per connection (see
 protocol.py):
 
 - ``exec``: run a command, streaming its output; one at a time.
@@ -37,14 +37,13 @@ import time
 import traceback
 from pathlib import Path
 
+from ..code_digest import code_digest
 from ..errors import HartvmError
+from ..exit_status import GUEST_FAILED as EXIT_FAILED, TIMEOUT as EXIT_TIMEOUT
 from . import protocol, registry
-from .cache import source_digest
-from .results import CommandTimeout, GuestError
+from .results import CommandTimeout, GuestError, Interrupted
 from .vm import VM
 
-EXIT_TIMEOUT = 124
-EXIT_FAILED = 125
 MAX_FORKS = 64
 POOL_IDLE = 600          # seconds a run pool waits for a request before it exits
 REQUEST_WAIT = 2         # seconds a connection may take to send its request
@@ -52,7 +51,9 @@ MAX_WAITING = 64         # requests that wait for a running command to finish, a
 
 
 class StopRequested(Exception):
-    """``stop`` arrived: end the VM process."""
+    """``stop`` arrived: end the VM process (raised by the server's own code,
+    never through the machine: a running command is interrupted by
+    ``_serve_while_busy`` returning True, and the VM raises ``Interrupted``)."""
 
 
 class Server:
@@ -67,6 +68,7 @@ class Server:
         self.client = None              # the connection of the running command
         self.waiting = collections.deque()   # (connection, request) that came meanwhile
         self.client_lost = False
+        self.stop_requested = False      # a stop came while a command ran
 
     # --- life cycle ----------------------------------------------------------------
     def listen(self) -> None:
@@ -86,9 +88,8 @@ class Server:
     def start(self) -> None:
         """Listen, and give the guest its clock and hostname now: then say ready."""
         self.listen()
-        machine = self.vm.machine
-        machine.wake_fd = self.listener.fileno()
-        machine.realtime_idle = True
+        self.vm.io.wake_fds.append(self.listener.fileno())
+        self.vm.io.realtime = True
         self.vm.service = self._serve_while_busy
         self.vm.apply_identity()
 
@@ -108,7 +109,7 @@ class Server:
                     request = self._read_request(connection)
                     if request is not None:
                         self._dispatch(connection, request)
-        except StopRequested:
+        except (StopRequested, Interrupted):
             pass
         except GuestError as error:
             # The guest powered off, rebooted or panicked: the VM is dead. Its
@@ -163,7 +164,7 @@ class Server:
                         status=EXIT_TIMEOUT if isinstance(error, CommandTimeout) else EXIT_FAILED)
             if self.vm.closed:            # the guest failed, or would not let a command go
                 raise StopRequested from None
-        except (StopRequested, GuestError):
+        except (StopRequested, Interrupted, GuestError):
             raise
         except Exception as error:   # noqa: BLE001 - a hartvm bug must not take the VM down
             traceback.print_exc()
@@ -181,13 +182,14 @@ class Server:
             self.client_lost = bool(poller.poll(0))
         return self.client_lost
 
-    def _serve_while_busy(self) -> None:
+    def _serve_while_busy(self) -> bool:
         """Between rounds of a running command: kill it if its client went away
         (the VM runs on), and answer who is waiting: ``stop`` and ``ping`` at once,
-        other requests in turn once the command has finished."""
+        other requests in turn once the command has finished. True once a
+        ``stop`` came: the VM's run then ends (``Interrupted``)."""
         if self._client_gone():
             self.vm.cancel()
-        while self._connection_waiting():
+        while not self.stop_requested and self._connection_waiting():
             connection, _ = self.listener.accept()
             request = self._read_request(connection)
             op = None if request is None else request.get("op")
@@ -195,8 +197,8 @@ class Server:
                 with connection:
                     if op == "stop":
                         self._reply(connection, ok=True)
-                        raise StopRequested
-                    if op == "ping":
+                        self.stop_requested = True
+                    elif op == "ping":
                         self._reply(connection, ok=True, name=self.name, busy=True,
                                     waiting=len(self.waiting))
                     elif request is not None:
@@ -204,6 +206,7 @@ class Server:
                                     f"requests waiting already", status=EXIT_FAILED)
             else:
                 self.waiting.append((connection, request))
+        return self.stop_requested
 
     @staticmethod
     def _reply(connection, **fields) -> None:
@@ -298,9 +301,7 @@ class Server:
             connection.close()
             self.listener.close()
             _redirect_output(directory / "log")
-            for index, block in enumerate(self.vm.blocks):
-                if not block.readonly:
-                    block.fork_overlay(str(self._disk_path(directory) / f"disk{index}"))
+            self.vm.clone_drives(self._disk_path(directory))
             os.write(ready_write, b"copied\n")
             self.vm.new_identity(name)
             clone = Server(self.vm, name, directory, parent=self.name)
@@ -368,9 +369,8 @@ class PoolServer(Server):
         elif os.fork() == 0:
             self._run_once(connection, request)
 
-    def _serve_while_busy(self) -> None:
-        if self._client_gone():
-            raise StopRequested       # nobody wants this VM any more
+    def _serve_while_busy(self) -> bool:
+        return self._client_gone()    # nobody wants this VM any more: end it
 
     def _run_once(self, connection, request) -> None:
         """In the child of a fork: run the request's command; never returns."""
@@ -378,12 +378,12 @@ class PoolServer(Server):
             self.vm.service = self._serve_while_busy
             self.listener.close()
             self.vm.new_identity(str(request.get("hostname", "hartvm")))
-            self.vm.machine.realtime_idle = bool(request.get("realtime"))
+            self.vm.io.realtime = bool(request.get("realtime"))
             self._exec(connection, request)
         except HartvmError as error:
             self._reply(connection, error=str(error),
                         status=EXIT_TIMEOUT if isinstance(error, CommandTimeout) else EXIT_FAILED)
-        except StopRequested:
+        except Interrupted:
             pass
         except BaseException:  # noqa: BLE001 - the child must never unwind into the pool's loop
             traceback.print_exc()
@@ -418,7 +418,7 @@ def main() -> int:
             vm = VM(memory=config["memory"], smp=config["smp"], drives=config["drives"],
                     hostname=config["hostname"], progress=False)
         if config.get("pool"):
-            server = PoolServer(vm, directory.name, directory, source_digest())
+            server = PoolServer(vm, directory.name, directory, code_digest())
             server.listen()
         else:
             server = Server(vm, directory.name, directory)

@@ -21,11 +21,18 @@ page cache.
                payload_length u64, payload
     crc        u32       zlib.crc32 of every byte before it
 
-A section is one component: ``config`` (what machine to build), ``machine``,
-``hart0``..``hartN``, each board device by its memory-map name (``rom``,
-``syscon``, ``rtc``, ``clint``, ``plic``, ``uart0``, ``vmgenid``,
-``virtio0``..) and ``vm`` (the guest agent's side). Its version is the component's ``SAVE_VERSION``; a
-component refuses a version it does not know.
+A section is one component: ``config`` (what machine to build: memory
+size, harts, drives; saved and checked here only), ``machine``,
+``hart0``..``hartN``, each board device by its name in the board table
+(``rom``, ``syscon``, ``rtc``, ``vmgenid``, ``clint``, ``plic``, ``uart0``),
+each virtio device by the name it was attached under (``console``, ``rng``,
+``disk0``, ...) and ``vm`` (the guest agent's side). Its version is the
+component's ``SAVE_VERSION``; a component refuses a version it does not know.
+
+This module owns the format: ``save`` stages a new snapshot and renames it
+into place (a snapshot is there whole or not at all), ``load`` reads and
+checks one, ``open_drives`` and ``restore_machine`` bring it back into a
+machine built like the saved one (see ``VM``'s two build paths).
 
 A payload is one value in a small typed encoding (a snapshot is untrusted
 input, so no pickle): a tag byte, then ``N`` none, ``F``/``T`` booleans,
@@ -37,18 +44,25 @@ nesting, so a corrupt file fails with ``SnapshotError``, never a crash.
 """
 
 import os
+import shutil
 import stat
 import struct
+import tempfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
+from ..devices.virtio.blk import Block
 from ..errors import HartvmError
+from ..limits import check_harts, guest_memory_size
 from ..memory import PAGE_SIZE
 
 MAGIC = b"HARTVMSS"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2        # 2: sections named by the board table, config owns the sizes
+CONFIG_VERSION = 1        # of the config section
 STATE_FILE = "state"
 MEMORY_FILE = "memory"
 MAX_DEPTH = 16
@@ -284,13 +298,14 @@ def machine_sections(machine) -> list[tuple[str, int, object]]:
     return sections
 
 
-def restore_machine(machine, sections: dict, directory) -> None:
+def restore_machine(machine, snapshot: "Snapshot") -> None:
     """Restore every component of ``machine`` (built like the saved one) from
-    ``sections``. Any invalid or missing section raises SnapshotError; the
+    the snapshot. Any invalid or missing section raises SnapshotError; the
     caller then drops the machine, so no half-restored machine is ever used."""
+    sections, directory = snapshot.sections, snapshot.directory
     parts = [("machine", machine)] + machine.components()
     expected = {name for name, _ in parts}
-    extra = {name for name in sections if name.startswith(("hart", "virtio"))} - expected
+    extra = {name for name in sections if name.startswith("hart")} - expected
     if extra:
         raise SnapshotError(f"{directory}: the snapshot's machine has {', '.join(sorted(extra))}, "
                             f"which this machine lacks")
@@ -306,3 +321,111 @@ def restore_machine(machine, sections: dict, directory) -> None:
         except (ValueError, KeyError, TypeError, IndexError, OverflowError,
                 AttributeError) as error:
             raise SnapshotError(f"{directory}: section {name!r} is invalid: {error}") from None
+
+
+# --- whole snapshots ------------------------------------------------------------------
+
+def drive_file(directory, index: int) -> Path:
+    return Path(directory) / f"disk{index}"
+
+
+def save(path, machine, drives, owner: tuple[str, int, dict], copy_drives: bool = True) -> None:
+    """Save ``machine`` with its ``drives`` (virtio Blocks) as the new snapshot
+    directory ``path``: staged beside it, then renamed into place. ``owner``
+    is the (name, version, state) section of whoever runs the guest (the VM).
+    ``copy_drives``: keep a sparse copy of each drive as the guest sees it
+    (else the caller keeps the drives, as a fork does)."""
+    path = Path(path)
+    if path.exists():
+        raise HartvmError(f"{path} already exists; a snapshot is never written over")
+    staging = None
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent or "."))
+        infos = []
+        for index, block in enumerate(drives):
+            if copy_drives:
+                block.export(str(drive_file(staging, index)))
+            infos.append({"path": os.path.abspath(block.path), "readonly": block.readonly,
+                          "size": block.size})
+        config = {"hartvm": __version__, "memory_size": machine.ram.size,
+                  "harts": len(machine.harts), "drives": infos}
+        sections = [("config", CONFIG_VERSION, config)] + machine_sections(machine) + [owner]
+        write_memory(machine.ram, staging / MEMORY_FILE)
+        write_state(staging / STATE_FILE, sections)
+        os.rename(staging, path)
+    except OSError as error:
+        raise HartvmError(f"cannot write the snapshot {path}: {error.strerror or error}") \
+            from None
+    finally:
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@dataclass
+class Snapshot:
+    """A snapshot read and checked: what machine to build, and its sections."""
+    directory: Path
+    memory_size: int
+    harts: int
+    drives: list[dict]         # each: path, readonly, size (checked)
+    sections: dict
+
+    def owner_section(self, name: str, version: int) -> dict:
+        """The owner's section (see ``save``), checked to be of ``version``."""
+        return _section(self.sections, name, version, self.directory)
+
+    def open_memory(self) -> int:
+        return open_memory(self.directory, self.memory_size)
+
+
+def _section(sections: dict, name: str, version: int, directory) -> dict:
+    saved_version, value = sections.get(name, (None, None))
+    if saved_version != version or not isinstance(value, dict):
+        raise SnapshotError(f"{directory}: section {name!r} is missing or of another version")
+    return value
+
+
+def load(directory) -> Snapshot:
+    """Read the snapshot in ``directory`` and check its configuration: memory
+    size and harts within limits, a well-formed drive list."""
+    sections = read_state(directory)
+    config = _section(sections, "config", CONFIG_VERSION, directory)
+    try:
+        size = guest_memory_size(config.get("memory_size"))
+        harts = check_harts(config.get("harts"))
+    except HartvmError as error:
+        raise SnapshotError(f"{directory}: bad machine configuration in the snapshot: "
+                            f"{error}") from None
+    drives = config.get("drives")
+    if not isinstance(drives, list) or not all(
+            isinstance(info, dict) and isinstance(info.get("readonly"), bool) and
+            type(info.get("size")) is int and isinstance(info.get("path"), str)
+            for info in drives):
+        raise SnapshotError(f"{directory}: bad drive list in the snapshot")
+    return Snapshot(Path(directory), size, harts, drives, sections)
+
+
+def open_drives(snapshot: Snapshot, overlay_dir) -> list[Block]:
+    """The snapshot's copies of its drives, each checked (a regular file of the
+    recorded size); writable ones get an overlay in ``overlay_dir``, since the
+    snapshot's copy is never written."""
+    blocks = []
+    try:
+        for index, info in enumerate(snapshot.drives):
+            disk = drive_file(snapshot.directory, index)
+            try:
+                check_regular_file(disk)
+                block = Block(str(disk), readonly=info["readonly"])
+            except OSError as error:
+                raise SnapshotError(f"{disk}: {error.strerror or error}") from None
+            blocks.append(block)
+            if block.size != info["size"]:
+                raise SnapshotError(f"{disk}: {block.size} bytes, the snapshot says "
+                                    f"{info['size']} (truncated or mismatched)")
+            if not block.readonly:
+                block.use_overlay(str(drive_file(overlay_dir, index)))
+    except BaseException:
+        for block in blocks:
+            block.close()
+        raise
+    return blocks

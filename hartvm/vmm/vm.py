@@ -23,28 +23,29 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import __version__
 from ..devices.virtio.blk import Block
-from ..devices.virtio.console import Console
+from ..devices.virtio.console import VirtioConsole
 from ..devices.virtio.rng import Rng
 from ..errors import HartvmError
 from ..guest import debian, rootfs
 from ..guest.agent import Agent, command_script, quote
-from ..limits import MIN_GUEST_MEMORY as MIN_MEMORY, guest_memory_size
+from ..hostio import HostIO
+from ..limits import check_harts, guest_memory_size
 from ..machine import Machine, Stop
-from . import snapshot
+from . import cache, snapshot
+from .client import RemoteVM
 from .console_log import ConsoleLog
 from .registry import numbered
-from .results import CommandResult, CommandTimeout, GuestError, check_status
+from .results import CommandResult, CommandTimeout, GuestError, Interrupted, check_status
 
 HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
 BOOTARGS = "console=ttyS0 quiet cryptomgr.notests hartvm.hostname={hostname}"
 # Booting to the agent takes about 0.6 billion instructions; a guest that has
 # not answered after this many is stuck.
 BOOT_INSTRUCTION_LIMIT = 20_000_000_000
-CONFIG_VERSION = 1     # of the snapshot's config and vm sections
 KILL_GRACE = 5.0       # seconds a killed command may take to end before the VM is given up
 KILL_REPEAT = 0.5      # seconds between kill requests (one may come before the command starts)
+MAX_CLONES = 1024
 
 
 def parse_drive(spec: str) -> Block:
@@ -58,32 +59,7 @@ def parse_drive(spec: str) -> Block:
         raise HartvmError(f"drive {path}: {error.strerror or error}") from None
 
 
-def _open_saved_drive(info, disk: Path, path) -> Block:
-    """A snapshot's copy of a drive, checked: a regular file of the recorded size."""
-    if not isinstance(info, dict) or not isinstance(info.get("readonly"), bool) or \
-            not isinstance(info.get("size"), int):
-        raise snapshot.SnapshotError(f"{path}: bad drive in the snapshot")
-    try:
-        snapshot.check_regular_file(disk)
-        block = Block(str(disk), readonly=info["readonly"])
-    except OSError as error:
-        raise snapshot.SnapshotError(f"{disk}: {error.strerror or error}") from None
-    if block.size != info["size"]:
-        block.close()
-        raise snapshot.SnapshotError(f"{disk}: {block.size} bytes, the snapshot says "
-                                     f"{info['size']} (truncated or mismatched)")
-    return block
-
-
-def _section(sections: dict, name: str, path) -> dict:
-    version, value = sections.get(name, (None, None))
-    if version != CONFIG_VERSION or not isinstance(value, dict):
-        raise snapshot.SnapshotError(f"{path}: section {name!r} is missing or of another "
-                                     f"version")
-    return value
-
-
-def _open_drives(specs) -> list[Block]:
+def open_drives(specs) -> list[Block]:
     blocks = []
     try:
         for spec in specs:
@@ -95,11 +71,30 @@ def _open_drives(specs) -> list[Block]:
     return blocks
 
 
-def _check_hostname(hostname: str) -> None:
+def check_hostname(hostname: str) -> None:
     if not isinstance(hostname, str) or not HOSTNAME.fullmatch(hostname):
         # It travels on the kernel command line, where a space would split it.
         raise HartvmError(f"bad hostname {hostname!r}: use 1 to 64 letters, digits, "
                           f"'-' and '.'")
+
+
+def booted_snapshot(memory: int, harts: int, progress: bool = True) -> Path:
+    """The cached snapshot of the default guest booted with ``memory`` bytes and
+    ``harts`` harts (see cache.py), made now if there is none yet."""
+    guest = debian.default_guest(progress=progress)
+    initrd = rootfs.default_initramfs(guest)
+    path = cache.booted_snapshot_path((guest.kernel, guest.firmware, initrd), memory, harts)
+    if cache.is_complete(path):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with VM(memory=memory, smp=harts, progress=progress, boot=True) as vm:
+        try:
+            vm.snapshot(path)
+        except HartvmError:
+            if not cache.is_complete(path):   # else another hartvm saved it first
+                raise
+    cache.prune(path)
+    return path
 
 
 class VM:
@@ -114,74 +109,113 @@ class VM:
     ``realtime``), the same commands give the same results and instruction
     counts every time.
 
-    Without drives, a VM starts in milliseconds from a cached snapshot of the
-    booted guest (see cache.py; the first VM of each size makes it); give
-    ``boot=True`` to boot it instead. Drives need a boot: the guest finds
-    its disks while it boots.
+    A VM is built in one of two ways, each a named method: booted
+    (``_build_for_boot``: firmware, kernel, initramfs, up to the agent's
+    READY), or restored from a snapshot (``_build_from_snapshot``). Without
+    drives, ``VM()`` takes the second way, from a cached snapshot of the
+    booted guest (made by the first VM of each size): it starts in
+    milliseconds. ``boot=True`` takes the first way; so do drives, since the
+    guest finds its disks while it boots.
     """
+
+    SAVE_VERSION = 1        # of the snapshot's "vm" section
 
     def __init__(self, memory="256M", smp: int = 1, drives=(), hostname: str = "hartvm",
                  realtime: bool = False, progress: bool = True, epoch_ns: int | None = None,
                  rng_seed: bytes | None = None, boot: bool = False):
         size = guest_memory_size(memory)
-        _check_hostname(hostname)
-        if not drives and not boot:
-            # A booted guest without drives is the same every time: restore it.
-            from .cache import booted_snapshot
-            self._restore(booted_snapshot(size, smp, progress), hostname, epoch_ns, rng_seed)
-            self.machine.realtime_idle = realtime
-            return
-        self._build(size, smp, _open_drives(drives), epoch_ns, rng_seed)
+        check_harts(smp)
+        check_hostname(hostname)
+        if drives or boot:
+            self._build_for_boot(size, smp, drives, hostname, epoch_ns, rng_seed, progress)
+        else:
+            self._build_from_snapshot(snapshot.load(booted_snapshot(size, smp, progress)),
+                                      hostname, epoch_ns, rng_seed)
+        # A boot's idle time is skipped either way: it is the same for every boot.
+        self.io.realtime = realtime
+
+    # --- the two ways to build a VM ------------------------------------------------
+    def _build_devices(self, size: int, smp: int, blocks, epoch_ns, rng_seed,
+                       memory_fd=None) -> None:
+        """The machine and its devices, not yet started (both ways build them so:
+        a snapshot's sections name the same devices)."""
+        self.log = ConsoleLog(keep_lines=40)
+        self.io = HostIO(output=self.log.write)
+        self.closed = False
+        self.machine = None
+        self._overlay_dir = None     # a restored VM's disk overlays, removed by close()
+        self._clock_to_set = False   # the guest's clock must be set before the next command
+        self.blocks = list(blocks)
+        self.service = None          # () -> bool, between rounds of a command (see server.py)
+        self._cancel = False
+        rng_seed = os.urandom(32) if rng_seed is None else bytes(rng_seed)
+        try:
+            self.machine = Machine(
+                memory_size=size, harts=smp, io=self.io,
+                rtc_epoch_ns=self.io.wall_clock_ns() if epoch_ns is None else epoch_ns,
+                rng_seed=rng_seed, memory_fd=memory_fd)
+        except OSError as error:
+            self.close()
+            raise HartvmError(f"cannot allocate {size} bytes of guest memory: {error}") from None
+        console = VirtioConsole()
+        self._terminal_output = None
+        self.terminal = console.add_port(self._hvc_output, console=True)   # /dev/hvc0
+        self.agent = Agent(console)
+        board = self.machine.board
+        board.attach_virtio("console", console)
+        self.rng = Rng(hashlib.sha256(b"virtio-rng" + rng_seed).digest())
+        board.attach_virtio("rng", self.rng)
+        for index, block in enumerate(self.blocks):
+            board.attach_virtio(f"disk{index}", block)
+
+    def _build_for_boot(self, size, smp, drives, hostname, epoch_ns, rng_seed, progress) -> None:
+        """Boot the default guest (fetched on first use) up to its agent's READY."""
+        self._build_devices(size, smp, open_drives(drives), epoch_ns, rng_seed)
         try:
             guest = debian.default_guest(progress=progress)
             initrd = rootfs.default_initramfs(guest)
             self.machine.boot(str(guest.kernel), str(guest.firmware), str(initrd),
                               BOOTARGS.format(hostname=hostname))
             self.hostname = hostname
-            self._boot()
+            result = self.machine.run(until=lambda: self.agent.ready or self.log.panicked,
+                                      max_instructions=BOOT_INSTRUCTION_LIMIT)
+            if not self.agent.ready:
+                self._fail(result, "the guest did not start its agent")
         except BaseException:
             self.close()              # no disk file stays open behind a failed start
             raise
-        # The boot's idle time is skipped either way: it is the same for every boot.
-        self.machine.realtime_idle = realtime
 
-    def _build(self, size: int, smp: int, blocks, epoch_ns, rng_seed, memory_fd=None) -> None:
-        """The machine and its devices, not yet started (shared by boot and restore)."""
-        self.log = ConsoleLog(keep_lines=40)
-        self.closed = False
-        self.machine = None
-        self._overlay_dir = None     # a restored VM's disk overlays, removed by close()
-        self._clock_to_set = False   # the guest's clock must be set before the next command
-        self.blocks = list(blocks)
-        self.service = None          # called between rounds of a command (see server.py)
-        self._cancel = False
-        rng_seed = os.urandom(32) if rng_seed is None else bytes(rng_seed)
+    def _build_from_snapshot(self, saved: snapshot.Snapshot, hostname, epoch_ns, rng_seed,
+                             blocks=None) -> None:
+        """A VM as ``saved`` holds it, then given a new identity: its RAM is mapped
+        copy-on-write, not read. ``blocks``: the drives to attach (a fork's), else
+        the snapshot's copies with overlays of this VM's own."""
+        vm_state = saved.owner_section("vm", self.SAVE_VERSION)
+        saved_hostname = vm_state.get("hostname")
+        hostname = saved_hostname if hostname is None else hostname
+        check_hostname(hostname)
+        memory_fd = saved.open_memory()
         try:
-            self.machine = Machine(
-                memory_size=size, output=self.log.write, harts=smp,
-                rtc_epoch_ns=time.time_ns() if epoch_ns is None else epoch_ns,
-                rng_seed=rng_seed, memory_fd=memory_fd)
-        except OSError as error:
+            self._build_devices(saved.memory_size, saved.harts, [], epoch_ns, rng_seed,
+                                memory_fd)
+        finally:
+            os.close(memory_fd)          # the mapping keeps the file
+        try:
+            if blocks is None:
+                self._overlay_dir = tempfile.mkdtemp(prefix="hartvm-disks-")
+                blocks = snapshot.open_drives(saved, self._overlay_dir)
+            for index, block in enumerate(blocks):
+                self.blocks.append(block)
+                self.machine.board.attach_virtio(f"disk{index}", block)
+            snapshot.restore_machine(self.machine, saved)
+            self.agent.ready = True
+            self.hostname = saved_hostname
+            self.new_identity(hostname, epoch_ns, rng_seed)
+        except BaseException:
             self.close()
-            raise HartvmError(f"cannot allocate {size} bytes of guest memory: {error}") from None
-        console = Console()
-        self._terminal_output = None
-        self.terminal = console.add_port(self._hvc_output, console=True)   # /dev/hvc0
-        self.agent = Agent(console)
-        board = self.machine.board
-        board.attach_virtio(console)
-        self.rng = Rng(hashlib.sha256(b"virtio-rng" + rng_seed).digest())
-        board.attach_virtio(self.rng)
-        for block in self.blocks:
-            board.attach_virtio(block)
+            raise
 
     # --- life cycle --------------------------------------------------------------
-    def _boot(self) -> None:
-        self.machine.stop_when = lambda: self.agent.ready or self.log.panicked
-        result = self.machine.run(max_instructions=BOOT_INSTRUCTION_LIMIT)
-        if not self.agent.ready:
-            self._fail(result, "the guest did not start its agent")
-
     def close(self) -> None:
         """Stop the guest for good: its disk files are closed and its RAM released."""
         self.closed = True
@@ -217,42 +251,19 @@ class VM:
         if self._terminal_output is not None:
             self._terminal_output(data)
 
-    # --- snapshots -----------------------------------------------------------------
+    # --- snapshots and clones ----------------------------------------------------------
     def snapshot(self, path) -> None:
         """Save the VM, between commands, as the snapshot directory ``path`` (see
         snapshot.py), with each drive as the guest sees it (a sparse copy: the
         drive files may change afterwards)."""
+        self._save(path, copy_drives=True)
+
+    def _save(self, path, copy_drives: bool) -> None:
         self._check_usable()
         if self.agent.busy or not self.agent.ready:
             raise HartvmError("a VM can be snapshotted only between commands")
-        path = Path(path)
-        if path.exists():
-            raise HartvmError(f"{path} already exists; a snapshot is never written over")
-        staging = None
-        try:
-            staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent or "."))
-            drives = []
-            for index, block in enumerate(self.blocks):
-                block.export(str(staging / f"disk{index}"))
-                drives.append({"path": os.path.abspath(block.path), "readonly": block.readonly,
-                               "size": block.size})
-            config = {"hartvm": __version__, "memory_size": self.machine.ram.size,
-                      "harts": len(self.machine.harts), "drives": drives}
-            sections = [("config", CONFIG_VERSION, config)]
-            sections += snapshot.machine_sections(self.machine)
-            sections.append(("vm", CONFIG_VERSION, {"hostname": self.hostname}))
-            snapshot.write_memory(self.machine.ram, staging / snapshot.MEMORY_FILE)
-            snapshot.write_state(staging / snapshot.STATE_FILE, sections)
-            os.rename(staging, path)
-        except OSError as error:
-            if staging is not None:
-                shutil.rmtree(staging, ignore_errors=True)
-            raise HartvmError(f"cannot write the snapshot {path}: {error.strerror or error}") \
-                from None
-        except BaseException:
-            if staging is not None:
-                shutil.rmtree(staging, ignore_errors=True)
-            raise
+        snapshot.save(path, self.machine, self.blocks,
+                      ("vm", self.SAVE_VERSION, {"hostname": self.hostname}), copy_drives)
 
     @classmethod
     def restore(cls, path, hostname: str | None = None, realtime: bool = False,
@@ -264,42 +275,15 @@ class VM:
         virtio-rng gets a new seed). With ``epoch_ns`` and ``rng_seed`` given,
         restores of one snapshot run the same commands identically."""
         self = cls.__new__(cls)
-        self._restore(path, hostname, epoch_ns, rng_seed)
-        self.machine.realtime_idle = realtime
+        self._build_from_snapshot(snapshot.load(path), hostname, epoch_ns, rng_seed)
+        self.io.realtime = realtime
         return self
-
-    def _restore(self, path, hostname, epoch_ns, rng_seed) -> None:
-        sections = snapshot.read_state(path)
-        config = _section(sections, "config", path)
-        vm_state = _section(sections, "vm", path)
-        size, harts = config.get("memory_size"), config.get("harts")
-        if not isinstance(size, int) or size < MIN_MEMORY or size % 4096 or \
-                not isinstance(harts, int) or not 1 <= harts <= 64:
-            raise snapshot.SnapshotError(f"{path}: bad machine configuration in the snapshot")
-        saved_hostname = vm_state.get("hostname")
-        hostname = saved_hostname if hostname is None else hostname
-        _check_hostname(hostname)
-        memory_fd = snapshot.open_memory(path, size)
-        try:
-            self._build(size, harts, [], epoch_ns, rng_seed, memory_fd)
-        finally:
-            os.close(memory_fd)          # the mapping keeps the file
-        try:
-            self._restore_drives(config.get("drives"), path)
-            snapshot.restore_machine(self.machine, sections, path)
-            self.agent.ready = True
-            self.hostname = saved_hostname
-            self.new_identity(hostname, epoch_ns, rng_seed)
-        except BaseException:
-            self.close()
-            raise
 
     @staticmethod
     def up(name: str | None = None, memory="256M", smp: int = 1, drives=(),
-           snapshot=None, progress: bool = True):
+           snapshot=None, progress: bool = True) -> RemoteVM:
         """A long-running VM in a process of its own: returns its ``RemoteVM`` handle
         (see client.py), which has this class's ``run``, ``snapshot`` and ``fork``."""
-        from .client import RemoteVM
         return RemoteVM.up(name=name, memory=memory, smp=smp, drives=drives,
                            snapshot=snapshot, progress=progress)
 
@@ -307,23 +291,29 @@ class VM:
         """``count`` clones of this VM in this process, each with its own identity.
         They share this VM's RAM as it is now through one snapshot's RAM file,
         mapped copy-on-write by each (the file's pages are in the host's page cache
-        once)."""
-        if not 1 <= count <= 1024:
-            raise HartvmError(f"bad fork count {count}")
+        once). Drives are forked as a VM process forks them (``freeze_drives``,
+        then ``clone_drives`` in each clone): no copy of a disk is made."""
+        if not 1 <= count <= MAX_CLONES:
+            raise HartvmError(f"bad fork count {count}: 1 to {MAX_CLONES}")
         self.freeze_drives()
         staging = Path(tempfile.mkdtemp(prefix="hartvm-fork-"))
         clones = []
         try:
-            self.snapshot(staging / "snapshot")
+            self._save(staging / "snapshot", copy_drives=False)
+            saved = snapshot.load(staging / "snapshot")
             for index in range(count):
-                clones.append(VM.restore(staging / "snapshot",
-                                         hostname=numbered(self.hostname, index + 1, 64)))
+                clone = VM.__new__(VM)
+                clone._build_from_snapshot(saved, numbered(self.hostname, index + 1, 64), None,
+                                           None, [block.duplicate() for block in self.blocks])
+                clones.append(clone)
+                clone._overlay_dir = tempfile.mkdtemp(prefix="hartvm-disks-")
+                clone.clone_drives(clone._overlay_dir)
         except BaseException:
             for clone in clones:
                 clone.close()
             raise
         finally:
-            shutil.rmtree(staging, ignore_errors=True)   # the mappings and overlays stay
+            shutil.rmtree(staging, ignore_errors=True)   # the mappings stay
         return clones
 
     def freeze_drives(self, directory=None) -> None:
@@ -339,28 +329,27 @@ class VM:
                 directory = self._overlay_dir
             block.fork_overlay(str(Path(directory) / f"disk{index}"))
 
-    def _restore_drives(self, drives, path) -> None:
-        if not isinstance(drives, list):
-            raise snapshot.SnapshotError(f"{path}: bad drive list in the snapshot")
-        self._overlay_dir = tempfile.mkdtemp(prefix="hartvm-disks-")
-        for index, info in enumerate(drives):
-            block = _open_saved_drive(info, Path(path) / f"disk{index}", path)
-            self.blocks.append(block)
-            if not block.readonly:      # the snapshot's copy is never written
-                block.use_overlay(str(Path(self._overlay_dir) / f"disk{index}"))
-            self.machine.board.attach_virtio(block)
+    def clone_drives(self, directory) -> None:
+        """In a clone (after ``freeze_drives`` in its parent): each writable drive
+        goes on with an overlay of its own in ``directory``, a copy of the
+        parent's. Both fork paths take this one step: ``fork`` here, and the VM
+        process's ``os.fork`` (server.py)."""
+        for index, block in enumerate(self.blocks):
+            if not block.readonly:
+                block.fork_overlay(str(Path(directory) / f"disk{index}"))
 
     def new_identity(self, hostname: str, epoch_ns: int | None = None,
                      rng_seed: bytes | None = None) -> None:
         """What a clone needs so that it is not its twin: fresh entropy for the kernel
         (a new VM generation ID makes Linux reseed at once) and for virtio-rng, the
         wall-clock time, and its own hostname (set before the next command)."""
-        _check_hostname(hostname)
+        check_hostname(hostname)
         seed = os.urandom(32) if rng_seed is None else bytes(rng_seed)
-        board = self.machine.board
-        board.vmgenid.new_generation(hashlib.sha256(b"vmgenid" + seed).digest()[:16])
+        devices = self.machine.board.devices
+        devices["vmgenid"].new_generation(hashlib.sha256(b"vmgenid" + seed).digest()[:16])
         self.rng.reseed(hashlib.sha256(b"virtio-rng" + seed).digest())
-        board.rtc.epoch_ns += (time.time_ns() if epoch_ns is None else epoch_ns) - board.rtc.now()
+        rtc = devices["rtc"]
+        rtc.epoch_ns += (self.io.wall_clock_ns() if epoch_ns is None else epoch_ns) - rtc.now()
         self.hostname = hostname
         self._clock_to_set = True
 
@@ -375,7 +364,7 @@ class VM:
         if not self._clock_to_set:
             return b""
         self._clock_to_set = False
-        seconds = self.machine.board.rtc.now() // 10**9
+        seconds = self.machine.board.devices["rtc"].now() // 10**9
         return (f"date -s @{seconds} >/dev/null; "
                 f"echo {self.hostname} >/proc/sys/kernel/hostname; ").encode()
 
@@ -386,12 +375,11 @@ class VM:
 
     def idle(self, until) -> None:
         """Let the guest run without a command (what it started in the background
-        runs on) until ``until()`` is true, checked between rounds and whenever the
-        machine's ``wake_fd`` is readable."""
+        runs on) until ``until()`` is true, checked between rounds and whenever one
+        of ``io``'s wake-up descriptors is readable."""
         self._check_usable()
-        self.machine.stop_when = lambda: until() or self.log.panicked or \
-            self.agent.error is not None
-        result = self.machine.run()
+        result = self.machine.run(until=lambda: until() or self.log.panicked or
+                                  self.agent.error is not None)
         if result.stop is not Stop.STOPPED or self.log.panicked or self.agent.error:
             self._fail(result, "the guest stopped while idle")
 
@@ -419,7 +407,7 @@ class VM:
                              stdout, stderr, stdin_fd, check)
 
     def _execute(self, script: bytes, args, input, timeout, stdout, stderr, stdin_fd,
-                 check, stdin_port=None) -> CommandResult:
+                 check, stdin_port=None, input_filter=None) -> CommandResult:
         self._check_usable()
         script = self._identity_script() + script
         collected_out, collected_err = [], []
@@ -428,20 +416,20 @@ class VM:
         if stdin_fd is None or stdin_port is not None:
             agent.stdin.send(input or b"")
             agent.stdin.end_input()
+        stdin = None
         if stdin_fd is not None:
             port = stdin_port or agent.stdin
-            machine.input_fd = stdin_fd
-            machine.input_sink = port.send
-            machine.input_backlog = lambda: port.pending_bytes
-            machine.on_input_end = port.end_input
+            stdin = self.io.add_input(stdin_fd, port.send, lambda: port.pending_bytes,
+                                      port.end_input, input_filter)
         deadline = None if timeout is None else time.monotonic() + timeout
         self._cancel = False
-        timed_out, kill_started, next_kill = False, None, 0.0
+        timed_out, interrupted, kill_started, next_kill = False, False, None, 0.0
 
         def finished() -> bool:
-            nonlocal timed_out, kill_started, next_kill
-            if self.service is not None:
-                self.service()
+            nonlocal timed_out, interrupted, kill_started, next_kill
+            if self.service is not None and self.service():
+                interrupted = True
+                return True
             if agent.status is not None or self.log.panicked or agent.error is not None:
                 return True
             now = time.monotonic()
@@ -457,13 +445,14 @@ class VM:
                 return now > kill_started + KILL_GRACE
             return False
 
-        machine.stop_when = finished
         started = machine.instructions
         try:
-            result = machine.run()
+            result = machine.run(until=finished)
         finally:
-            machine.input_fd = machine.input_sink = None
-            machine.input_backlog = machine.on_input_end = None
+            if stdin is not None:
+                self.io.remove_input(stdin)
+        if interrupted:
+            raise Interrupted()
         if agent.status is None:
             if timed_out or (result.stop is Stop.HALTED and timeout is not None):
                 self.closed = True
@@ -518,10 +507,9 @@ class VM:
         script = b"export TERM=" + quote(term.encode()) + \
             b"; exec setsid -c sh -l </dev/hvc0 >/dev/hvc0 2>&1"
         self._terminal_output = output
-        self.machine.input_filter = input_filter
         try:
-            return self._execute(script, ["sh", "-l"], None, None, None, None,
-                                 terminal_fd, False, stdin_port=self.terminal).returncode
+            return self._execute(script, ["sh", "-l"], None, None, None, None, terminal_fd,
+                                 False, stdin_port=self.terminal,
+                                 input_filter=input_filter).returncode
         finally:
             self._terminal_output = None
-            self.machine.input_filter = None

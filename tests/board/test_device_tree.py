@@ -4,13 +4,13 @@ import subprocess
 
 import pytest
 
-from hartvm import Machine
+from hartvm import HostIO, Machine
 from hartvm.board.virt import MEMORY_MAP
 
 
 @pytest.fixture(scope="module")
 def dts():
-    machine = Machine(memory_size=256 << 20, harts=2, output=lambda d: None)
+    machine = Machine(memory_size=256 << 20, harts=2, io=HostIO(output=lambda d: None))
     dtb = machine.board.device_tree(2, "console=ttyS0 quiet", (0x88000000, 0x88100000))
     result = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", "-o", "-", "-"], input=dtb,
                             capture_output=True, check=True)
@@ -46,7 +46,7 @@ def test_devices_from_the_memory_map(dts):
 
 
 def test_rng_seed_reaches_chosen():
-    machine = Machine(memory_size=64 << 20, output=lambda d: None, rng_seed=bytes(range(32)))
+    machine = Machine(memory_size=64 << 20, io=HostIO(output=lambda d: None), rng_seed=bytes(range(32)))
     dtb = machine.board.device_tree(1, rng_seed=machine.rng_seed)
     dts = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", "-o", "-", "-"], input=dtb,
                          capture_output=True, check=True).stdout.decode()

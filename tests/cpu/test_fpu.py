@@ -10,6 +10,7 @@ rational-arithmetic reference in ``fpref``.
 import random
 import struct
 
+import numpy as np
 import pytest
 
 import fpref
@@ -289,20 +290,161 @@ def test_dynamic_rounding_mode_and_reserved_modes(asm_program):
     assert hart.x(15) == 2
 
 
+# --- overflow and infinities, exactly (IEEE 754-2019 7.4, RISC-V F 11.3 and 11.6) -----------
+
+def _largest(fmt, sign=0):
+    E, M = FORMATS[fmt]
+    return sign << (E + M) | ((1 << E) - 2) << M | ((1 << M) - 1)
+
+
+def _power_of_two(fmt, exponent, sign=0):
+    E, M = FORMATS[fmt]
+    return sign << (E + M) | (exponent + (1 << (E - 1)) - 1) << M
+
+
+def _overflowed(fmt, sign, rm):
+    """What an overflow gives (IEEE 754 7.4): the sign's infinity when rounding away
+    from zero in that direction, the largest finite number of that sign otherwise."""
+    E, M = FORMATS[fmt]
+    to_infinity = rm in (fpref.RNE, fpref.RMM) or rm == (fpref.RDN if sign else fpref.RUP)
+    return (fpref.infinity(sign, E, M) if to_infinity else _largest(fmt, sign)), fpref.OF | fpref.NX
+
+
+def _overflow_cases(fmt, rm):
+    """(instruction, operands, expected (bits, fflags)) worked out from the standard,
+    not from fpref: overflow in each direction, the rounding edge just past the
+    largest number, and exact operations on infinities."""
+    E, M = FORMATS[fmt]
+    emax = (1 << (E - 1)) - 1
+    big, two, half, one = _largest(fmt), _power_of_two(fmt, 1), _power_of_two(fmt, -1), \
+        _power_of_two(fmt, 0)
+    neg = 1 << (E + M)
+    half_ulp = _power_of_two(fmt, emax - M - 1)    # half the spacing below 2**(emax + 1)
+    inf, nan, zero = fpref.infinity(0, E, M), fpref.canonical_nan(E, M), 0
+    # the largest number plus half an ulp: a tie between it (odd) and 2**(emax + 1)
+    tie_up = rm in (fpref.RNE, fpref.RMM, fpref.RUP)
+    cases = [
+        ("fadd", (big, big), _overflowed(fmt, 0, rm)),
+        ("fadd", (big | neg, big | neg), _overflowed(fmt, 1, rm)),
+        ("fsub", (big | neg, big), _overflowed(fmt, 1, rm)),
+        ("fmul", (big, two), _overflowed(fmt, 0, rm)),
+        ("fmul", (big | neg, big), _overflowed(fmt, 1, rm)),
+        ("fdiv", (big, half), _overflowed(fmt, 0, rm)),
+        ("fdiv", (big, half | neg), _overflowed(fmt, 1, rm)),
+        ("fadd", (big, half_ulp), _overflowed(fmt, 0, rm) if tie_up else (big, fpref.NX)),
+        ("fadd", (big | neg, half_ulp | neg),
+         _overflowed(fmt, 1, rm) if rm in (fpref.RNE, fpref.RMM, fpref.RDN)
+         else (big | neg, fpref.NX)),
+        ("fadd", (big, big | neg), (zero | (neg if rm == fpref.RDN else 0), 0)),
+        ("fmul", (big, one), (big, 0)),                       # the largest number is no overflow
+        ("fadd", (inf, big), (inf, 0)),                       # infinities are exact
+        ("fadd", (inf | neg, big), (inf | neg, 0)),
+        ("fadd", (inf, inf | neg), (nan, fpref.NV)),
+        ("fsub", (inf, inf), (nan, fpref.NV)),
+        ("fmul", (inf, big | neg), (inf | neg, 0)),
+        ("fmul", (inf, zero | neg), (nan, fpref.NV)),
+        ("fdiv", (one, zero), (inf, fpref.DZ)),
+        ("fdiv", (one | neg, zero), (inf | neg, fpref.DZ)),
+        ("fdiv", (big, inf), (zero, 0)),
+        ("fdiv", (inf, big | neg), (inf | neg, 0)),
+        ("fdiv", (inf, inf), (nan, fpref.NV)),
+        ("fdiv", (zero, zero), (nan, fpref.NV)),
+        ("fsqrt", (inf,), (inf, 0)),
+        ("fsqrt", (inf | neg,), (nan, fpref.NV)),
+        # fused: the exact big * 2 - big is big, though big * 2 alone overflows
+        ("fmadd", (big, two, big | neg), (big, 0)),
+        ("fmadd", (big, one, big), _overflowed(fmt, 0, rm)),
+        ("fnmadd", (big, one, big), _overflowed(fmt, 1, rm)),
+        ("fmadd", (inf, zero, one), (nan, fpref.NV)),
+        ("fmadd", (inf, one, inf | neg), (nan, fpref.NV)),
+    ]
+    return cases
+
+
+def _fpref_model(op, rm, E, M):
+    return {"fadd": lambda a, b: fpref.add(a, b, rm, E, M),
+            "fsub": lambda a, b: fpref.add(a, b, rm, E, M, subtract=True),
+            "fmul": lambda a, b: fpref.mul(a, b, rm, E, M),
+            "fdiv": lambda a, b: fpref.div(a, b, rm, E, M),
+            "fsqrt": lambda a: fpref.sqrt(a, rm, E, M),
+            "fmadd": lambda a, b, c: fpref.fma(a, b, c, rm, E, M),
+            "fnmadd": lambda a, b, c: fpref.fma(a, b, c, rm, E, M, True, True)}[op]
+
+
+@pytest.mark.parametrize("fmt", ["s", "d"])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_overflow_and_infinities_exactly(asm_program, fmt, mode):
+    """Results and flags exactly as the standard says: no infinity or largest-number
+    result is accepted for another, and OF always comes with NX."""
+    E, M = FORMATS[fmt]
+    rm = MODES[mode]
+    cases = _overflow_cases(fmt, rm)
+    for op, operands, want in cases:                   # the reference agrees too
+        assert _fpref_model(op, rm, E, M)(*operands) == want, (op, [hex(v) for v in operands])
+    for op in sorted({op for op, _, _ in cases}):
+        mine = [(operands, want) for o, operands, want in cases if o == op]
+        registers = {1: "fa0", 2: "fa0, fa1", 3: "fa0, fa1, fa2"}[len(mine[0][0])]
+        table = dict(mine)
+        check(asm_program, fmt, [operands for operands, _ in mine],
+              f"{op}.{fmt} fa3, {registers}, {mode}", lambda *operands: table[operands])
+
+
+HOST_FLAGS = {1: fpref.DZ, 2: fpref.OF, 4: fpref.UF, 8: fpref.NV}   # numpy's error bits
+
+
+def _host(operation, *operands):
+    """The host FPU's double result (round to nearest, even) and its flags but NX,
+    which numpy reads from the FPU's status after the operation."""
+    flags = 0
+
+    def record(kind, bits):
+        nonlocal flags
+        flags |= sum(flag for bit, flag in HOST_FLAGS.items() if bits & bit)
+    values = np.frombuffer(struct.pack(f"<{len(operands)}Q", *operands), np.float64)
+    previous = np.seterrcall(record)
+    try:
+        with np.errstate(all="call"):
+            result = operation(*values)
+    finally:
+        np.seterrcall(previous)
+    return struct.unpack("<Q", np.float64(result).tobytes())[0], flags
+
+
 def test_reference_agrees_with_host_doubles():
-    """The reference itself, in round-to-nearest, against the host's IEEE doubles."""
-    import math
+    """The reference itself, in round-to-nearest, against the host's IEEE doubles:
+    overflow, infinities and NaNs included. A NaN result must be RISC-V's canonical
+    NaN (11.3); the flags the host reports (NV, DZ, OF, UF) must be the reference's
+    flags but NX, and an overflow or underflow is always inexact too."""
     E, M = FORMATS["d"]
-    to_bits = lambda x: struct.unpack("<Q", struct.pack("<d", x))[0]  # noqa: E731
-    to_float = lambda b: struct.unpack("<d", struct.pack("<Q", b))[0]  # noqa: E731
-    for a, b in operand_sets("d", 2, count=400, seed=9):
-        x, y = to_float(a), to_float(b)
-        if math.isnan(x) or math.isnan(y):
-            continue
-        assert fpref.add(a, b, 0, E, M)[0] == to_bits(x + y) or math.isinf(x + y) \
-            or math.isnan(x + y)
-        assert fpref.mul(a, b, 0, E, M)[0] == to_bits(x * y) or math.isnan(x * y)
-        if y != 0 and not math.isnan(x / y):
-            assert fpref.div(a, b, 0, E, M)[0] == to_bits(x / y)
-        if x >= 0:
-            assert fpref.sqrt(a, 0, E, M)[0] == to_bits(math.sqrt(x))
+    big, tiny = _largest("d"), 1                       # the largest, the smallest subnormal
+    inf, neg = fpref.infinity(0, E, M), 1 << 63
+    signalling = inf | 1
+    edges = [(big, big), (big | neg, big | neg), (big, _power_of_two("d", 970)),
+             (big, _power_of_two("d", 969)), (big, _power_of_two("d", 1)),
+             (_power_of_two("d", 600), _power_of_two("d", 600)), (big, _power_of_two("d", -1)),
+             (tiny, _power_of_two("d", -1)), (_power_of_two("d", -1022), _power_of_two("d", -1)),
+             (inf, big), (inf, inf | neg), (inf, 0), (0, 0), (_power_of_two("d", 0), 0),
+             (big, inf), (inf, inf), (signalling, _power_of_two("d", 0)),
+             (fpref.canonical_nan(E, M), 0)]
+    operations = [
+        ("add", lambda x, y: x + y, lambda a, b: fpref.add(a, b, 0, E, M)),
+        ("sub", lambda x, y: x - y, lambda a, b: fpref.add(a, b, 0, E, M, subtract=True)),
+        ("mul", lambda x, y: x * y, lambda a, b: fpref.mul(a, b, 0, E, M)),
+        ("div", lambda x, y: x / y, lambda a, b: fpref.div(a, b, 0, E, M)),
+        ("sqrt", lambda x, y: np.sqrt(x), lambda a, b: fpref.sqrt(a, 0, E, M)),
+    ]
+    seen = 0
+    for a, b in operand_sets("d", 2, count=400, seed=9) + edges:
+        for name, host_operation, reference in operations:
+            want, host_flags = _host(host_operation, a, b)
+            got, flags = reference(a, b)
+            where = f"{name} {a:#x} {b:#x}: {got:#x}/{flags:#x}, host {want:#x}/{host_flags:#x}"
+            if fpref.classify(want, E, M)[1] in ("qnan", "snan"):
+                assert got == fpref.canonical_nan(E, M), where
+            else:
+                assert got == want, where
+            assert flags & ~fpref.NX == host_flags, where
+            if flags & (fpref.OF | fpref.UF):
+                assert flags & fpref.NX, where
+            seen |= host_flags
+    assert seen == fpref.NV | fpref.DZ | fpref.OF | fpref.UF   # every flag was exercised

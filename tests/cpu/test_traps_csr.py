@@ -277,8 +277,8 @@ TWO_HARTS = """
 
 def test_all_harts_asleep_with_one_deadline_wakes_the_right_hart(toolchain):
     from conftest import FINISHER_PASS, SNIPPET_TEMPLATE, assemble
-    from hartvm import Machine
-    machine = Machine(memory_size=16 << 20, harts=2, output=lambda data: None)
+    from hartvm import HostIO, Machine
+    machine = Machine(memory_size=16 << 20, harts=2, io=HostIO(output=lambda data: None))
     machine.load_kernel(assemble(SNIPPET_TEMPLATE.format(body=TWO_HARTS, finish=FINISHER_PASS)))
     result = machine.run(max_instructions=1_000_000)
     assert result.stop.name == "EXITED" and result.status == 0
@@ -286,9 +286,9 @@ def test_all_harts_asleep_with_one_deadline_wakes_the_right_hart(toolchain):
 
 def test_instruction_limit_holds_across_harts(toolchain):
     from conftest import assemble
-    from hartvm import Machine
+    from hartvm import HostIO, Machine
     loop = "    .section .text.init\n    .globl _start\n_start:\n    j _start\n"
-    machine = Machine(memory_size=16 << 20, harts=4, output=lambda data: None)
+    machine = Machine(memory_size=16 << 20, harts=4, io=HostIO(output=lambda data: None))
     machine.load_kernel(assemble(loop))
     result = machine.run(max_instructions=1000)
     assert result.stop.name == "INSTRUCTION_LIMIT" and result.instructions == 1000

@@ -8,22 +8,22 @@ refused as an access fault; nothing may raise.
 
 import random
 
-from hartvm import Machine
+from hartvm import HostIO, Machine
 from hartvm.board.virt import MEMORY_MAP
 from hartvm.devices.virtio.blk import Block
-from hartvm.devices.virtio.console import Console
+from hartvm.devices.virtio.console import VirtioConsole
 from hartvm.devices.virtio.rng import Rng
 
 
 def test_random_device_accesses(tmp_path):
     disk = tmp_path / "disk.img"
     disk.write_bytes(bytes(1 << 16))
-    machine = Machine(memory_size=4 << 20, harts=2, output=lambda data: None)
-    console = Console()
+    machine = Machine(memory_size=4 << 20, harts=2, io=HostIO(output=lambda data: None))
+    console = VirtioConsole()
     console.add_port(lambda data: None, console=True)
     console.add_port(lambda data: None, name="org.example.port")
-    for backend in (Block(str(disk)), Rng(), console):
-        machine.board.attach_virtio(backend)
+    for name, backend in (("disk0", Block(str(disk))), ("rng", Rng()), ("console", console)):
+        machine.board.attach_virtio(name, backend)
     bus = machine.board.bus
     rng = random.Random(7)
     regions = [r for name, r in MEMORY_MAP.items() if name != "dram"]

@@ -34,7 +34,7 @@ def test_receive_interrupt_reaches_the_hart_through_the_plic(asm_program):
     mret
 4:
 """)
-    machine.board.uart.push_input(b"Z")
+    machine.board.devices["uart0"].push_input(b"Z")
     machine.run(max_instructions=100_000)
     hart = machine.harts[0]
     assert hart.x(25) == (1 << 63) | 11     # machine external interrupt

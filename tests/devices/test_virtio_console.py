@@ -69,7 +69,7 @@ class Driver:
 
 
 def make_console():
-    console = vc.Console()
+    console = vc.VirtioConsole()
     console.add_port(lambda data: None, console=True)
     console.add_port(lambda data: None, name="org.example.data")
     return console

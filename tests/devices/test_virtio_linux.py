@@ -10,9 +10,9 @@ import lzma
 
 import pytest
 
-from hartvm import Machine
+from hartvm import HostIO, Machine
 from hartvm.devices.virtio.blk import Block
-from hartvm.devices.virtio.console import Console
+from hartvm.devices.virtio.console import VirtioConsole
 from hartvm.devices.virtio.rng import Rng
 from hartvm.guest import debian
 from hartvm.guest.initramfs import Initramfs
@@ -59,20 +59,18 @@ def test_linux_uses_virtio_disk_entropy_and_console(initrd, tmp_path):
     disk = tmp_path / "disk.img"
     disk.write_bytes(b"HARTVM-DISK-0001" + bytes(1 << 20))
     out = []
-    machine = Machine(memory_size=256 << 20, output=out.append)
-    machine.board.attach_virtio(Block(str(disk)))
-    machine.board.attach_virtio(Rng())
+    machine = Machine(memory_size=256 << 20, io=HostIO(output=out.append))
+    machine.board.attach_virtio("disk0", Block(str(disk)))
+    machine.board.attach_virtio("rng", Rng())
     from_guest = []
-    console = Console()
+    console = VirtioConsole()
     hvc = console.add_port(from_guest.append, console=True)
-    machine.board.attach_virtio(console)
+    machine.board.attach_virtio("console", console)
     machine.boot(str(guest.kernel), str(guest.firmware), initrd_path, "console=ttyS0 quiet")
     # Run until the guest has written to hvc0 (so its end is open), then answer.
-    machine.stop_when = lambda: bool(from_guest)
-    result = machine.run(max_instructions=6_000_000_000)
+    result = machine.run(until=lambda: bool(from_guest), max_instructions=6_000_000_000)
     assert result.stop.name == "STOPPED"
     hvc.send(b"hello, guest 0123")
-    machine.stop_when = None
     result = machine.run(max_instructions=2_000_000_000)
     text = b"".join(out).decode(errors="replace")
     assert result.stop.name == "EXITED" and result.status == 0, text[-2000:]

@@ -71,8 +71,8 @@ def test_restore_refuses_bad_input(state):
 
 
 def test_the_machine_derives_the_first_id_from_its_seed():
-    machine = hartvm.Machine(memory_size=16 << 20, output=lambda d: None, rng_seed=b"seed")
-    assert machine.board.vmgenid.generation_id == hashlib.sha256(b"vmgenidseed").digest()[:16]
+    machine = hartvm.Machine(memory_size=16 << 20, io=hartvm.HostIO(output=lambda d: None), rng_seed=b"seed")
+    assert machine.board.devices["vmgenid"].generation_id == hashlib.sha256(b"vmgenidseed").digest()[:16]
 
 
 def test_linux_reseeds_its_random_generator_on_a_new_generation():
@@ -82,6 +82,6 @@ def test_linux_reseeds_its_random_generator_on_a_new_generation():
         bound = vm.run(["ls", "/sys/bus/platform/drivers/vmgenid/"])
         assert b"102000.vmgenid" in bound.stdout, vm.run(["dmesg"]).stdout.decode()
         assert b"virtual machine fork" not in vm.run(["dmesg"]).stdout
-        vm.machine.board.vmgenid.new_generation(os.urandom(16))
+        vm.machine.board.devices["vmgenid"].new_generation(os.urandom(16))
         vm.run(["true"])
         assert b"crng reseeded due to virtual machine fork" in vm.run(["dmesg"]).stdout

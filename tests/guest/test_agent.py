@@ -1,11 +1,11 @@
 """The host end of the guest agent, fed what a hostile guest may say."""
 
-from hartvm.devices.virtio.console import Console
+from hartvm.devices.virtio.console import VirtioConsole
 from hartvm.guest.agent import Agent, command_script, quote
 
 
 def started_agent():
-    agent = Agent(Console())
+    agent = Agent(VirtioConsole())
     agent._control_output(b"READY\n")
     agent.start(b"true", lambda data: None, lambda data: None)
     return agent

@@ -1,4 +1,4 @@
-"""Fetching the default guest from Debian trixie riscv64 (hartvm.guest.debian).
+"""Fetching the default guest from Debian trixie riscv64 (hartvm.guest.debian, apt, sources, deb).
 
 These tests really download from the host's Debian mirror, through apt. The
 cache lives in build/guest-cache, so a re-run downloads nothing (the first
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from hartvm.errors import HartvmError
-from hartvm.guest import debian
+from hartvm.guest import apt, debian, sources
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "build" / "guest-cache"
@@ -69,7 +69,7 @@ def test_second_fetch_downloads_nothing(opensbi_deb, cache, monkeypatch):
     def no_apt(*args, **kwargs):
         raise AssertionError("apt was run for a package that is already cached")
 
-    monkeypatch.setattr(debian._Apt, "run", no_apt)
+    monkeypatch.setattr(apt.Apt, "run", no_apt)
     again = debian.fetch(["opensbi"], progress=False, root=cache)["opensbi"]
     assert again == opensbi_deb
     after = again.stat()
@@ -121,14 +121,14 @@ def test_default_guest(cache):
 def test_offline_reuses_the_index_it_has(cache, monkeypatch):
     name = debian.resolve_kernel_package(progress=False, root=cache)
     stamp = debian.package_dir(cache) / "apt" / "updated"
-    real_run = debian._Apt.run
+    real_run = apt.Apt.run
 
     def offline(self, argv, **kwargs):
         if argv[:2] == ["apt-get", "update"]:
             return 100, "E: offline\n"
         return real_run(self, argv, **kwargs)
 
-    monkeypatch.setattr(debian._Apt, "run", offline)
+    monkeypatch.setattr(apt.Apt, "run", offline)
     saved = stamp.stat().st_mtime
     os.utime(stamp, (0, 0))          # an index older than INDEX_MAX_AGE
     try:
@@ -140,7 +140,7 @@ def test_offline_reuses_the_index_it_has(cache, monkeypatch):
 # --- Errors without the network ----------------------------------------------
 
 def test_no_apt_on_the_host(tmp_path, monkeypatch):
-    monkeypatch.setattr(debian.shutil, "which", lambda name: None)
+    monkeypatch.setattr(apt.shutil, "which", lambda name: None)
     with pytest.raises(HartvmError) as error:
         debian.fetch(["opensbi"], progress=False, root=tmp_path)
     assert "apt-get is not installed" in one_line(error)
@@ -149,9 +149,9 @@ def test_no_apt_on_the_host(tmp_path, monkeypatch):
 @needs_apt
 def test_unreachable_mirror(tmp_path, monkeypatch, capsys):
     # Nothing listens on port 9 (discard) of the loopback interface.
-    keyring = next(str(k) for k in debian.DEBIAN_KEYRINGS if k.exists())
-    monkeypatch.setattr(debian, "host_mirror", lambda: ("http://127.0.0.1:9/debian", keyring))
-    monkeypatch.setattr(debian, "_host_proxy_settings", lambda: ['Acquire::Retries "0";'])
+    keyring = next(str(k) for k in sources.DEBIAN_KEYRINGS if k.exists())
+    monkeypatch.setattr(apt, "host_mirror", lambda: ("http://127.0.0.1:9/debian", keyring))
+    monkeypatch.setattr(apt, "host_proxy_settings", lambda: ['Acquire::Retries "0";'])
     with pytest.raises(HartvmError) as error:
         debian.fetch(["opensbi"], progress=False, root=tmp_path)
     assert "package index" in one_line(error)
@@ -182,7 +182,7 @@ def write_sources(tmp_path, sources_list="", **parts):
 
 
 def test_mirror_from_deb822_skips_security_and_third_parties(tmp_path):
-    apt = write_sources(tmp_path, a_sources="""\
+    apt_dir = write_sources(tmp_path, a_sources="""\
 Types: deb
 URIs: https://packages.example/apt
 Suites: nodistro
@@ -202,23 +202,23 @@ Suites: bookworm bookworm-updates
 Components: main contrib
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 """)
-    assert debian.host_mirror(apt) == (
+    assert sources.host_mirror(apt_dir) == (
         "http://mirror.example/debian", "/usr/share/keyrings/debian-archive-keyring.gpg")
 
 
 def test_mirror_from_one_line_sources(tmp_path):
-    apt = write_sources(tmp_path, """\
+    apt_dir = write_sources(tmp_path, """\
 # deb http://old.mirror.example/debian bookworm main
 deb-src http://src.mirror.example/debian bookworm main
 deb http://security.mirror.example/debian-security bookworm-security main
 deb [ arch=amd64 signed-by=/etc/apt/keyrings/debian.gpg ] http://mirror.example/debian bookworm main
 """)
-    assert debian.host_mirror(apt) == ("http://mirror.example/debian",
-                                       "/etc/apt/keyrings/debian.gpg")
+    assert sources.host_mirror(apt_dir) == ("http://mirror.example/debian",
+                                            "/etc/apt/keyrings/debian.gpg")
 
 
 def test_mirror_keeps_an_inline_key_and_skips_disabled_entries(tmp_path):
-    apt = write_sources(tmp_path, debian_sources="""\
+    apt_dir = write_sources(tmp_path, debian_sources="""\
 Enabled: no
 Types: deb
 URIs: http://disabled.mirror.example/debian
@@ -235,7 +235,7 @@ Signed-By:
  mQINBGPL0BUBEADmW5NdOOHwPIJlgPu6JDcKw/NZJPR8lsD3K87ZM18gzyQZJD+w
  -----END PGP PUBLIC KEY BLOCK-----
 """)
-    uri, signed_by = debian.host_mirror(apt)
+    uri, signed_by = sources.host_mirror(apt_dir)
     assert uri == "http://mirror.example/debian"
     assert signed_by.splitlines()[1:] == [
         " -----BEGIN PGP PUBLIC KEY BLOCK-----", " .",
@@ -244,33 +244,33 @@ Signed-By:
 
 
 def test_mirror_without_signed_by_uses_the_archive_keyring(tmp_path):
-    apt = write_sources(tmp_path, "deb http://mirror.example/debian trixie main\n")
-    expected = next((str(k) for k in debian.DEBIAN_KEYRINGS if k.exists()), "")
-    assert debian.host_mirror(apt) == ("http://mirror.example/debian", expected)
+    apt_dir = write_sources(tmp_path, "deb http://mirror.example/debian trixie main\n")
+    expected = next((str(k) for k in sources.DEBIAN_KEYRINGS if k.exists()), "")
+    assert sources.host_mirror(apt_dir) == ("http://mirror.example/debian", expected)
 
 
 def test_mirror_prefers_debian_keyring_then_codenames(tmp_path):
-    apt = write_sources(tmp_path, """\
+    apt_dir = write_sources(tmp_path, """\
 deb http://browser.example/deb stable main
 deb [signed-by=/usr/share/keyrings/pgdg.gpg] http://db.example/apt bookworm-pgdg main
 deb http://mirror.example/debian bookworm main
 """)
-    assert debian.host_mirror(apt)[0] == "http://mirror.example/debian"
-    (apt / "sources.list.d" / "trixie.sources").write_text("""\
+    assert sources.host_mirror(apt_dir)[0] == "http://mirror.example/debian"
+    (apt_dir / "sources.list.d" / "trixie.sources").write_text("""\
 Types: deb
 URIs: http://other.mirror.example/debian
 Suites: trixie
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.pgp
 """)
-    assert debian.host_mirror(apt) == ("http://other.mirror.example/debian",
-                                       "/usr/share/keyrings/debian-archive-keyring.pgp")
+    assert sources.host_mirror(apt_dir) == ("http://other.mirror.example/debian",
+                                            "/usr/share/keyrings/debian-archive-keyring.pgp")
 
 
 def test_no_debian_source(tmp_path):
-    apt = write_sources(tmp_path, "deb http://archive.example/ubuntu noble main\n")
+    apt_dir = write_sources(tmp_path, "deb http://archive.example/ubuntu noble main\n")
     with pytest.raises(HartvmError) as error:
-        debian.host_mirror(apt)
+        sources.host_mirror(apt_dir)
     assert "no Debian archive source" in one_line(error)
 
 

@@ -145,7 +145,7 @@ def test_disks_read_write_and_read_only(tmp_path):
         assert vm.run(["head", "-c", "6", "/dev/vdb"]).stdout == b"FROZEN"
         refused = vm.run("echo x | dd of=/dev/vdb conv=fsync 2>&1")
         assert refused.returncode != 0, refused.stdout
-        disk_fds = [d.backend.fd for d in vm.machine.board.virtio if hasattr(d.backend, "fd")]
+        disk_fds = [d.backend.fd for d in vm.machine.board.virtio.values() if hasattr(d.backend, "fd")]
     assert frozen.read_bytes()[:6] == b"FROZEN"
     assert len(disk_fds) == 2 and vm.machine is None        # closing released the machine
     for fd in disk_fds:

@@ -18,6 +18,7 @@ is not stored in the overlay file: the file means something only together
 with ``written_clusters``, which is what a snapshot saves.
 """
 
+import copy
 import errno
 import logging
 import os
@@ -165,6 +166,18 @@ class Block(Backend):
         else:
             self.copy_overlay(new_path)
             self.use_overlay(new_path, bytes(self._clusters))
+
+    def duplicate(self) -> "Block":
+        """A second Block over the same files with descriptors of its own, as a
+        child after os.fork() has: it must take an overlay of its own
+        (``fork_overlay``) before it writes."""
+        twin = copy.copy(self)
+        twin.fd = os.dup(self.fd)
+        if self._overlay_fd is not None:
+            twin._overlay_fd = os.dup(self._overlay_fd)
+            twin._clusters = bytearray(self._clusters)
+        twin.transport = None
+        return twin
 
     def _refuse_disk_file(self, fd: int, path: str) -> None:
         """An overlay, or a copy of one, must be neither the base nor the current overlay."""

@@ -55,7 +55,7 @@ class Port:
     """One port, seen from the host. ``output(bytes)`` gets what the guest writes;
     ``on_open(bool)`` is told when the guest opens or closes the port."""
 
-    def __init__(self, console: "Console", port_id: int, name: str | None, is_console: bool,
+    def __init__(self, console: "VirtioConsole", port_id: int, name: str | None, is_console: bool,
                  output, on_open=None):
         self.console = console
         self.id = port_id
@@ -124,7 +124,7 @@ class Port:
             self.console.control(self.id, PORT_OPEN, 0)
 
 
-class Console(Backend):
+class VirtioConsole(Backend):
     device_id = DEVICE_ID
     features = F_SIZE | F_MULTIPORT
 

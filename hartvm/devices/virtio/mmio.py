@@ -16,8 +16,8 @@ from .queue import MAX_QUEUE_SIZE, BadChain, VirtQueue
 log = logging.getLogger("hartvm.virtio")
 
 MAGIC = 0x74726976          # "virt"
-VERSION = 2
-VENDOR_ID = 0x554D4551      # "QEMU", as QEMU's devices report it
+TRANSPORT_VERSION = 2       # the modern (non-legacy) transport
+QEMU_VENDOR_ID = 0x554D4551  # "QEMU", as QEMU's devices report it
 F_VERSION_1 = 1 << 32
 
 STATUS_ACKNOWLEDGE = 1
@@ -29,16 +29,39 @@ STATUS_FAILED = 128
 INTERRUPT_USED_BUFFER = 1
 INTERRUPT_CONFIG_CHANGE = 2
 
-REGISTERS = {
-    0x000: "MagicValue", 0x004: "Version", 0x008: "DeviceID", 0x00C: "VendorID",
-    0x010: "DeviceFeatures", 0x014: "DeviceFeaturesSel", 0x020: "DriverFeatures",
-    0x024: "DriverFeaturesSel", 0x030: "QueueSel", 0x034: "QueueNumMax", 0x038: "QueueNum",
-    0x044: "QueueReady", 0x050: "QueueNotify", 0x060: "InterruptStatus",
-    0x064: "InterruptACK", 0x070: "Status", 0x080: "QueueDescLow", 0x084: "QueueDescHigh",
-    0x090: "QueueDriverLow", 0x094: "QueueDriverHigh", 0x0A0: "QueueDeviceLow",
-    0x0A4: "QueueDeviceHigh", 0x0FC: "ConfigGeneration",
+# Register offsets: the table "MMIO Device Register Layout" of virtio 1.2
+# section 4.2.2, names as there (MagicValue is MAGIC_VALUE, and so on).
+MAGIC_VALUE = 0x000
+VERSION = 0x004
+DEVICE_ID = 0x008
+VENDOR_ID = 0x00C
+DEVICE_FEATURES = 0x010
+DEVICE_FEATURES_SEL = 0x014
+DRIVER_FEATURES = 0x020
+DRIVER_FEATURES_SEL = 0x024
+QUEUE_SEL = 0x030
+QUEUE_NUM_MAX = 0x034
+QUEUE_NUM = 0x038
+QUEUE_READY = 0x044
+QUEUE_NOTIFY = 0x050
+INTERRUPT_STATUS = 0x060
+INTERRUPT_ACK = 0x064
+STATUS = 0x070
+QUEUE_DESC_LOW = 0x080
+QUEUE_DESC_HIGH = 0x084
+QUEUE_DRIVER_LOW = 0x090
+QUEUE_DRIVER_HIGH = 0x094
+QUEUE_DEVICE_LOW = 0x0A0
+QUEUE_DEVICE_HIGH = 0x0A4
+CONFIG_GENERATION = 0x0FC
+CONFIG = 0x100              # the device-specific configuration space starts here
+
+# The ring address registers: the VirtQueue attribute each sets, and which half.
+RING_ADDRESSES = {
+    QUEUE_DESC_LOW: ("desc", False), QUEUE_DESC_HIGH: ("desc", True),
+    QUEUE_DRIVER_LOW: ("avail", False), QUEUE_DRIVER_HIGH: ("avail", True),
+    QUEUE_DEVICE_LOW: ("used", False), QUEUE_DEVICE_HIGH: ("used", True),
 }
-CONFIG = 0x100
 
 
 class Backend:
@@ -115,26 +138,26 @@ class VirtioMMIO(Device):
         if size != 4:
             return self.unknown("read", offset)
         queue = self._queue()
-        if offset == 0x000:
+        if offset == MAGIC_VALUE:
             return MAGIC
-        if offset == 0x004:
-            return VERSION
-        if offset == 0x008:
+        if offset == VERSION:
+            return TRANSPORT_VERSION
+        if offset == DEVICE_ID:
             return self.backend.device_id
-        if offset == 0x00C:
-            return VENDOR_ID
-        if offset == 0x010:
+        if offset == VENDOR_ID:
+            return QEMU_VENDOR_ID
+        if offset == DEVICE_FEATURES:
             return (self.device_features >> (32 * self.device_features_sel)) & 0xFFFFFFFF \
                 if self.device_features_sel < 2 else 0
-        if offset == 0x034:
+        if offset == QUEUE_NUM_MAX:
             return self.backend.queue_sizes[self.queue_sel] if queue else 0
-        if offset == 0x044:
+        if offset == QUEUE_READY:
             return int(queue.ready) if queue else 0
-        if offset == 0x060:
+        if offset == INTERRUPT_STATUS:
             return self.interrupt_status
-        if offset == 0x070:
+        if offset == STATUS:
             return self.status
-        if offset == 0x0FC:
+        if offset == CONFIG_GENERATION:
             return self.config_generation
         return self.unknown("read", offset)
 
@@ -145,28 +168,28 @@ class VirtioMMIO(Device):
             self.unknown("write", offset)
             return
         queue = self._queue()
-        if offset == 0x014:
+        if offset == DEVICE_FEATURES_SEL:
             self.device_features_sel = value
-        elif offset == 0x020:
+        elif offset == DRIVER_FEATURES:
             if self.driver_features_sel < 2:
                 shift = 32 * self.driver_features_sel
                 self.driver_features = (self.driver_features & ~(0xFFFFFFFF << shift)) \
                     | (value << shift)
-        elif offset == 0x024:
+        elif offset == DRIVER_FEATURES_SEL:
             self.driver_features_sel = value
-        elif offset == 0x030:
+        elif offset == QUEUE_SEL:
             self.queue_sel = value
-        elif offset == 0x050:
+        elif offset == QUEUE_NOTIFY:
             self._notify(value)
-        elif offset == 0x064:
+        elif offset == INTERRUPT_ACK:
             self.interrupt_status &= ~value
             self._update_irq()
-        elif offset == 0x070:
+        elif offset == STATUS:
             self._write_status(value)
-        elif queue is not None and not queue.ready and offset in (
-                0x038, 0x080, 0x084, 0x090, 0x094, 0x0A0, 0x0A4):
+        elif queue is not None and not queue.ready and (
+                offset == QUEUE_NUM or offset in RING_ADDRESSES):
             self._queue_setup(queue, offset, value)
-        elif offset == 0x044 and queue is not None:
+        elif offset == QUEUE_READY and queue is not None:
             self._queue_ready(queue, value & 1)
         else:
             self.unknown("write", offset)
@@ -174,6 +197,9 @@ class VirtioMMIO(Device):
     # --- snapshots ---------------------------------------------------------------
     REGISTERS_SAVED = ("status", "device_features_sel", "driver_features_sel",
                        "driver_features", "queue_sel", "interrupt_status", "config_generation")
+
+    def fdt_node(self, tree, region) -> None:
+        tree.device("virtio_mmio", region, "virtio,mmio")
 
     def save(self) -> dict:
         return {"device_id": self.backend.device_id,
@@ -207,12 +233,12 @@ class VirtioMMIO(Device):
             and self.ram.contains(queue.used, 6 + 8 * size)
 
     def _queue_setup(self, queue, offset, value):
-        if offset == 0x038:
+        if offset == QUEUE_NUM:
             queue.size = value
             return
-        name = {0x080: "desc", 0x090: "avail", 0x0A0: "used"}[offset & ~4]
+        name, high = RING_ADDRESSES[offset]
         old = getattr(queue, name)
-        if offset & 4:
+        if high:
             setattr(queue, name, (old & 0xFFFFFFFF) | (value << 32))
         else:
             setattr(queue, name, (old & ~0xFFFFFFFF) | value)

@@ -1,0 +1,111 @@
+"""``HostIO``: the machine's one way in and out of the host.
+
+Everything a running machine exchanges with the host goes through one
+object, given to the machine when it is built:
+
+- ``output(bytes)``: the serial console (UART, HTIF) and ``flush()``;
+- inputs: host file descriptors, each with its own handler (``Input``), as
+  Firecracker gives each device its own event handler: the UART's keyboard,
+  a command's stdin for a virtio-console port, and later network frames and
+  9P requests. An input is read only when its device can take more, so a
+  guest that does not read leaves the bytes in the host's pipe;
+- wake-up descriptors: readable means "the front end wants the run's stop
+  condition checked now" (a VM process's control socket);
+- time: ``realtime`` says whether idle guest time passes at the host's pace
+  (a person at a console) or is skipped (reproducible runs);
+- ``trace``: a text stream for ``--trace``, one line per instruction.
+
+The machine polls it between rounds; nothing else reaches into the machine.
+"""
+
+import os
+import select
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+MAX_PENDING_INPUT = 64 << 10   # host bytes a device may hold unread before its fd is left alone
+READ_SIZE = 4096
+
+
+@dataclass(eq=False)
+class Input:
+    """A host descriptor whose bytes go to one device: ``deliver(bytes)``;
+    ``backlog()`` is what the device holds unread; ``on_end()`` is called once
+    at end of input; ``filter(bytes) -> bytes`` sees the bytes first (the
+    console's Ctrl-A keys)."""
+    fd: int
+    deliver: Callable[[bytes], None]
+    backlog: Callable[[], int] = lambda: 0
+    on_end: Callable[[], None] | None = None
+    filter: Callable[[bytes], bytes] | None = None
+
+    def read(self) -> bool:
+        """Move what is ready to the device; False at end of input."""
+        try:
+            data = os.read(self.fd, READ_SIZE)
+        except (OSError, ValueError):
+            data = b""
+        if not data:
+            if self.on_end is not None:
+                self.on_end()
+            return False
+        if self.filter is not None:
+            data = self.filter(data)
+        self.deliver(data)
+        return True
+
+
+class HostIO:
+    def __init__(self, output=None, flush=None, realtime: bool = False, trace=None):
+        if output is None:
+            output, flush = sys.stdout.buffer.write, sys.stdout.buffer.flush
+        self.output = output
+        self.flush = flush or (lambda: None)
+        self.realtime = realtime
+        self.trace = trace
+        self.inputs: list[Input] = []
+        self.wake_fds: list[int] = []
+
+    def add_input(self, fd: int, deliver, backlog=None, on_end=None, filter=None) -> Input:
+        source = Input(fd, deliver, backlog or (lambda: 0), on_end, filter)
+        self.inputs.append(source)
+        return source
+
+    def remove_input(self, source: Input) -> None:
+        if source in self.inputs:
+            self.inputs.remove(source)
+
+    @property
+    def waits_for_host(self) -> bool:
+        """Can anything from the host still arrive?"""
+        return bool(self.inputs or self.wake_fds)
+
+    def poll(self, timeout: float = 0.0) -> bool:
+        """Wait up to ``timeout`` seconds for host input (moved to its device) or a
+        wake-up; True if either came. Sleeps the timeout when there is neither."""
+        wanted = {source.fd: source for source in self.inputs
+                  if source.backlog() <= MAX_PENDING_INPUT}
+        fds = list(self.wake_fds) + list(wanted)
+        if not fds:
+            if timeout > 0:
+                time.sleep(timeout)
+            return False
+        try:
+            ready, _, _ = select.select(fds, [], [], timeout)
+        except (OSError, ValueError):
+            ready = list(wanted)     # a closed descriptor: its read ends it
+        for fd in ready:
+            source = wanted.get(fd)
+            if source is not None and not source.read():
+                self.remove_input(source)
+        return bool(ready)
+
+    @staticmethod
+    def monotonic() -> float:
+        return time.monotonic()
+
+    @staticmethod
+    def wall_clock_ns() -> int:
+        return time.time_ns()
