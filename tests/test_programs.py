@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from conftest import PROGRAMS, ROOT, build_c, run_hartvm, run_qemu
+from conftest import ROOT, build_c, run_hartvm, run_qemu
 
 WORKLOADS = os.path.join(ROOT, "benchmarks", "workloads")
 SAME_AS_QEMU = ["printf", "arith", "atomics", "traps", "exitcode"]

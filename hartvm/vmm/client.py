@@ -18,7 +18,6 @@ import sys
 import time
 
 from ..errors import HartvmError
-from ..guest import debian
 from .. import exit_status
 from ..code_digest import code_digest
 from ..limits import check_harts, guest_memory_size
@@ -51,6 +50,9 @@ class RemoteVM:
             if not os.path.isdir(snapshot):
                 raise HartvmError(f"{snapshot}: no such snapshot directory")
         else:
+            # Imported here, not above: this module must stay light for `hartvm run`
+            # and `exec` (the Debian fetcher is needed only to start a new guest).
+            from ..guest import debian
             debian.default_guest(progress=progress)     # a first download shows its progress
         drives = [_absolute_drive(spec) for spec in drives]
         name, directory = registry.claim(name)

@@ -117,7 +117,7 @@ class Server:
             print(f"hartvm: VM {self.name}: {error}", file=sys.stderr)
             failed = True
         finally:
-            self.listener.close()
+            self._close_listener()
             for connection, _ in self.waiting:
                 connection.close()
             self.vm.close()
@@ -125,6 +125,13 @@ class Server:
                 (self.directory / registry.SOCKET).unlink(missing_ok=True)
             else:
                 registry.remove(self.directory)
+
+    def _close_listener(self) -> None:
+        """Close the control socket, which is no wake-up of the VM's any more."""
+        fd = self.listener.fileno()
+        if fd in self.vm.io.wake_fds:
+            self.vm.io.wake_fds.remove(fd)
+        self.listener.close()
 
     def _connection_waiting(self) -> bool:
         return bool(select.select([self.listener], [], [], 0)[0])
@@ -299,7 +306,7 @@ class Server:
         status = 0
         try:
             connection.close()
-            self.listener.close()
+            self._close_listener()
             _redirect_output(directory / "log")
             self.vm.clone_drives(self._disk_path(directory))
             os.write(ready_write, b"copied\n")
@@ -349,7 +356,7 @@ class PoolServer(Server):
         except StopRequested:
             pass
         finally:
-            self.listener.close()
+            self._close_listener()
             self.vm.close()
             registry.remove(self.directory)
 
@@ -376,7 +383,7 @@ class PoolServer(Server):
         """In the child of a fork: run the request's command; never returns."""
         try:
             self.vm.service = self._serve_while_busy
-            self.listener.close()
+            self._close_listener()
             self.vm.new_identity(str(request.get("hostname", "hartvm")))
             self.vm.io.realtime = bool(request.get("realtime"))
             self._exec(connection, request)
