@@ -11,7 +11,7 @@ PACKAGE = Path(hartvm.__file__).resolve().parent
 # Lower layers first; a module may import its own layer or those below it.
 # (``hartvm/__init__.py`` re-exports names lazily and is left out.)
 LAYERS = [
-    {"errors", "limits", "exit_status", "paths", "code_digest"},
+    {"errors", "limits", "exit_status", "paths", "code_digest", "hostfile"},
     {"cpu", "memory", "hostio"},
     {"bus", "devices", "loader"},
     {"board"},

@@ -21,6 +21,7 @@ images where it expects them:
 import struct
 
 from ..errors import HartvmError
+from ..hostfile import read_bounded
 from ..loader.image import Blob, LoadedImage, load_file
 
 KERNEL_ALIGN = 2 << 20          # riscv_calc_kernel_start_addr, RV64
@@ -85,11 +86,7 @@ class LinuxBoot:
             self._load_initrd(initrd)
 
     def _load_initrd(self, path: str) -> None:
-        try:
-            with open(path, "rb") as file:
-                data = file.read()
-        except OSError as error:
-            raise HartvmError(f"{path}: {error.strerror or error}") from None
+        data = read_bounded(path, "initrd", self.ram.size)
         start = initrd_start(self.kernel, self.ram.size)
         if not self.ram.contains(start, len(data)):
             raise HartvmError(f"{path}: {len(data)} bytes do not fit in RAM after the "

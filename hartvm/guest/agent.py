@@ -7,7 +7,9 @@ binary-safe byte stream:
   host sends ``RUN <number> <script>`` (the command's sequence number, and a
   shell script on one line: words with a newline are quoted as ``$'...'``,
   so no decoding process is needed); the agent answers ``EXIT <status>``
-  when it has finished. One command at a time.
+  when it has finished. One command at a time. ``SET 0 <script>`` runs a
+  script in the agent's own shell, unanswered, before the next command is
+  forked (a clone's new clock, hostname and pids, see ``VM.new_identity``).
 - ``org.hartvm.signal``: command numbers, one per line: the agent kills that
   command, if it still runs, with all its descendants (SIGKILL, status 137).
   A timeout or a client that went away ends the command and what it
@@ -26,6 +28,7 @@ command that does not exist, 126 for one that cannot run, 128 + N for a
 command killed by signal N.
 """
 
+import os
 import re
 
 from ..devices.virtio.console import VirtioConsole
@@ -46,7 +49,13 @@ def quote(word: bytes) -> bytes:
 
 
 def _bytes(value, what: str) -> bytes:
-    data = value if isinstance(value, bytes) else str(value).encode()
+    """A word of the script: str, bytes or a path, as subprocess takes them (so
+    that ``None`` or a number is an error, not the text "None")."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, (str, bytes)):
+        raise HartvmError(f"{what} {value!r} is a {type(value).__name__}, not text")
+    data = value if isinstance(value, bytes) else value.encode()
     if b"\0" in data:
         raise HartvmError(f"{what} {value!r} contains a NUL byte")
     return data
@@ -57,6 +66,8 @@ def command_script(argv, env=None, cwd=None) -> bytes:
     command replaces the shell, so its status is the shell's status."""
     if not argv:
         raise HartvmError("no command given")
+    if env is not None and not isinstance(env, dict):
+        raise HartvmError(f"env must be a dict of names to values, not a {type(env).__name__}")
     lines = []
     if cwd is not None:
         lines.append(b"cd -- " + quote(_bytes(cwd, "working directory")) + b" || exit 126")
@@ -104,6 +115,12 @@ class Agent:
         self.number += 1
         self._on_stdout, self._on_stderr = on_stdout, on_stderr
         self.control.send(b"RUN %d " % self.number + script + b"\n")
+
+    def configure(self, script: bytes) -> None:
+        """Run a one-line script in the agent's own shell before the next command."""
+        if b"\n" in script:
+            raise HartvmError("a script for the guest agent must be one line")
+        self.control.send(b"SET 0 " + script + b"\n")
 
     def kill(self) -> None:
         """Ask the agent to kill the running command (its ``EXIT`` follows). A kill

@@ -13,6 +13,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from ..errors import HartvmError
+from ..hostfile import open_checked
 
 PT_LOAD = "PT_LOAD"
 MAX_SEGMENT = 1 << 40   # no RAM is larger
@@ -35,7 +36,7 @@ class ElfImage:
 def read_elf(path: str) -> ElfImage:
     """Parse ``path`` and check that it is a little-endian RV64 executable."""
     try:
-        with open(path, "rb") as file:
+        with os.fdopen(open_checked(path, "ELF file"), "rb") as file:
             file_size = os.fstat(file.fileno()).st_size
             if file.read(4) != b"\x7fELF":
                 raise HartvmError(f"{path}: not an ELF file")

@@ -9,10 +9,12 @@ arch/riscv/boot-image-header.rst) also declares how much memory it needs
 beyond its file size, which the initrd must not overlap.
 """
 
+import os
 import struct
 from dataclasses import dataclass, field
 
 from ..errors import HartvmError
+from ..hostfile import open_checked, read_bounded
 from .elf import load_elf, read_elf
 
 LINUX_IMAGE_MAGIC2 = b"RSC\x05"
@@ -34,15 +36,12 @@ class LoadedImage:
 
 
 def load_file(path: str, ram, default_paddr: int, role: str, elf_only: bool = False) -> LoadedImage:
+    """Load ``path`` (a regular file that fits in RAM, see hostfile.py) into ``ram``."""
+    fd = open_checked(path, role)
     try:
-        with open(path, "rb") as file:
-            head = file.read(4)
-    except FileNotFoundError:
-        raise HartvmError(f"{role} {path}: no such file") from None
-    except IsADirectoryError:
-        raise HartvmError(f"{role} {path}: is a directory") from None
-    except OSError as error:
-        raise HartvmError(f"{role} {path}: {error.strerror or error}") from None
+        head = os.pread(fd, 4, 0)
+    finally:
+        os.close(fd)
     if head == b"\x7fELF":
         image = read_elf(path)
         load_elf(image, ram, path)
@@ -52,8 +51,7 @@ def load_file(path: str, ram, default_paddr: int, role: str, elf_only: bool = Fa
                            image.symbols.get("fromhost"))
     if elf_only:
         raise HartvmError(f"{path}: not an ELF file")
-    with open(path, "rb") as file:
-        data = file.read()
+    data = read_bounded(path, role, ram.size)
     if not data:
         raise HartvmError(f"{role} {path}: empty file")
     end = default_paddr + len(data)

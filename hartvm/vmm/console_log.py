@@ -2,6 +2,11 @@
 
 The last lines are kept (for the message when a run ends badly) and a Linux
 kernel panic is noticed by the line the kernel prints at its end.
+
+A report shows the guest's lines as the guest's: each behind a ``guest |``
+mark, with control characters escaped (``\x1b`` for ESC), so that a guest
+can neither drive the user's terminal with escape sequences nor print a
+line that looks like one of hartvm's own.
 """
 
 import collections
@@ -35,8 +40,15 @@ class ConsoleLog:
         return [line.decode("utf-8", "replace") for line in lines]
 
     def report(self, message: str, count: int = 10) -> str:
-        """``message`` followed by the last ``count`` console lines."""
+        """``message`` followed by the last ``count`` console lines, escaped."""
         lines = self.last_lines()[-count:]
         if not lines:
             return message
-        return message + "\nlast console lines:\n" + "\n".join("  | " + line for line in lines)
+        return message + "\nlast console lines of the guest:\n" + \
+            "\n".join("  guest | " + escape(line) for line in lines)
+
+
+def escape(line: str) -> str:
+    """Control characters (C0, DEL, C1) as Python escapes; tabs stay."""
+    return "".join(c if c == "\t" or c.isprintable() else
+                   (repr(c)[1:-1] if ord(c) < 0x100 else f"\\u{ord(c):04x}") for c in line)

@@ -14,6 +14,11 @@ Making the directory claims the name (``mkdir`` is atomic), so concurrent
 ``up``/``fork`` never give two VMs one name. A VM whose process is gone
 (killed, host rebooted) is reported as dead, never waited for; ``stop``
 removes what it left. Nothing here imports numpy, so ``hartvm ps`` is fast.
+
+The state directory and ``vms/`` are trusted only if they belong to this
+user and no one else can write to them (as ssh treats ``~/.ssh``): another
+user who could create entries there could take a VM's name and read the
+commands, environment and input sent to it.
 """
 
 import json
@@ -39,7 +44,25 @@ def state_dir() -> Path:
 
 
 def vms_dir() -> Path:
-    return state_dir() / "vms"
+    """``vms/`` in the state directory, both checked to be this user's alone
+    (where they exist)."""
+    vms = state_dir() / "vms"
+    for directory in (vms.parent, vms):
+        _check_private(directory)
+    return vms
+
+
+def _check_private(directory: Path) -> None:
+    try:
+        info = directory.stat()
+    except FileNotFoundError:
+        return                                   # made later, with mode 0700
+    except OSError as error:
+        raise HartvmError(f"state directory {directory}: {error.strerror or error}") from None
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        who = "another user's" if info.st_uid != os.getuid() else "writable by others"
+        raise HartvmError(f"state directory {directory} is {who}: refusing to use it "
+                          f"(chmod go-w it, or set HARTVM_STATE_DIR)")
 
 
 def check_name(name: str) -> str:
@@ -54,7 +77,9 @@ def claim(name: str | None, prefix: str = "vm") -> tuple[str, Path]:
     (``prefix`` shortened as the name rules need)."""
     vms = vms_dir()
     try:
-        vms.mkdir(parents=True, exist_ok=True, mode=0o700)   # control sockets: this user's only
+        # Control sockets: this user's only (the parents above get the umask's mode).
+        vms.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        vms.mkdir(exist_ok=True, mode=0o700)
     except OSError as error:
         raise HartvmError(f"cannot create the state directory {vms}: "
                           f"{error.strerror or error} (set HARTVM_STATE_DIR)") from None

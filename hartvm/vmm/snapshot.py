@@ -47,7 +47,6 @@ import os
 import shutil
 import stat
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +58,7 @@ from ..devices.virtio.blk import Block
 from ..errors import HartvmError
 from ..limits import check_harts, guest_memory_size
 from ..memory import PAGE_SIZE
+from . import scratch
 
 MAGIC = b"HARTVMSS"
 FORMAT_VERSION = 2        # 2: sections named by the board table, config owns the sizes
@@ -340,7 +340,9 @@ def save(path, machine, drives, owner: tuple[str, int, dict], copy_drives: bool 
         raise HartvmError(f"{path} already exists; a snapshot is never written over")
     staging = None
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent or "."))
+        # Hidden beside the destination, so that the rename is atomic; a
+        # staging directory of a killed hartvm is swept by the next save.
+        staging = scratch.make(f".{path.name}.", path.parent)
         infos = []
         for index, block in enumerate(drives):
             if copy_drives:
@@ -418,6 +420,8 @@ def open_drives(snapshot: Snapshot, overlay_dir) -> list[Block]:
                 block = Block(str(disk), readonly=info["readonly"])
             except OSError as error:
                 raise SnapshotError(f"{disk}: {error.strerror or error}") from None
+            except HartvmError as error:
+                raise SnapshotError(str(error)) from None
             blocks.append(block)
             if block.size != info["size"]:
                 raise SnapshotError(f"{disk}: {block.size} bytes, the snapshot says "

@@ -19,7 +19,6 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from ..guest.agent import Agent, command_script, quote
 from ..hostio import HostIO
 from ..limits import check_harts, guest_memory_size
 from ..machine import Machine, Stop
-from . import cache, snapshot
+from . import cache, scratch, snapshot
 from .client import RemoteVM
 from .console_log import ConsoleLog
 from .registry import numbered
@@ -46,6 +45,9 @@ BOOT_INSTRUCTION_LIMIT = 20_000_000_000
 KILL_GRACE = 5.0       # seconds a killed command may take to end before the VM is given up
 KILL_REPEAT = 0.5      # seconds between kill requests (one may come before the command starts)
 MAX_CLONES = 1024
+FIRST_CLONE_PID = 1000            # clones' pids start above the booted guest's own
+PID_MAX = 32768                   # the kernel's pid_max for few CPUs (kernel/pid.c)
+OVERLAY_PREFIX = "hartvm-disks-"   # a restored or forked VM's drive overlays, in $TMPDIR
 
 
 def parse_drive(spec: str) -> Block:
@@ -69,6 +71,27 @@ def open_drives(specs) -> list[Block]:
             block.close()
         raise
     return blocks
+
+
+def _check_command_io(input, timeout, stdout, stderr, stdin_fd) -> None:
+    """The arguments of ``run`` that say how to feed and wait for a command."""
+    if input is not None and not isinstance(input, (bytes, bytearray, memoryview)):
+        raise HartvmError(f"input must be bytes, not a {type(input).__name__}")
+    if timeout is not None and (type(timeout) not in (int, float) or not 0 < timeout < 1e9):
+        raise HartvmError(f"bad timeout {timeout!r}: a positive number of seconds")
+    for name, sink in (("stdout", stdout), ("stderr", stderr)):
+        if sink is not None and not callable(sink):
+            raise HartvmError(f"{name} must be a callable that takes bytes, not "
+                              f"{type(sink).__name__}")
+    if stdin_fd is not None and (type(stdin_fd) is not int or stdin_fd < 0):
+        raise HartvmError(f"bad stdin_fd {stdin_fd!r}: an open file descriptor")
+
+
+def check_clock_and_seed(epoch_ns, rng_seed) -> None:
+    if epoch_ns is not None and (type(epoch_ns) is not int or not 0 <= epoch_ns < 1 << 63):
+        raise HartvmError(f"bad epoch_ns {epoch_ns!r}: nanoseconds since 1970, 0 or more")
+    if rng_seed is not None and not isinstance(rng_seed, (bytes, bytearray)):
+        raise HartvmError(f"rng_seed must be bytes, not a {type(rng_seed).__name__}")
 
 
 def check_hostname(hostname: str) -> None:
@@ -126,6 +149,7 @@ class VM:
         size = guest_memory_size(memory)
         check_harts(smp)
         check_hostname(hostname)
+        check_clock_and_seed(epoch_ns, rng_seed)
         if drives or boot:
             self._build_for_boot(size, smp, drives, hostname, epoch_ns, rng_seed, progress)
         else:
@@ -145,6 +169,7 @@ class VM:
         self.machine = None
         self._overlay_dir = None     # a restored VM's disk overlays, removed by close()
         self._clock_to_set = False   # the guest's clock must be set before the next command
+        self._last_pid = 0           # where the clone's process ids go on from (new_identity)
         self.blocks = list(blocks)
         self.service = None          # () -> bool, between rounds of a command (see server.py)
         self._cancel = False
@@ -202,7 +227,8 @@ class VM:
             os.close(memory_fd)          # the mapping keeps the file
         try:
             if blocks is None:
-                self._overlay_dir = tempfile.mkdtemp(prefix="hartvm-disks-")
+                if not all(info["readonly"] for info in saved.drives):
+                    self._overlay_dir = scratch.make(OVERLAY_PREFIX)
                 blocks = snapshot.open_drives(saved, self._overlay_dir)
             for index, block in enumerate(blocks):
                 self.blocks.append(block)
@@ -274,6 +300,7 @@ class VM:
         and fresh entropy (its kernel reseeds through the VM generation ID, its
         virtio-rng gets a new seed). With ``epoch_ns`` and ``rng_seed`` given,
         restores of one snapshot run the same commands identically."""
+        check_clock_and_seed(epoch_ns, rng_seed)
         self = cls.__new__(cls)
         self._build_from_snapshot(snapshot.load(path), hostname, epoch_ns, rng_seed)
         self.io.realtime = realtime
@@ -296,7 +323,7 @@ class VM:
         if not 1 <= count <= MAX_CLONES:
             raise HartvmError(f"bad fork count {count}: 1 to {MAX_CLONES}")
         self.freeze_drives()
-        staging = Path(tempfile.mkdtemp(prefix="hartvm-fork-"))
+        staging = scratch.make("hartvm-fork-")
         clones = []
         try:
             self._save(staging / "snapshot", copy_drives=False)
@@ -306,7 +333,7 @@ class VM:
                 clone._build_from_snapshot(saved, numbered(self.hostname, index + 1, 64), None,
                                            None, [block.duplicate() for block in self.blocks])
                 clones.append(clone)
-                clone._overlay_dir = tempfile.mkdtemp(prefix="hartvm-disks-")
+                clone._overlay_dir = scratch.make(OVERLAY_PREFIX)
                 clone.clone_drives(clone._overlay_dir)
         except BaseException:
             for clone in clones:
@@ -325,7 +352,7 @@ class VM:
                 continue
             if directory is None:
                 if self._overlay_dir is None:
-                    self._overlay_dir = tempfile.mkdtemp(prefix="hartvm-disks-")
+                    self._overlay_dir = scratch.make(OVERLAY_PREFIX)
                 directory = self._overlay_dir
             block.fork_overlay(str(Path(directory) / f"disk{index}"))
 
@@ -351,6 +378,12 @@ class VM:
         rtc = devices["rtc"]
         rtc.epoch_ns += (self.io.wall_clock_ns() if epoch_ns is None else epoch_ns) - rtc.now()
         self.hostname = hostname
+        # Clones of one snapshot would hand out the same process ids, and user
+        # space seeds from them (busybox's $RANDOM mixes in its pid): each clone
+        # goes on from a pid of its own (kernel/ns_last_pid, Linux's
+        # checkpoint/restore knob; pid_max is 32768 for the guest's few harts).
+        pid_seed = int.from_bytes(hashlib.sha256(b"last-pid" + seed).digest()[:4], "little")
+        self._last_pid = FIRST_CLONE_PID + pid_seed % (PID_MAX - 2 * FIRST_CLONE_PID)
         self._clock_to_set = True
 
     def apply_identity(self) -> None:
@@ -360,13 +393,14 @@ class VM:
             self.run(["true"], check=True)
 
     def _identity_script(self) -> bytes:
-        """Shell lines that give the guest its wall-clock time and hostname."""
+        """Shell lines that give the guest its wall-clock time, hostname and
+        process ids of its own."""
         if not self._clock_to_set:
             return b""
         self._clock_to_set = False
         seconds = self.machine.board.devices["rtc"].now() // 10**9
-        return (f"date -s @{seconds} >/dev/null; "
-                f"echo {self.hostname} >/proc/sys/kernel/hostname; ").encode()
+        return (f"date -s @{seconds}; echo {self.hostname} >/proc/sys/kernel/hostname; "
+                f"echo {self._last_pid} >/proc/sys/kernel/ns_last_pid").encode()
 
     def cancel(self) -> None:
         """Kill the running command (from ``service``, when its client went away);
@@ -409,7 +443,12 @@ class VM:
     def _execute(self, script: bytes, args, input, timeout, stdout, stderr, stdin_fd,
                  check, stdin_port=None, input_filter=None) -> CommandResult:
         self._check_usable()
-        script = self._identity_script() + script
+        _check_command_io(input, timeout, stdout, stderr, stdin_fd)   # before anything is sent
+        if not self.agent.ready or self.agent.busy:
+            raise HartvmError("the guest agent is not ready for a command")
+        identity = self._identity_script()
+        if identity:
+            self.agent.configure(identity)
         collected_out, collected_err = [], []
         agent, machine = self.agent, self.machine
         agent.start(script, stdout or collected_out.append, stderr or collected_err.append)
@@ -469,8 +508,14 @@ class VM:
     # --- files -------------------------------------------------------------------
     def put_file(self, source, guest_path: str, mode: int = 0o644) -> None:
         """Copy a host file (a path) or ``bytes`` to ``guest_path`` in the guest."""
+        if type(mode) is not int or not 0 <= mode <= 0o7777:
+            raise HartvmError(f"bad mode {mode!r}: a permission number such as 0o644")
         if isinstance(source, (bytes, bytearray, memoryview)):
             data = bytes(source)
+        elif not isinstance(source, (str, os.PathLike)):
+            # open() would take an int as a file descriptor of the host's.
+            raise HartvmError(f"put_file takes bytes or a host path, not a "
+                              f"{type(source).__name__}")
         else:
             try:
                 with open(source, "rb") as file:

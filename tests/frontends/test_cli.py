@@ -250,3 +250,45 @@ def _children(pid: int) -> list[int]:
             if int(fields[1]) == pid and fields[0] != "Z":
                 found.append(int(entry))
     return found
+
+
+# --- host files that are no files: never read without end, never waited on ------------
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("option", ["--kernel", "--bios", "--initrd"])
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo", "directory"])
+def test_boot_images_must_be_regular_files(option, special, fifo, tmp_path, toolchain):
+    path = {"/dev/zero": "/dev/zero", "fifo": fifo, "directory": str(tmp_path)}[special]
+    kernel = tmp_path / "Image"
+    kernel.write_bytes(bytes(64))             # raw: loaded after the firmware
+    files = {"--kernel": str(kernel), "--bios": build_c("printf")}
+    files[option] = path
+    args = ["boot", "--kernel", files["--kernel"], "--bios", files["--bios"]]
+    if option == "--initrd":
+        args += ["--initrd", path]
+    assert_clean_error(hartvm(*args), "not a regular file")
+
+
+def test_a_raw_image_larger_than_ram_is_refused_unread(tmp_path):
+    image = tmp_path / "huge.bin"
+    with open(image, "wb") as file:
+        file.truncate(8 << 30)            # sparse: 8 GiB that cost nothing to make
+    assert_clean_error(hartvm("boot", "--bios", str(image), "--kernel", str(image)),
+                       "do not fit in")
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo", "directory", "empty"])
+def test_drives_must_be_disks(special, fifo, tmp_path, toolchain):
+    empty = tmp_path / "empty.img"
+    empty.write_bytes(b"")
+    path = {"/dev/zero": "/dev/zero", "fifo": fifo, "directory": str(tmp_path),
+            "empty": str(empty)}[special]
+    for spec in (path, path + ",readonly"):
+        assert_clean_error(hartvm("boot", "--bios", "none", "--drive", spec,
+                                  "--kernel", build_c("printf")), "drive", path)

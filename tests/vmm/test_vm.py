@@ -215,3 +215,43 @@ def _resident_bytes_of_mapping(start: int, size: int) -> int:
     """Resident bytes of the mappings that overlap [start, start + size) (the kernel
     may have merged guest RAM with a neighbouring mapping: an upper bound)."""
     return sum(int(entry["Rss"].split()[0]) << 10 for entry in smaps_overlapping(start, size))
+
+
+@pytest.mark.parametrize("call", [
+    lambda vm: vm.run("true", timeout="5"),
+    lambda vm: vm.run("true", timeout=-1),
+    lambda vm: vm.run("true", timeout=float("nan")),
+    lambda vm: vm.run("cat", input="text, not bytes"),
+    lambda vm: vm.run("true", stdout=5),
+    lambda vm: vm.run("true", stdin_fd="0"),
+    lambda vm: vm.run("true", env={"A": None}),
+    lambda vm: vm.run("true", env=[("A", "1")]),
+    lambda vm: vm.run(["echo", 5]),
+    lambda vm: vm.run("true", cwd=7),
+    lambda vm: vm.put_file(123, "/tmp/x"),
+    lambda vm: vm.put_file(b"x", "/tmp/x", mode="644"),
+])
+def test_bad_arguments_are_refused_and_the_vm_stays_usable(vm, call):
+    with pytest.raises(hartvm.HartvmError):
+        call(vm)
+    assert vm.run(["echo", "still here"]).stdout == b"still here\n"
+
+
+@pytest.mark.parametrize("options", [{"epoch_ns": -1}, {"epoch_ns": "now"},
+                                     {"rng_seed": "seed"}])
+def test_bad_clock_or_seed_is_refused_before_starting(options):
+    with pytest.raises(hartvm.HartvmError):
+        hartvm.VM(progress=False, **options)
+
+
+def test_clones_hand_out_process_ids_of_their_own(vm):
+    """User space seeds from pids ($RANDOM in busybox's sh): clones must not share them."""
+    clones = vm.fork(3)
+    try:
+        pids = [clone.run(["sh", "-c", "echo $$"], check=True).stdout for clone in clones]
+        randoms = [clone.run(["sh", "-c", "echo $RANDOM"], check=True).stdout
+                   for clone in clones]
+    finally:
+        for clone in clones:
+            clone.close()
+    assert len(set(pids)) == 3 and len(set(randoms)) == 3, (pids, randoms)

@@ -273,3 +273,17 @@ def test_a_guest_that_powers_off_while_idle_leaves_a_dead_vm_with_its_reason(sta
     assert b"powered off" in (state_dir / "vms" / "short" / "log").read_bytes()
     vm.stop()
     assert not (state_dir / "vms" / "short").exists()
+
+
+@pytest.mark.parametrize("where", ["state", "vms"])
+def test_a_state_directory_others_can_write_is_refused(tmp_path, monkeypatch, where):
+    state = tmp_path / "state"
+    (state / "vms").mkdir(parents=True, mode=0o700)
+    state.chmod(0o700)
+    (state if where == "state" else state / "vms").chmod(0o777)
+    monkeypatch.setenv("HARTVM_STATE_DIR", str(state))
+    for args in (["ps"], ["up", "--name", "x"], ["exec", "x", "--", "true"], ["stop", "x"]):
+        result = hartvm_cli(*args)
+        assert result.returncode != 0 and b"writable by others" in result.stderr, args
+        assert b"Traceback" not in result.stderr
+    assert not any((state / "vms").iterdir())

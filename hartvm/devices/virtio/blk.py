@@ -24,6 +24,8 @@ import logging
 import os
 import struct
 
+from ...errors import HartvmError
+from ...hostfile import open_checked
 from .mmio import Backend
 
 log = logging.getLogger("hartvm.virtio")
@@ -52,8 +54,14 @@ class Block(Backend):
     def __init__(self, path: str, readonly: bool = False):
         self.path = path
         self.readonly = readonly
-        self.fd = os.open(path, os.O_RDONLY if readonly else os.O_RDWR)   # the base image
-        self.size = os.fstat(self.fd).st_size // SECTOR * SECTOR
+        # The base image: a regular file or a block device (never a FIFO, a
+        # directory or /dev/zero), of at least one sector.
+        self.fd = open_checked(path, "drive", os.O_RDONLY if readonly else os.O_RDWR,
+                               block_device=True)
+        self.size = os.lseek(self.fd, 0, os.SEEK_END) // SECTOR * SECTOR
+        if self.size == 0:
+            os.close(self.fd)
+            raise HartvmError(f"drive {path}: empty (a disk needs at least {SECTOR} bytes)")
         self.features = F_FLUSH | F_SIZE_MAX | F_SEG_MAX | (F_RO if readonly else 0)
         self.cluster_count = -(-self.size // CLUSTER)
         self._overlay_fd = None
