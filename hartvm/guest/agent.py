@@ -8,8 +8,9 @@ binary-safe byte stream:
   shell script on one line: words with a newline are quoted as ``$'...'``,
   so no decoding process is needed); the agent answers ``EXIT <status>``
   when it has finished. One command at a time. ``SET 0 <script>`` runs a
-  script in the agent's own shell, unanswered, before the next command is
-  forked (a clone's new clock, hostname and pids, see ``VM.new_identity``).
+  script in the agent's own shell before the next command is forked (a
+  clone's new clock, hostname and pids, see ``VM.new_identity``); the
+  agent answers ``SET-DONE``, which also proves a restored guest alive.
 - ``org.hartvm.signal``: command numbers, one per line: the agent kills that
   command, if it still runs, with all its descendants (SIGKILL, status 137).
   A timeout or a client that went away ends the command and what it
@@ -101,6 +102,7 @@ class Agent:
         self.status: int | None = None      # the running command's exit status, once known
         self.error: str | None = None       # the agent said something it should not
         self.busy = False
+        self.configured = False             # the last SET script has run
         self.number = 0                     # of the last command started
         self._line = bytearray()
         self._on_stdout = self._on_stderr = None
@@ -120,6 +122,7 @@ class Agent:
         """Run a one-line script in the agent's own shell before the next command."""
         if b"\n" in script:
             raise HartvmError("a script for the guest agent must be one line")
+        self.configured = False
         self.control.send(b"SET 0 " + script + b"\n")
 
     def kill(self) -> None:
@@ -150,6 +153,8 @@ class Agent:
         verb, _, argument = line.partition(" ")
         if verb == "READY":
             self.ready = True
+        elif verb == "SET-DONE":
+            self.configured = True
         elif verb == "EXIT" and self.busy and _small_number(argument):
             self.status = int(argument)
             self.busy = False

@@ -2,7 +2,7 @@
 # The hartvm guest agent. It runs the host's commands; see hartvm/guest/agent.py
 # for the protocol. Five virtio-console ports, found by name:
 #   org.hartvm.control  lines both ways: READY, then RUN <number> <one-line script> /
-#                       EXIT <status>, and SET 0 <one-line script> (no answer)
+#                       EXIT <status>, and SET 0 <one-line script> / SET-DONE
 #   org.hartvm.signal   numbers of commands to kill (SIGKILL), one per line
 #   org.hartvm.stdin    the command's stdin (the host closes its side for EOF)
 #   org.hartvm.stdout   the command's stdout
@@ -75,6 +75,7 @@ while read -r verb number argument <&3; do
         # A clone's identity (clock, hostname, where pids go on from), set in
         # the agent itself: the next command's own process comes after it.
         eval "$argument" >/dev/null 2>&1 </dev/null
+        echo SET-DONE >&3
         ;;
     *)
         echo "ERROR unknown request" >&3

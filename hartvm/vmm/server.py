@@ -86,12 +86,15 @@ class Server:
                             parent=self.parent)
 
     def start(self) -> None:
-        """Listen, and give the guest its clock and hostname now: then say ready."""
+        """Listen, and give the guest its clock and hostname now, which also proves
+        it alive within a bound of instructions (``VM._set_identity``); then let
+        its idle time pass at the host's pace, and say ready."""
         self.listen()
+        self.vm.service = None        # (a clone's is still its parent's) no requests before that
+        self.vm.apply_identity()
         self.vm.io.wake_fds.append(self.listener.fileno())
         self.vm.io.realtime = True
         self.vm.service = self._serve_while_busy
-        self.vm.apply_identity()
 
     def serve_forever(self) -> None:
         """Run the guest and serve requests until ``stop`` or the guest's end."""
@@ -169,8 +172,8 @@ class Server:
         except HartvmError as error:
             self._reply(connection, error=str(error),
                         status=EXIT_TIMEOUT if isinstance(error, CommandTimeout) else EXIT_FAILED)
-            if self.vm.closed:            # the guest failed, or would not let a command go
-                raise StopRequested from None
+            if self.vm.closed:            # the guest failed, or would not let a command go:
+                raise GuestError(str(error)) from None   # dead, its log kept
         except (StopRequested, Interrupted, GuestError):
             raise
         except Exception as error:   # noqa: BLE001 - a hartvm bug must not take the VM down

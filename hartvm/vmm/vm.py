@@ -45,6 +45,9 @@ BOOT_INSTRUCTION_LIMIT = 20_000_000_000
 KILL_GRACE = 5.0       # seconds a killed command may take to end before the VM is given up
 KILL_REPEAT = 0.5      # seconds between kill requests (one may come before the command starts)
 MAX_CLONES = 1024
+# Setting a clone's identity takes the agent about a million instructions;
+# a guest that has not answered after this many per hart does not run.
+IDENTITY_BUDGET = 100_000_000
 FIRST_CLONE_PID = 1000            # clones' pids start above the booted guest's own
 PID_MAX = 32768                   # the kernel's pid_max for few CPUs (kernel/pid.c)
 OVERLAY_PREFIX = "hartvm-disks-"   # a restored or forked VM's drive overlays, in $TMPDIR
@@ -392,6 +395,18 @@ class VM:
         if self._clock_to_set:
             self.run(["true"], check=True)
 
+    def _set_identity(self, script: bytes) -> None:
+        """Run the identity script in the agent and wait for it: after a restore
+        this is the guest's first answer, so a guest that gives none within
+        IDENTITY_BUDGET instructions (a snapshot whose RAM is garbage spins
+        forever) is given up, deterministically, never waited for."""
+        self.agent.configure(script)
+        result = self.machine.run(until=lambda: self.agent.configured or self.log.panicked or
+                                  self.agent.error is not None,
+                                  max_instructions=IDENTITY_BUDGET * len(self.machine.harts))
+        if not self.agent.configured:
+            self._fail(result, "the guest agent did not answer")
+
     def _identity_script(self) -> bytes:
         """Shell lines that give the guest its wall-clock time, hostname and
         process ids of its own."""
@@ -448,7 +463,7 @@ class VM:
             raise HartvmError("the guest agent is not ready for a command")
         identity = self._identity_script()
         if identity:
-            self.agent.configure(identity)
+            self._set_identity(identity)
         collected_out, collected_err = [], []
         agent, machine = self.agent, self.machine
         agent.start(script, stdout or collected_out.append, stderr or collected_err.append)

@@ -342,3 +342,22 @@ def test_an_array_of_absurd_shape_is_refused():
     data = b"A\x01\x02" + struct.pack("<2Q", 0, 2**63)
     with pytest.raises(SnapshotError, match="too large"):
         snapshot.decode(data)
+
+
+@pytest.mark.parametrize("garbage", ["random", "zeros"])
+def test_a_snapshot_whose_ram_is_garbage_is_reported_dead_not_waited_for(saved, tmp_path,
+                                                                         garbage):
+    """The guest must answer its first request within a bound of instructions."""
+    copy = _copy(saved[1], tmp_path)
+    size = (copy / "memory").stat().st_size
+    with open(copy / "memory", "r+b") as memory:
+        if garbage == "random":
+            memory.write(np.random.default_rng(5).bytes(size))
+        else:
+            memory.truncate(0)
+            memory.truncate(size)
+    with hartvm.VM.restore(copy) as vm:
+        with pytest.raises(hartvm.GuestError, match="did not answer|panicked|powered off|"
+                                                    "nothing left to wake"):
+            vm.run("true")
+        assert vm.closed

@@ -287,3 +287,15 @@ def test_a_state_directory_others_can_write_is_refused(tmp_path, monkeypatch, wh
         assert result.returncode != 0 and b"writable by others" in result.stderr, args
         assert b"Traceback" not in result.stderr
     assert not any((state / "vms").iterdir())
+
+
+def test_restoring_a_snapshot_of_garbage_fails_with_a_reason(base, tmp_path):
+    base.snapshot(tmp_path / "snap")
+    memory = tmp_path / "snap" / "memory"
+    size = memory.stat().st_size
+    with open(memory, "r+b") as file:
+        file.write(b"\xff" * size)                # every instruction word illegal
+    restore = hartvm_cli("restore", str(tmp_path / "snap"), "--name", "garbage")
+    assert restore.returncode == 1 and b"did not start" in restore.stderr, restore.stderr
+    assert b"Traceback" not in restore.stderr
+    assert "garbage" not in hartvm_cli("ps").stdout.decode()
