@@ -32,10 +32,18 @@ done
 exec 3<>"$control" 4>"$stdout" 5>"$stderr" 6<"$signal"
 # Kills come on a port of their own, read in the background while a command
 # runs: "N" kills command number N, if it is the one running (its number and
-# pid are in /run/hartvm-command), with all its descendants. Each generation,
-# found through /proc, is stopped first (no new children behind our back),
-# then all die. This costs only when killing; a session per command (setsid)
-# would cost an exec for every command.
+# pid are in /run/hartvm-command), with all its descendants. Command N runs
+# in the cgroup /sys/fs/cgroup/command<N % 2> (init.sh makes them): its
+# cgroup.kill ends every process in it at once, so that nothing it forks
+# escapes, and its pids.max stops a fork bomb. Two, taken in turn, so that a
+# kill of command N that comes late never meets command N + 1. What a command
+# leaves running in the background is moved to /sys/fs/cgroup/background
+# when it exits (it runs on, and a later kill does not touch it). All with
+# builtins: a process costs the guest millions of instructions.
+cgroup_of() { cgroup=/sys/fs/cgroup/command$(($1 % 2)); }
+# Without cgroups (another kernel), each generation of descendants, found
+# through /proc, is stopped first (no new children behind our back), then all
+# die.
 kill_tree() {
     victims=$1 found=" $1 "
     while [ "$found" != " " ]; do
@@ -49,9 +57,33 @@ kill_tree() {
     done
     kill -KILL $victims 2>/dev/null
 }
+kill_command() {
+    cgroup_of "$1"
+    if [ -e $cgroup/cgroup.kill ]; then
+        echo 1 > $cgroup/cgroup.kill
+    else
+        kill_tree "$2"
+    fi
+}
+# After a command: what it left running goes on in the background cgroup
+# (a few rounds: a process may fork while it is being moved).
+release_background() {
+    cgroup_of "$number"
+    [ -e $cgroup/cgroup.procs ] || return 0
+    # A killed command's processes are dying: they stay where they are.
+    read -r killed </run/hartvm-killed 2>/dev/null && [ "$killed" = "$number" ] && return 0
+    rounds=0
+    while read -r pid < $cgroup/cgroup.procs && [ $rounds -lt 100 ]; do
+        while read -r pid; do
+            echo "$pid" > /sys/fs/cgroup/background/cgroup.procs
+        done < $cgroup/cgroup.procs 2>/dev/null
+        rounds=$((rounds + 1))
+    done
+}
 while read -r number <&6; do
     read -r current pid </run/hartvm-command 2>/dev/null &&
-        [ "$number" = "$current" ] && kill_tree "$pid"
+        [ "$number" = "$current" ] && echo "$number" >/run/hartvm-killed &&
+        kill_command "$number" "$pid"
 done &
 cd /root
 echo READY >&3
@@ -65,11 +97,18 @@ while read -r verb number argument <&3; do
             # Its pid, from builtins: /proc/self links to /proc/PID (reading
             # /proc/self/stat with `read` costs a million instructions).
             cd -P /proc/self && pid=${PWD#/proc/} && cd "$OLDPWD"
+            # Its number first: a late kill of the previous command must not
+            # find this one in the cgroup (a kill that comes before it joins
+            # misses, and the host asks again).
             echo "$number $pid" >/run/hartvm-command
+            cgroup_of "$number"
+            [ -e $cgroup/cgroup.procs ] && echo 0 > $cgroup/cgroup.procs   # itself, then all it forks
             exec 3>&- 6<&-
             eval "$argument"
         ) >&4 2>&5 <"$stdin" 4>&- 5>&-   # stderr first: an error opening stdin reaches it
-        echo "EXIT $?" >&3
+        status=$?
+        release_background
+        echo "EXIT $status" >&3
         ;;
     SET)
         # A clone's identity (clock, hostname, where pids go on from), set in

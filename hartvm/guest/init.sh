@@ -12,6 +12,15 @@ mount -t devtmpfs devtmpfs /dev
 mkdir /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
+# Commands run in a cgroup of their own (see agent.sh): killed as one, all of
+# them, whatever they fork; a fork bomb meets a pids limit, not the agent's,
+# and with the cpu controller the whole cgroup weighs as much as one of the
+# agent's processes, so that the agent still runs to kill it.
+cgroups=/sys/fs/cgroup
+mount -t cgroup2 cgroup2 $cgroups &&
+    mkdir $cgroups/command0 $cgroups/command1 $cgroups/background &&
+    echo "+pids +cpu" > $cgroups/cgroup.subtree_control &&
+    for group in command0 command1 background; do echo 1024 > $cgroups/$group/pids.max; done
 # Drivers before the virtio-mmio bus, so each device binds as it appears.
 read -r modules < /lib/modules/boot
 for module in $modules; do insmod "/lib/modules/$module"; done

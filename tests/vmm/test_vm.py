@@ -255,3 +255,26 @@ def test_clones_hand_out_process_ids_of_their_own(vm):
         for clone in clones:
             clone.close()
     assert len(set(pids)) == 3 and len(set(randoms)) == 3, (pids, randoms)
+
+
+@pytest.mark.parametrize("flood", [
+    "while :; do sleep 1000 & done",                  # a process flood
+    "bomb() { bomb | bomb & }; bomb; while :; do wait; done",    # a fork bomb
+])
+def test_a_command_that_floods_processes_is_killed_and_the_vm_runs_on(vm, flood):
+    with pytest.raises(hartvm.CommandTimeout, match="was killed"):
+        vm.run(["sh", "-c", flood], timeout=3)
+    assert vm.run(["echo", "alive"]).stdout == b"alive\n"
+    left = vm.run(["sh", "-c", "n=0; for group in command0 command1 background; do "
+                   "while read -r p; do n=$((n + 1)); done </sys/fs/cgroup/$group/cgroup.procs; "
+                   "done; echo $n"]).stdout
+    assert left == b"1\n"                            # only that very command
+
+
+def test_background_processes_run_on_and_a_later_kill_spares_them(vm):
+    vm.run(["sh", "-c", "sleep 1000 & echo $! > /tmp/background"], check=True)
+    pid = vm.get_file("/tmp/background").strip().decode()
+    with pytest.raises(hartvm.CommandTimeout):
+        vm.run(["sh", "-c", "while :; do :; done"], timeout=1)
+    assert vm.run(["kill", "-0", pid]).returncode == 0     # still there
+    vm.run(["kill", pid], check=True)

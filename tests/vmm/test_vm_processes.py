@@ -299,3 +299,10 @@ def test_restoring_a_snapshot_of_garbage_fails_with_a_reason(base, tmp_path):
     assert restore.returncode == 1 and b"did not start" in restore.stderr, restore.stderr
     assert b"Traceback" not in restore.stderr
     assert "garbage" not in hartvm_cli("ps").stdout.decode()
+
+
+def test_a_timeout_on_a_process_flood_kills_it_and_the_vm_runs_on(base):
+    with pytest.raises(hartvm.CommandTimeout, match="was killed"):
+        base.run(["sh", "-c", "while :; do sleep 1000 & done"], timeout=3)
+    assert base.run(["echo", "alive"]).stdout == b"alive\n"
+    assert base.name in hartvm_cli("ps").stdout.decode()
