@@ -68,6 +68,11 @@ class HostIO:
         self.inputs: list[Input] = []
         self.wake_fds: list[int] = []
 
+    def console_write(self, data: bytes) -> None:
+        """What devices write the console with: ``output`` as it is now (a front
+        end may change it while the machine lives, e.g. to mirror it to a log)."""
+        self.output(data)
+
     def add_input(self, fd: int, deliver, backlog=None, on_end=None, filter=None) -> Input:
         source = Input(fd, deliver, backlog or (lambda: 0), on_end, filter)
         self.inputs.append(source)

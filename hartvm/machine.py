@@ -98,7 +98,7 @@ class Machine:
         """Bare metal: load an ELF and make the reset vector jump to its entry (M-mode)."""
         image = load_file(path, self.ram, self.ram.base, "kernel", elf_only=True)
         if image.tohost is not None and self.ram.contains(image.tohost, 8):
-            self.htif = HTIF(self.ram, image.tohost, image.fromhost, self.io.output,
+            self.htif = HTIF(self.ram, image.tohost, image.fromhost, self.io.console_write,
                              self._guest_exit)
         self._blobs = list(image.blobs)
         self.board.set_boot(image.entry)

@@ -64,7 +64,7 @@ BOARD = (
     Row("clint", Region(0x0200_0000, 0x10000), lambda board, r: ACLINT(board.hart_states)),
     Row("plic", Region(0x0C00_0000, 0x600000), lambda board, r: PLIC(board.hart_states)),
     Row("uart0", Region(0x1000_0000, 0x100, irq=10),
-        lambda board, r: UART16550(board.io.output, board.irq_line(r.irq))),
+        lambda board, r: UART16550(board.io.console_write, board.irq_line(r.irq))),
 )
 MEMORY_MAP: dict[str, Region] = {row.name: row.region for row in BOARD}
 VIRTIO_SLOTS = tuple(Region(0x1000_1000 + i * 0x1000, 0x1000, irq=1 + i) for i in range(8))

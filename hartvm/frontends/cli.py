@@ -11,6 +11,7 @@ other commands: 0, or 1 with a message; 130 on Ctrl-C everywhere.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -128,11 +129,21 @@ def _vm_parsers(commands) -> None:
                f"dead or fails. Commands for a VM that is running one wait their turn.")
     exec_.add_argument("name", metavar="NAME")
     _command_options(exec_)
-    commands.add_parser(
+    ps = commands.add_parser(
         "ps", help="list long-running VMs",
         description="Name, state (running or dead), pid, guest memory, host memory the VM "
                     "uses alone (private) and shares with other processes (forks of one VM "
                     "share their unchanged pages; so do pages the host's KSM merged), uptime.")
+    ps.add_argument("--json", action="store_true",
+                    help="one JSON array of objects: name, state, pid, memory, harts, "
+                         "started, uptime, private, shared, parent (sizes in bytes, times "
+                         "in seconds)")
+    logs = commands.add_parser(
+        "logs", help="show a long-running VM's log",
+        description="The VM process's own messages and its guest's serial console (the "
+                    "kernel's messages, what is written to /dev/console), as its log file "
+                    "holds them (16 MiB at most); a dead VM's too.")
+    logs.add_argument("name", metavar="NAME")
     snapshot = commands.add_parser(
         "snapshot", help="save a long-running VM as a snapshot directory",
         description="Pause the VM between commands, save it to PATH (a new directory: "
@@ -377,6 +388,13 @@ def _exec(args) -> int:
 
 def _ps(args) -> int:
     from ..vmm.registry import list_vms
+    if args.json:
+        print(json.dumps([{"name": info.name, "state": info.state, "pid": info.pid,
+                           "memory": info.memory, "harts": info.harts,
+                           "started": info.started, "uptime": info.uptime,
+                           "private": info.private, "shared": info.shared,
+                           "parent": info.parent} for info in list_vms()], indent=1))
+        return 0
     rows = [("NAME", "STATE", "PID", "MEMORY", "PRIVATE", "SHARED", "UPTIME", "PARENT")]
     for info in list_vms():
         rows.append((info.name, info.state, str(info.pid or "-"), _mib(info.memory),
@@ -385,6 +403,21 @@ def _ps(args) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _logs(args) -> int:
+    from ..vmm.registry import LOG, find
+    path = find(args.name).directory / LOG
+    try:
+        with open(path, "rb") as log:
+            while chunk := log.read(1 << 16):
+                sys.stdout.buffer.write(chunk)
+    except FileNotFoundError:
+        pass                          # nothing logged yet
+    except OSError as error:
+        raise HartvmError(f"{path}: {error.strerror or error}") from None
+    sys.stdout.buffer.flush()
     return 0
 
 
@@ -435,7 +468,7 @@ def _stop(args) -> int:
 
 
 COMMANDS = {"boot": _boot, "run": _run, "shell": _shell, "fetch": _fetch, "up": _up,
-            "exec": _exec, "ps": _ps, "snapshot": _snapshot, "restore": _restore,
+            "exec": _exec, "ps": _ps, "logs": _logs, "snapshot": _snapshot, "restore": _restore,
             "fork": _fork, "stop": _stop}
 
 

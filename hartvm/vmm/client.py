@@ -61,7 +61,7 @@ class RemoteVM:
                   "memory": size, "smp": smp, "drives": drives, "pool": pool,
                   "hostname": "hartvm" if pool else name}
         try:
-            with open(directory / "log", "ab") as log:
+            with open(directory / registry.LOG, "ab") as log:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "hartvm.vmm.server", json.dumps(config)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",

@@ -13,6 +13,7 @@ import collections
 
 PANIC_END = b"---[ end Kernel panic"
 MAX_PARTIAL = 4096
+MAX_MIRROR = 16 << 20     # console bytes a VM process keeps in its log file at most
 
 
 class ConsoleLog:
@@ -20,8 +21,18 @@ class ConsoleLog:
         self._lines = collections.deque(maxlen=keep_lines)
         self._partial = bytearray()
         self.panicked = False
+        self._mirror = None           # a file that gets the console too (a VM process's log)
+        self._mirror_left = 0
+
+    def mirror_to(self, path, limit: int = MAX_MIRROR) -> None:
+        """Append the console from now on to the file ``path`` too, ``limit``
+        bytes at most (a guest must not fill the host's disk)."""
+        self._mirror = open(path, "ab", buffering=0)
+        self._mirror_left = limit
 
     def write(self, data: bytes) -> None:
+        if self._mirror is not None:
+            self._write_mirror(data)
         self._partial.extend(data)
         while b"\n" in self._partial:
             line, _, rest = bytes(self._partial).partition(b"\n")
@@ -32,6 +43,20 @@ class ConsoleLog:
         if len(self._partial) > MAX_PARTIAL:  # a guest that never prints a newline
             self._lines.append(bytes(self._partial))
             self._partial.clear()
+
+    def _write_mirror(self, data: bytes) -> None:
+        try:
+            if len(data) >= self._mirror_left:
+                data = data[:self._mirror_left] + \
+                    b"\n[hartvm: console log limit reached; the rest is not kept]\n"
+                self._mirror.write(data)
+                self._mirror.close()
+                self._mirror = None
+            else:
+                self._mirror.write(data)
+                self._mirror_left -= len(data)
+        except OSError:
+            self._mirror = None       # a full disk: the guest runs on without its log
 
     def last_lines(self) -> list[str]:
         lines = list(self._lines)

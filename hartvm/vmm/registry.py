@@ -7,7 +7,8 @@
     control.sock   the VM process's control socket (see protocol.py)
     info.json      name, pid, the process's start time, guest memory, harts, start time
     starting.json  the same, written by whoever spawned the process, until info.json exists
-    log            the VM process's own messages (errors, the guest console on failure)
+    log            the VM process's own messages and its guest's serial console
+                   (16 MiB of it at most), which ``hartvm logs`` shows
     disks/         copy-on-write overlays of its drives
 
 Making the directory claims the name (``mkdir`` is atomic), so concurrent
@@ -36,6 +37,7 @@ NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,47}")   # also its guest hostname
 SOCKET = "control.sock"
 INFO = "info.json"
 STARTING = "starting.json"
+LOG = "log"
 ABANDONED_AFTER = 10   # seconds; claiming a name and spawning its process takes milliseconds
 
 

@@ -90,6 +90,7 @@ class Server:
         it alive within a bound of instructions (``VM._set_identity``); then let
         its idle time pass at the host's pace, and say ready."""
         self.listen()
+        self.vm.log.mirror_to(self.directory / registry.LOG)      # for `hartvm logs`
         self.vm.service = None        # (a clone's is still its parent's) no requests before that
         self.vm.apply_identity()
         self.vm.io.wake_fds.append(self.listener.fileno())
@@ -310,7 +311,7 @@ class Server:
         try:
             connection.close()
             self._close_listener()
-            _redirect_output(directory / "log")
+            _redirect_output(directory / registry.LOG)
             self.vm.clone_drives(self._disk_path(directory))
             os.write(ready_write, b"copied\n")
             self.vm.new_identity(name)

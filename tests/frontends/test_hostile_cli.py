@@ -56,7 +56,7 @@ def _cases():
                     context = ["--kernel", "KERNEL"] if option == "--bios" else ["--bios", "none"]
                 yield pytest.param([command, *context, option, value, *TAIL.get(command, [])],
                                    id=f"{command} {option} {value[:12]!r}")
-    for command in ("exec", "snapshot", "fork", "stop"):
+    for command in ("exec", "snapshot", "fork", "stop", "logs"):
         for name in BAD_NAMES:
             args = [command, name] + (["/tmp/x"] if command == "snapshot" else []) + \
                 TAIL.get(command, [])

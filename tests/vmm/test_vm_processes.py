@@ -306,3 +306,15 @@ def test_a_timeout_on_a_process_flood_kills_it_and_the_vm_runs_on(base):
         base.run(["sh", "-c", "while :; do sleep 1000 & done"], timeout=3)
     assert base.run(["echo", "alive"]).stdout == b"alive\n"
     assert base.name in hartvm_cli("ps").stdout.decode()
+
+
+def test_logs_show_the_guest_console_and_ps_speaks_json(base):
+    base.run(["sh", "-c", "echo hello-from-the-console > /dev/console"], check=True)
+    logs = hartvm_cli("logs", base.name)
+    assert logs.returncode == 0 and b"hello-from-the-console" in logs.stdout, logs.stderr
+    listed = json.loads(hartvm_cli("ps", "--json").stdout)
+    entry = next(vm for vm in listed if vm["name"] == base.name)
+    assert entry["state"] == "running" and entry["pid"] == base.info().pid
+    assert entry["memory"] == 256 << 20 and entry["harts"] == 1 and entry["private"] > 0
+    missing = hartvm_cli("logs", "no-such-vm")
+    assert missing.returncode == 1 and b"no VM named" in missing.stderr
