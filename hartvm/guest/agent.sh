@@ -70,8 +70,18 @@ kill_command() {
 release_background() {
     cgroup_of "$number"
     [ -e $cgroup/cgroup.procs ] || return 0
-    # A killed command's processes are dying: they stay where they are.
-    read -r killed </run/hartvm-killed 2>/dev/null && [ "$killed" = "$number" ] && return 0
+    # A killed command's processes are dying: they stay where they are, and
+    # the command ends when they are gone (until then they hold its ports, and
+    # the next command could not open stdin: a port has one opener at a time).
+    if read -r killed </run/hartvm-killed 2>/dev/null && [ "$killed" = "$number" ]; then
+        rounds=0
+        while read -r populated < $cgroup/cgroup.events && [ "$populated" != "populated 0" ] &&
+                [ $rounds -lt 1000 ]; do
+            sleep 0.01
+            rounds=$((rounds + 1))
+        done
+        return 0
+    fi
     rounds=0
     while read -r pid < $cgroup/cgroup.procs && [ $rounds -lt 100 ]; do
         while read -r pid; do
