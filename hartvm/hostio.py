@@ -74,7 +74,9 @@ class HostIO:
         self.output(data)
 
     def add_input(self, fd: int, deliver, backlog=None, on_end=None, filter=None) -> Input:
-        source = Input(fd, deliver, backlog or (lambda: 0), on_end, filter)
+        source = Input(fd, deliver, on_end=on_end, filter=filter)
+        if backlog is not None:
+            source.backlog = backlog
         self.inputs.append(source)
         return source
 

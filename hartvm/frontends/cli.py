@@ -233,8 +233,6 @@ def _boot(args) -> int:
     from ..machine import Machine, Stop
     from ..vmm.vm import parse_drive
     started = time.perf_counter()
-    if args.smp > MAX_HARTS:
-        raise HartvmError(f"--smp {args.smp}: at most {MAX_HARTS} harts")
     if args.bios == "none" and (args.initrd or args.append):
         raise HartvmError("--initrd and --append need firmware to pass them on (not --bios none)")
     console = SerialConsole()

@@ -374,6 +374,7 @@ class VM:
         (a new VM generation ID makes Linux reseed at once) and for virtio-rng, the
         wall-clock time, and its own hostname (set before the next command)."""
         check_hostname(hostname)
+        check_clock_and_seed(epoch_ns, rng_seed)
         seed = os.urandom(32) if rng_seed is None else bytes(rng_seed)
         devices = self.machine.board.devices
         devices["vmgenid"].new_generation(hashlib.sha256(b"vmgenid" + seed).digest()[:16])

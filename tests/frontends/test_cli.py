@@ -292,3 +292,8 @@ def test_drives_must_be_disks(special, fifo, tmp_path, toolchain):
     for spec in (path, path + ",readonly"):
         assert_clean_error(hartvm("boot", "--bios", "none", "--drive", spec,
                                   "--kernel", build_c("printf")), "drive", path)
+
+
+def test_too_many_harts_is_one_line(toolchain):
+    assert_clean_error(hartvm("boot", "--bios", "none", "--smp", "65",
+                              "--kernel", build_c("printf")), "hart count 65")
