@@ -53,16 +53,17 @@ def fetch(h, m16, m64, rom16, ram_base, pc):
         return CAUSE_FETCH_ACCESS, 0, pc
     if low & 3 != 3:
         return low, 2, paddr
+    # The paddr returned is the first parcel's: the run loop maps pc's page
+    # to it (the second page of a straddling instruction may lie anywhere).
+    high_paddr = paddr + 2
     if pc & 0xFFF == 0xFFE:
-        paddr, fault = translate(h, m64, ram_base, pc + 2, ACCESS_FETCH)
+        high_paddr, fault = translate(h, m64, ram_base, pc + 2, ACCESS_FETCH)
         if fault >= 0:
             return fault, 0, pc + 2
-    else:
-        paddr += 2
-    high = parcel(h, m16, rom16, ram_base, paddr)
+    high = parcel(h, m16, rom16, ram_base, high_paddr)
     if high < 0:
         return CAUSE_FETCH_ACCESS, 0, pc + 2
-    return (((high << 16) | low) ^ 0x80000000) - 0x80000000, 4, paddr - 2
+    return (((high << 16) | low) ^ 0x80000000) - 0x80000000, 4, paddr
 
 
 @jit_inline

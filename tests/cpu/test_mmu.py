@@ -312,3 +312,28 @@ def test_satp_keeps_only_supported_modes(asm_program):
     machine.run(max_instructions=10_000)
     hart = machine.harts[0]
     assert hart.x(12) == (8 << 60) | 0x80400 and hart.x(13) == (8 << 60) | 0x80400
+
+
+def test_instruction_across_pages_jumping_back_runs_from_the_first_frame(asm_program):
+    # Code at 0x40001ff4..0x40002003 on two pages mapped to frames out of
+    # order; the 4-byte `j` at 0x40001ffe straddles them and jumps back into
+    # the first page, which must still be read from its own frame (a wrong
+    # frame for it once made python3's byte-compiler die with SIGILL).
+    code = bytes.fromhex("13061600" "6355e600" "0100" "6ff07fff" "8280")
+    #                    addi a2,1  bge a2,a4   nop    j 0x1ff4   ret
+
+    def setup(tables):
+        tables.map(0x4000_1000, DATA + 0x5000, R | X | A)
+        tables.map(0x4000_2000, DATA + 0x1000, R | X | A)
+        tables.ram.write(DATA + 0x5FF4, code[:12])
+        tables.ram.write(DATA + 0x1000, code[12:])
+
+    machine, _ = run(asm_program, """
+    li a2, 0
+    li a4, 3
+    li t1, 0x40001ff4
+    jalr ra, 0(t1)
+    """, setup=setup)
+    hart = machine.harts[0]
+    assert hart.x(MCAUSE) == 2**64 - 1  # no trap
+    assert hart.x(12) == 3              # the loop went round three times
