@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 NEED := scripts/need-debian-packages
 CROSS_TOOLS := riscv64-linux-gnu-gcc=gcc-riscv64-linux-gnu riscv64-linux-gnu-objdump=binutils-riscv64-linux-gnu dtc=device-tree-compiler
 QEMU := qemu-system-riscv64=qemu-system-misc
+IMAGE_TOOLS := mmdebstrap=mmdebstrap fakeroot=fakeroot mke2fs=e2fsprogs
 
-.PHONY: run demo test bench toolchain qemu clean
+.PHONY: run demo test bench toolchain qemu images clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +32,10 @@ run: $(VENV)/.installed
 demo: $(VENV)/.installed build/hello.elf
 	$(BIN)/hartvm boot --bios none --kernel build/hello.elf
 
-test: $(VENV)/.installed toolchain qemu
+images:
+	@$(NEED) $(IMAGE_TOOLS)
+
+test: $(VENV)/.installed toolchain qemu images
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed toolchain qemu

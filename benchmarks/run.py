@@ -4,11 +4,13 @@ For each workload in benchmarks/workloads it prints hartvm's wall time,
 QEMU's wall time (``qemu-system-riscv64 -M virt -bios none``, the CPU
 flags of ARCHITECTURE.md), their ratio, and hartvm's MIPS (instructions
 counted by hartvm over the time spent in its run loop). Then the cold
-start (empty numba cache) and the warm start of hartvm, and the hypervisor
-figures of hypervisor.py (snapshot restores, the run pool, forks). Each
-timing is the best of ``--repeat`` runs. When the ``unicorn`` package is installed
-(``pip install -e '.[bench]'``, as ``make bench`` does), the same workloads
-also run on Unicorn, QEMU's TCG as a library.
+start (empty numba cache) and the warm start of hartvm, the hypervisor
+figures of hypervisor.py (snapshot restores, the run pool, forks), and the
+MB/s of stdin and stdout through ``hartvm run`` against QEMU's on the same
+guest (throughput.py). Each timing is the best of ``--repeat`` runs. When
+the ``unicorn`` package is installed (``pip install -e '.[bench]'``, as
+``make bench`` does), the same workloads also run on Unicorn, QEMU's TCG as
+a library.
 """
 
 import argparse
@@ -25,6 +27,7 @@ sys.path.insert(0, os.path.join(ROOT, "baremetal"))
 
 import build as baremetal  # noqa: E402
 import hypervisor  # noqa: E402
+import throughput  # noqa: E402
 
 WORKLOADS = os.path.join(ROOT, "benchmarks", "workloads")
 OUT = os.path.join(ROOT, "build", "bench")
@@ -216,6 +219,7 @@ def main():
     print(f"warm start (whole demo run, an upper bound on time to first instruction): "
           f"{warm:.2f} s (target <= 1 s)")
     hypervisor.main(qemu_guest_wall)
+    throughput.main()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from .errors import HartvmError  # noqa: E402
 
 _LAZY = {"Machine": "machine", "RunResult": "machine", "Stop": "machine", "HostIO": "hostio",
          "VM": "vmm.vm", "CommandResult": "vmm.vm", "CommandTimeout": "vmm.vm",
-         "GuestError": "vmm.vm", "SnapshotError": "vmm.snapshot",
+         "GuestError": "vmm.vm", "CommandFailed": "vmm.results", "SnapshotError": "vmm.snapshot",
          "RemoteVM": "vmm.client", "VMInfo": "vmm.registry", "list_vms": "vmm.registry"}
 
 __all__ = ["HartvmError", "__version__", *_LAZY]

@@ -38,6 +38,20 @@ def guest_memory_size(memory) -> int:
     return memory_size(memory, MIN_GUEST_MEMORY)
 
 
+MAX_DISK = 1 << 40               # an image VM's root disk (sparse: only what is written is stored)
+
+
+def disk_size(size) -> int | None:
+    """A root disk's size given as "8G" or bytes (None: the image's own), checked:
+    whole MiB, at most MAX_DISK; at least the image's size is checked by the VM."""
+    if size is None:
+        return None
+    value = parse_size(size) if isinstance(size, str) else size
+    if type(value) is not int or not 0 < value <= MAX_DISK or value % (1 << 20):
+        raise HartvmError(f"bad disk size {size!r}: whole MiB, at most {MAX_DISK >> 40}T")
+    return value
+
+
 def check_harts(harts) -> int:
     if type(harts) is not int or not 1 <= harts <= MAX_HARTS:
         raise HartvmError(f"bad hart count {harts!r}: must be 1 to {MAX_HARTS}")

@@ -47,6 +47,9 @@ class RAM:
         except OSError:
             pass    # a kernel without KSM: nothing to share
         self.m8 = np.frombuffer(self._mmap, dtype=np.int8)
+        # Host-side copies go through a memoryview: a plain memcpy, ten times
+        # cheaper than numpy's int8 slice assignment for a page of device data.
+        self._bytes = memoryview(self._mmap)
         self.m16 = self.m8.view(np.int16)
         self.m32 = self.m8.view(np.int32)
         self.m64 = self.m8.view(np.int64)
@@ -63,11 +66,13 @@ class RAM:
 
     def read(self, paddr: int, length: int) -> bytes:
         offset = self._offset(paddr, length)
-        return self.m8[offset:offset + length].tobytes()
+        return self._bytes[offset:offset + length].tobytes()
 
-    def write(self, paddr: int, data: bytes) -> None:
+    def write(self, paddr: int, data) -> None:
+        """Copy ``data`` (any contiguous buffer: bytes, a memoryview) to ``paddr``."""
+        data = memoryview(data).cast("B")
         offset = self._offset(paddr, len(data))
-        self.m8[offset:offset + len(data)] = np.frombuffer(data, dtype=np.int8)
+        self._bytes[offset:offset + len(data)] = data
 
     def read_u64(self, paddr: int) -> int:
         return int.from_bytes(self.read(paddr, 8), "little")

@@ -158,3 +158,21 @@ def smaps_overlapping(start: int, size: int = 1) -> list[dict]:
             name, _, value = line.partition(":")
             current[name] = value.strip()
     return entries
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory):
+    """A state directory of the test module's own (``$HARTVM_STATE_DIR``): the
+    VMs it starts are listed alone, and stopped when the module ends."""
+    directory = tmp_path_factory.mktemp("state")
+    old = os.environ.get("HARTVM_STATE_DIR")
+    os.environ["HARTVM_STATE_DIR"] = str(directory)
+    yield directory
+    from hartvm.vmm.client import RemoteVM
+    from hartvm.vmm.registry import list_vms
+    for info in list_vms():
+        RemoteVM(info.name).stop()
+    if old is None:
+        del os.environ["HARTVM_STATE_DIR"]
+    else:
+        os.environ["HARTVM_STATE_DIR"] = old

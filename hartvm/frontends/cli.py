@@ -11,16 +11,20 @@ other commands: 0, or 1 with a message; 130 on Ctrl-C everywhere.
 """
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 import time
 import traceback
 
 from .. import __version__, exit_status
 from ..errors import HartvmError
-from ..limits import DEFAULT_GUEST_MEMORY, DEFAULT_MEMORY, MAX_HARTS, memory_size
+from ..guest.progress import format_size
+from ..limits import DEFAULT_GUEST_MEMORY, DEFAULT_MEMORY, MAX_HARTS, disk_size, memory_size
 from ..vmm.results import CommandTimeout
+from ..vmm.volumes import Volume, parse_volume
 from .console import QuitRequested, SerialConsole
 
 
@@ -104,8 +108,64 @@ def build_parser() -> argparse.ArgumentParser:
                     "initramfs. 'run' and 'shell' do this on first use; a second fetch "
                     "downloads nothing.")
     fetch.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    _image_parsers(commands)
     _vm_parsers(commands)
     return parser
+
+
+def _image_parsers(commands) -> None:
+    """hartvm image ls / build / rm: the guests' root filesystems (vmm/images.py)."""
+    image = commands.add_parser(
+        "image", help="list, build and remove guest images",
+        description="Guest images are root filesystems that run, up and shell boot with "
+                    "--image NAME: busybox (built in), debian (Debian trixie with python3, "
+                    "built on first use) and images of your own, built from another image "
+                    "plus Debian packages. Building needs no root: mmdebstrap, fakeroot and "
+                    "mke2fs on the host, then apt inside a hartvm guest.")
+    actions = image.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("ls", help="list the images")
+    build = actions.add_parser(
+        "build", help="build an image (again)",
+        description="Build NAME from --from IMAGE (default debian) plus --packages, "
+                    "like a two-line Dockerfile; 'hartvm image build debian' builds the "
+                    "stock image again.")
+    build.add_argument("name", type=_image_name, metavar="NAME")
+    build.add_argument("--from", dest="base", type=_image_name, metavar="IMAGE",
+                       help="the image to start from (default debian)")
+    build.add_argument("--packages", type=_package_list, default=[], metavar="P1,P2,...",
+                       help="Debian packages to install, with their dependencies")
+    build.add_argument("--quiet", "-q", action="store_true", help="no progress")
+    remove = actions.add_parser("rm", help="remove images")
+    remove.add_argument("names", type=_image_name, nargs="+", metavar="NAME")
+
+
+def _package_list(text: str) -> list[str]:
+    from ..vmm import images
+    try:
+        return images.check_packages(p for p in text.split(",") if p)
+    except HartvmError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _image(args) -> int:
+    from ..vmm import images
+    if args.action == "ls":
+        print(f"{'NAME':16} {'FROM':12} {'SIZE':>9}  PACKAGES")
+        for image in images.list_images():
+            info = image.info
+            used = "-" if image.rootfs is None else format_size(image.rootfs.stat().st_blocks * 512)
+            print(f"{image.name:16} {info.get('base') or '-':12} {used:>9}  "
+                  f"{','.join(info.get('packages', [])) or '-'}")
+        return 0
+    if args.action == "build":
+        from ..vmm.vm import VM
+        image = images.build(args.name, VM, base=args.base, packages=args.packages,
+                             progress=not args.quiet)
+        print(image.rootfs)
+        return 0
+    for name in args.names:
+        images.remove(name)
+    return 0
 
 
 def _vm_parsers(commands) -> None:
@@ -167,9 +227,23 @@ def _vm_parsers(commands) -> None:
     stop = commands.add_parser(
         "stop", help="stop long-running VMs",
         description="Stop the VMs named (or every VM with --all) and remove what they left; "
-                    "a dead VM is just cleaned up.")
+                    "a dead VM is just cleaned up. A running VM's guest first syncs and "
+                    "unmounts the filesystems of its --drive disks, and their files are "
+                    "fsynced.")
     stop.add_argument("names", nargs="*", metavar="NAME")
     stop.add_argument("--all", action="store_true", help="stop every VM")
+    cp = commands.add_parser(
+        "cp", help="copy files between the host and a long-running VM",
+        usage="hartvm cp SRC NAME:PATH | hartvm cp NAME:PATH DST",
+        description="Copy a file or a directory (recursively) into or out of the VM NAME, "
+                    "as docker cp does: exactly one side is NAME:PATH (write a host path "
+                    "with ':' as ./PATH). SRC ending in /. copies a directory's contents; a "
+                    "destination that is a directory receives SRC under its own name, "
+                    "otherwise it is created (its parent must exist) or a file replaced. "
+                    "Files copied in belong to root; an archive from the guest is never "
+                    "written outside DST.")
+    cp.add_argument("source", metavar="SRC")
+    cp.add_argument("destination", metavar="DST")
 
 
 def _guest_options(parser) -> None:
@@ -180,6 +254,17 @@ def _guest_options(parser) -> None:
     parser.add_argument("--drive", action="append", default=[], metavar="PATH[,readonly]",
                         help="a raw disk image as a virtio block device, /dev/vda, /dev/vdb, "
                              "... (repeatable)")
+    parser.add_argument("--image", type=_image_name, default="busybox", metavar="NAME",
+                        help="the guest's root filesystem: busybox (default, an initramfs), "
+                             "debian (built on first use) or an image of 'hartvm image build'")
+    parser.add_argument("--disk-size", type=_disk_size, metavar="SIZE",
+                        help="an image's root disk size, e.g. 8G (default: the image's, 2G "
+                             "for debian); sparse on the host"),
+    parser.add_argument("--volume", "-v", type=_volume, action="append", default=[],
+                        metavar="HOST_DIR:GUEST_DIR[:ro]",
+                        help="share a host directory with the guest at GUEST_DIR (virtio-9p; "
+                             "read-only with :ro); what the guest writes there is on the host "
+                             "at once (repeatable)")
 
 
 def _run_parser(commands) -> None:
@@ -188,11 +273,13 @@ def _run_parser(commands) -> None:
         usage="hartvm run [options] -- CMD [ARG...]",
         description="Boot the default guest (Debian's kernel and busybox, fetched on first "
                     "use), run CMD in it with hartvm's stdin, and pass its stdout and stderr "
-                    "back separately.",
+                    "back separately. However CMD ends (also by --timeout or Ctrl-C), what "
+                    "the guest wrote to --drive disks is in their files before hartvm exits.",
         epilog=f"Exit status: CMD's own (127 when it does not exist, 128+N when killed by "
                f"signal N); {exit_status.TIMEOUT} when --timeout expires; {exit_status.GUEST_FAILED} when "
                f"hartvm or the guest fails (bad option, kernel panic, agent failure), with "
-               f"the reason and the last console lines on stderr.")
+               f"the reason and the last console lines on stderr; {exit_status.INTERRUPTED} on "
+               f"Ctrl-C (CMD is killed first).")
     _guest_options(run)
     _command_options(run)
 
@@ -205,6 +292,37 @@ def _command_options(parser) -> None:
     parser.add_argument("--workdir", "-w", metavar="DIR", help="run CMD in this guest directory")
     parser.add_argument("argv", nargs="*", metavar="CMD [ARG...]",
                         help="the command and its arguments")
+
+
+def _disk_size(text: str) -> int:
+    try:
+        return disk_size(text)
+    except HartvmError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _image_name(text: str) -> str:
+    from ..vmm import images
+    try:
+        return images.check_name(text)
+    except HartvmError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _ensure_image(name: str, progress: bool = True) -> None:
+    """Build ``debian`` now if a command asks for it the first time (with its
+    progress shown here, not in a VM process's log); other images must exist."""
+    from ..vmm import images
+    if not images.is_built(name):
+        from ..vmm.vm import VM
+        images.find(name, progress, VM)
+
+
+def _volume(text: str) -> Volume:
+    try:
+        return parse_volume(text)
+    except HartvmError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _seconds(text: str) -> float:
@@ -326,7 +444,8 @@ def _run_command(guest, args) -> int:
     try:
         result = guest.run(argv, env=env, cwd=args.workdir, timeout=args.timeout,
                            stdout=_writer_to(sys.stdout.buffer),
-                           stderr=_writer_to(sys.stderr.buffer), stdin_fd=0)
+                           stderr=_writer_to(sys.stderr.buffer), stdin_fd=0,
+                           volumes=getattr(args, "volume", None))
     except CommandTimeout as error:
         print(f"hartvm: {error}", file=sys.stderr)
         return exit_status.TIMEOUT
@@ -336,19 +455,48 @@ def _run_command(guest, args) -> int:
 def _run(args) -> int:
     _command(args)          # bad options fail before the VM starts
     # On a terminal, idle time passes at the host's pace (a person may type).
+    _ensure_image(args.image)
     if not args.drive and os.environ.get("HARTVM_POOL", "1") != "0":
         from ..vmm.client import RunPool
-        return _run_command(RunPool(args.memory, args.smp, realtime=_is_tty(0)), args)
+        return _run_command(RunPool(args.memory, args.smp, realtime=_is_tty(0),
+                                    image=args.image, disk_size=args.disk_size), args)
     from ..vmm.vm import VM
     with VM(memory=args.memory, smp=args.smp, drives=args.drive,
-            realtime=_is_tty(0)) as guest:
-        return _run_command(guest, args)
+            realtime=_is_tty(0), image=args.image, disk_size=args.disk_size) as guest:
+        with _ctrl_c_kills_the_command(guest) as interrupted:
+            status = _run_command(guest, args)
+        if interrupted:
+            raise KeyboardInterrupt       # after the guest flushed its drives (VM.close)
+        return status
+
+
+@contextlib.contextmanager
+def _ctrl_c_kills_the_command(guest):
+    """While a command runs in this process's VM, Ctrl-C (SIGINT) kills the command
+    in the guest, as a timeout does, instead of stopping the machine wherever it
+    is (perhaps in the middle of a device's request): the guest then still
+    flushes its drives when the VM closes. Yields a list that holds True once
+    that happened. A second Ctrl-C interrupts at once."""
+    interrupted = []
+
+    def on_sigint(signum, frame):
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(True)
+        guest.cancel()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _shell(args) -> int:
     from ..vmm.vm import VM
     console = SerialConsole()
-    with VM(memory=args.memory, smp=args.smp, drives=args.drive, realtime=True) as guest:
+    with VM(memory=args.memory, smp=args.smp, drives=args.drive, realtime=True,
+            volumes=args.volume, image=args.image, disk_size=args.disk_size) as guest:
         size = os.get_terminal_size(0) if _is_tty(0) else os.terminal_size((80, 24))
         try:
             with console.attached(0):
@@ -372,8 +520,11 @@ def _fetch(args) -> int:
 
 def _up(args) -> int:
     from ..vmm.client import RemoteVM
+    if args.snapshot is None:
+        _ensure_image(args.image)
     vm = RemoteVM.up(name=args.name, memory=args.memory, smp=args.smp, drives=args.drive,
-                     snapshot=args.snapshot)
+                     snapshot=args.snapshot, volumes=args.volume, image=args.image,
+                     disk_size=args.disk_size)
     print(vm.name)
     return 0
 
@@ -449,6 +600,34 @@ def _fork(args) -> int:
     return 0
 
 
+def _guest_side(spec: str):
+    """(NAME, PATH) when ``spec`` names a path in a VM, else None (a host path:
+    one that starts with / or ., or has no ':' after a name)."""
+    if spec.startswith(("/", ".")):
+        return None
+    name, colon, path = spec.partition(":")
+    if not colon or not name:
+        return None
+    from ..vmm.registry import check_name
+    check_name(name)
+    if not path:
+        raise HartvmError(f"cp {spec}: give a path in the VM after '{name}:'")
+    return name, path
+
+
+def _cp(args) -> int:
+    from ..vmm.client import RemoteVM
+    source, destination = _guest_side(args.source), _guest_side(args.destination)
+    if (source is None) == (destination is None):
+        raise HartvmError("cp: exactly one of SRC and DST must be NAME:PATH (a VM's path; "
+                          "write a host path with ':' as ./PATH)")
+    if source is not None:
+        RemoteVM(source[0]).copy_from_guest(source[1], args.destination)
+    else:
+        RemoteVM(destination[0]).copy_to_guest(args.source, destination[1])
+    return 0
+
+
 def _stop(args) -> int:
     from ..vmm.client import RemoteVM
     from ..vmm.registry import list_vms
@@ -467,7 +646,7 @@ def _stop(args) -> int:
 
 COMMANDS = {"boot": _boot, "run": _run, "shell": _shell, "fetch": _fetch, "up": _up,
             "exec": _exec, "ps": _ps, "logs": _logs, "snapshot": _snapshot, "restore": _restore,
-            "fork": _fork, "stop": _stop}
+            "fork": _fork, "stop": _stop, "cp": _cp, "image": _image}
 
 
 def main(argv=None) -> int:

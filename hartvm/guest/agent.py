@@ -62,9 +62,10 @@ def _bytes(value, what: str) -> bytes:
     return data
 
 
-def command_script(argv, env=None, cwd=None) -> bytes:
+def command_script(argv, env=None, cwd=None, runner: bytes = b"") -> bytes:
     """The shell script that runs ``argv`` with extra ``env`` in ``cwd``: the
-    command replaces the shell, so its status is the shell's status."""
+    command replaces the shell, so its status is the shell's status.
+    ``runner``: words put before the command (see IMAGE_RUNNER)."""
     if not argv:
         raise HartvmError("no command given")
     if env is not None and not isinstance(env, dict):
@@ -80,8 +81,16 @@ def command_script(argv, env=None, cwd=None) -> bytes:
     words = [quote(_bytes(arg, "argument")) for arg in argv]
     lines.append(b"command -v -- " + words[0] + b" >/dev/null || { printf 'hartvm: %s: "
                  b"command not found\\n' " + words[0] + b" >&2; exit 127; }")
-    lines.append(b"exec " + b" ".join(words))
+    lines.append(b"exec " + runner + b" ".join(words))
     return b"; ".join(lines)
+
+
+# On an image's root the agent still runs in busybox's shell, which prefers its
+# own applets to the programs of PATH (Debian builds busybox-static with
+# FEATURE_SH_STANDALONE): `exec df` would run busybox's df, not coreutils'.
+# An absolute path is never an applet, so commands go through the image's
+# env(1), which finds them in PATH as any other shell would.
+IMAGE_RUNNER = b"/usr/bin/env -- "
 
 
 def _small_number(text: str) -> bool:

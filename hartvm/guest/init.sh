@@ -29,11 +29,44 @@ if [ -e /sys/block/vda ]; then
     read -r modules < /lib/modules/disk
     for module in $modules; do insmod "/lib/modules/$module"; done
 fi
-read -r cmdline < /proc/cmdline
-for word in $cmdline; do
-    case "$word" in hartvm.hostname=*) echo "${word#*=}" > /proc/sys/kernel/hostname;; esac
+# Shared folders, only with a virtio-9p device (id 9): the host mounts them
+# per command (vmm/volumes.py).
+for id in /sys/bus/virtio/devices/*/device; do
+    read -r id < "$id"
+    [ "$id" = 0x0009 ] || continue
+    read -r modules < /lib/modules/9p
+    for module in $modules; do insmod "/lib/modules/$module"; done
 done
-# Sourced, so that the shell's messages (exec: not found...) start with "hartvm:".
-sh -c '. /lib/hartvm/agent' hartvm
-echo "hartvm: the guest agent ended ($?); powering off" >&2
-poweroff -f
+read -r cmdline < /proc/cmdline
+root= grow=
+for word in $cmdline; do
+    case "$word" in
+    hartvm.hostname=*) echo "${word#*=}" > /proc/sys/kernel/hostname;;
+    hartvm.root=*) root=${word#*=};;
+    hartvm.grow=1) grow=1;;
+    esac
+done
+# The agent, sourced, so that the shell's messages (exec: not found...) start
+# with "hartvm:"; then the machine powers off.
+start_agent='$0/busybox sh -c ". $0/agent" hartvm; echo "hartvm: the guest agent ended ($?); powering off" >&2; $0/busybox poweroff -f'
+if [ -n "$root" ]; then
+    # An image (vmm/images.py): its ext4 filesystem becomes the root, and
+    # busybox and the agent come along in /run (a tmpfs, as in Debian), so
+    # that the agent runs as it does here, in busybox's shell, and the
+    # commands it starts are the image's programs. No systemd: PID 1 stays
+    # busybox's shell, which waits for the agent.
+    mkdir /newroot
+    if ! mount -t ext4 -o rw "$root" /newroot; then
+        echo "hartvm: cannot mount the image's root filesystem $root" >&2
+        poweroff -f
+    fi
+    mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /newroot/run
+    mkdir /newroot/run/hartvm
+    cp /bin/busybox /lib/hartvm/agent /newroot/run/hartvm/
+    for mountpoint in /dev /proc /sys; do mount --move $mountpoint /newroot$mountpoint; done
+    # A root disk larger than the image (--disk-size): the filesystem grows
+    # to fill it, online, with the image's own resize2fs.
+    [ -n "$grow" ] && chroot /newroot resize2fs "$root" >/dev/null 2>&1
+    exec switch_root /newroot /run/hartvm/busybox sh -c "$start_agent" /run/hartvm
+fi
+sh -c "$start_agent" /lib/hartvm

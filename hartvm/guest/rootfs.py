@@ -7,7 +7,8 @@ it is built once per guest and hartvm version.
 Debian's kernel has the virtio core, virtio_ring and virtio_console built
 in; the rest are modules, compressed with xz, without modules.dep. The
 lists below are in load order (dependencies first). Busybox's ``insmod``
-loads them; the disk filesystem ones only when the guest has a disk.
+loads them; the disk filesystem ones only when the guest has a disk, the
+9p ones only when it has a virtio-9p device.
 """
 
 import hashlib
@@ -33,9 +34,17 @@ DISK_MODULES = [
     "kernel/fs/jbd2/jbd2.ko.xz",
     "kernel/fs/ext4/ext4.ko.xz",
 ]
+# Shared folders (devices/virtio/p9.py), loaded when the board has the 9p
+# device: netfs, then the 9P client, its virtio transport and the filesystem.
+P9_MODULES = [
+    "kernel/fs/netfs/netfs.ko.xz",
+    "kernel/net/9p/9pnet.ko.xz",
+    "kernel/net/9p/9pnet_virtio.ko.xz",
+    "kernel/fs/9p/9p.ko.xz",
+]
 APPLET_NAME = re.compile(rb"\[|\[\[|[a-z0-9][a-z0-9_.\-]*")
 SIGNATURE_MARKER = b"~Module signature appended~\n"
-FORMAT = 2          # bump when the layout below changes
+FORMAT = 3          # bump when the layout below changes
 
 
 def _script(name: str) -> bytes:
@@ -58,9 +67,12 @@ def build(guest: GuestFiles) -> bytes:
             fs.symlink(f"bin/{applet}", "busybox")
     fs.file("init", _script("init.sh"), 0o755)
     fs.directory("lib/hartvm").file("lib/hartvm/agent", _script("agent.sh"), 0o755)
+    # init.sh finds busybox beside the agent (an image's root has its own /bin).
+    fs.symlink("lib/hartvm/busybox", "../../bin/busybox")
     fs.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
     fs.file("etc/group", b"root:x:0:\n")
-    for list_name, modules in (("boot", BOOT_MODULES), ("disk", DISK_MODULES)):
+    for list_name, modules in (("boot", BOOT_MODULES), ("disk", DISK_MODULES),
+                               ("9p", P9_MODULES)):
         names = []
         for module in modules:
             path = guest.modules_dir / module

@@ -31,10 +31,13 @@ def _prefix(guest_files) -> str:
     return key.hexdigest()[:16]
 
 
-def booted_snapshot_path(guest_files, memory: int, harts: int) -> Path:
+def booted_snapshot_path(guest_files, memory: int, harts: int, image: str = "busybox",
+                         image_key: str = "") -> Path:
     """The snapshot of the guest made of ``guest_files`` (kernel, firmware,
-    initramfs) booted with ``memory`` bytes and ``harts`` harts."""
-    return snapshots_dir() / f"{_prefix(guest_files)}-{memory >> 20}M-{harts}"
+    initramfs) and the image named ``image`` (whose build is ``image_key``),
+    booted with ``memory`` bytes and ``harts`` harts."""
+    image_hash = hashlib.sha256(image_key.encode()).hexdigest()[:8]
+    return snapshots_dir() / f"{_prefix(guest_files)}-{memory >> 20}M-{harts}-{image_hash}-{image}"
 
 
 def is_complete(path: Path) -> bool:
@@ -42,8 +45,12 @@ def is_complete(path: Path) -> bool:
 
 
 def prune(keep: Path) -> None:
-    """Remove the snapshots of other guests or other code than ``keep``'s."""
-    prefix = keep.name.split("-")[0]
+    """Remove the snapshots of other guests or other code than ``keep``'s, and
+    those of other builds of ``keep``'s image."""
+    prefix, _memory, _harts, image_hash, image = keep.name.split("-", 4)
     for old in keep.parent.iterdir():
-        if not old.name.startswith(prefix) and not old.name.startswith("."):
+        parts = old.name.split("-", 4)
+        if old.name.startswith(".") or len(parts) != 5:
+            continue
+        if parts[0] != prefix or (parts[4] == image and parts[3] != image_hash):
             shutil.rmtree(old, ignore_errors=True)

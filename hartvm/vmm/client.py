@@ -18,18 +18,24 @@ import sys
 import time
 
 from ..errors import HartvmError
-from .. import exit_status
+from .. import exit_status, limits
 from ..code_digest import code_digest
 from ..limits import check_harts, guest_memory_size
 from . import protocol, registry
-from .results import CommandResult, CommandTimeout, GuestError, check_status
+from .files import FileTransfer
+from .results import CommandIO, CommandResult, CommandTimeout, GuestError
+from .volumes import parse_volumes
 
 REQUEST_TIMEOUT = 30        # seconds a VM may take to answer a request other than exec
-STOP_GRACE = 5              # seconds between SIGTERM and SIGKILL for a VM that does not answer
+# Seconds a stopping VM (told to stop, or sent SIGTERM when it does not answer)
+# may take to end before it is killed: it flushes its drives first, within a
+# budget of guest instructions (flush.py) that this outlasts.
+STOP_WAIT = 60
+STOP_GRACE = 5              # seconds a killed VM process may take to go
 MAX_STDIN_BUFFER = 1 << 20
 
 
-class RemoteVM:
+class RemoteVM(FileTransfer):
     def __init__(self, name: str):
         self.name = registry.check_name(name)
 
@@ -39,12 +45,15 @@ class RemoteVM:
     # --- starting ----------------------------------------------------------------
     @classmethod
     def up(cls, name: str | None = None, memory="256M", smp: int = 1, drives=(),
-           snapshot=None, progress: bool = True, pool: bool = False) -> "RemoteVM":
+           snapshot=None, progress: bool = True, pool: bool = False,
+           volumes=(), image: str = "busybox", disk_size=None) -> "RemoteVM":
         """Start a VM in a process of its own (from ``snapshot`` if given, else the
         default guest) and return its handle once it answers. Its hostname is its
-        name. ``pool``: start the run pool (see RunPool) instead."""
+        name. ``pool``: start the run pool (see RunPool) instead. ``volumes``:
+        host directories shared for the VM's life (volumes.py)."""
         size = guest_memory_size(memory)
         check_harts(smp)
+        volumes = [volume.as_request() for volume in parse_volumes(volumes)]
         if snapshot is not None:
             snapshot = os.path.abspath(snapshot)
             if not os.path.isdir(snapshot):
@@ -59,6 +68,8 @@ class RemoteVM:
         ready_read, ready_write = os.pipe()
         config = {"directory": str(directory), "ready_fd": ready_write, "snapshot": snapshot,
                   "memory": size, "smp": smp, "drives": drives, "pool": pool,
+                  "volumes": volumes, "image": image,
+                  "disk_size": limits.disk_size(disk_size),
                   "hostname": "hartvm" if pool else name}
         try:
             with open(directory / registry.LOG, "ab") as log:
@@ -141,36 +152,57 @@ class RemoteVM:
         registry.remove(info.directory)
 
     # --- commands -------------------------------------------------------------------------
-    def run(self, args, input: bytes | None = None, env=None, cwd=None,
+    def run(self, args, input: bytes | str | None = None, env=None, cwd=None,
             timeout: float | None = None, stdout=None, stderr=None,
-            stdin_fd: int | None = None, check: bool = False) -> CommandResult:
+            stdin_fd: int | None = None, check: bool = False, text: bool = False,
+            encoding: str | None = None, errors: str | None = None,
+            volumes=None) -> CommandResult:
         """Run a command in the VM, as ``VM.run`` does."""
         if isinstance(args, (str, bytes)):
             args = ["sh", "-c", args]
         args = [os.fsdecode(arg) if isinstance(arg, bytes) else str(arg) for arg in args]
         if not args:
             raise HartvmError("no command given")
-        collected = {protocol.OUT: [], protocol.ERR: []}
-        sinks = {protocol.OUT: stdout or collected[protocol.OUT].append,
-                 protocol.ERR: stderr or collected[protocol.ERR].append}
+        io = CommandIO(args, input, text, encoding, errors, stdout, stderr)
+        if io.input is not None and not isinstance(io.input, (bytes, bytearray, memoryview)):
+            raise HartvmError(f"input must be bytes, not a {type(io.input).__name__}")
         request = {"op": "exec", "args": args, "timeout": timeout,
                    "env": {str(k): str(v) for k, v in (env or {}).items()},
                    "cwd": None if cwd is None else str(cwd), **self._run_fields()}
+        if volumes:
+            request["volumes"] = [volume.as_request() for volume in parse_volumes(volumes)]
         with self._connect() as sock:
             sock.settimeout(None)
+            protocol.widen(sock)         # the command's stdin streams through it
             protocol.send_json(sock, protocol.REQUEST, request)
-            reply = _exchange_command_io(sock, input, stdin_fd, sinks)
+            reply = _exchange_command_io(sock, io.input, stdin_fd,
+                                         {protocol.OUT: io.stdout, protocol.ERR: io.stderr})
         if reply is None:
             raise GuestError(f"VM {self.name} went away while running {args[0]}")
-        status = _result(self.name, reply)["status"]
-        out, err = b"".join(collected[protocol.OUT]), b"".join(collected[protocol.ERR])
-        if check:
-            check_status(args, status, err)
-        return CommandResult(args, status, out, err, reply.get("instructions", 0))
+        try:
+            status = _result(self.name, reply)["status"]
+        except CommandTimeout as error:
+            raise io.timed_out(error, timeout) from None
+        return io.result(status, reply.get("instructions", 0), check)
+
+    # --- a with block ------------------------------------------------------------------
+    # A handle holds no connection (each request opens its own), so the only thing
+    # a with block can end is the VM itself: on exit it is stopped, as e2b's
+    # Sandbox is killed and a `with hartvm.VM()` is closed. Its drives are
+    # flushed first (see VM.close). A VM meant to outlive the block is used
+    # without one.
+    def __enter__(self) -> "RemoteVM":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
     def _run_fields(self) -> dict:
         return {}
+
+
+POOL_START_TRIES = 50
 
 
 class RunPool(RemoteVM):
@@ -181,9 +213,12 @@ class RunPool(RemoteVM):
     cache); it exits by itself after ten idle minutes or when hartvm changes.
     ``hartvm ps`` lists it and ``hartvm stop`` stops it like any VM."""
 
-    def __init__(self, memory: int, smp: int = 1, realtime: bool = False, progress: bool = True):
-        super().__init__(f"run-pool-{memory >> 20}m-{smp}")
-        self.memory, self.smp = memory, smp
+    def __init__(self, memory: int, smp: int = 1, realtime: bool = False, progress: bool = True,
+                 image: str = "busybox", disk_size: int | None = None):
+        suffix = "" if image == "busybox" else f"-{image}"
+        suffix += "" if disk_size is None else f"-{disk_size >> 20}m"
+        super().__init__(f"run-pool-{memory >> 20}m-{smp}{suffix}")
+        self.memory, self.smp, self.image, self.disk_size = memory, smp, image, disk_size
         self.realtime, self.progress = realtime, progress
         self.digest = code_digest()
 
@@ -192,11 +227,15 @@ class RunPool(RemoteVM):
                 "realtime": self.realtime}
 
     def _connect(self, timeout: float | None = REQUEST_TIMEOUT) -> socket.socket:
-        for _ in range(3):
+        # A pool that has just answered "stale" is still exiting: its process
+        # lives (so it is not dead yet, and a new one cannot take its name) but
+        # no longer accepts. Try again for a few seconds, until it is gone.
+        for _ in range(POOL_START_TRIES):
             try:
                 return super()._connect(timeout)
             except HartvmError:
                 self._start()
+            time.sleep(0.1)
         return super()._connect(timeout)
 
     def _start(self) -> None:
@@ -209,7 +248,8 @@ class RunPool(RemoteVM):
             registry.remove(info.directory)
         try:
             RemoteVM.up(name=self.name, memory=self.memory, smp=self.smp,
-                        progress=self.progress, pool=True)
+                        progress=self.progress, pool=True, image=self.image,
+                        disk_size=self.disk_size)
         except HartvmError as error:
             if "exists already" not in str(error):
                 raise
@@ -311,15 +351,15 @@ def _terminate(pid: int) -> None:
 
 
 def _wait_gone(info: registry.VMInfo) -> None:
-    """Wait for the VM process to end; SIGKILL it if it does not within STOP_GRACE."""
+    """Wait for the VM process to end; SIGKILL it if it does not within STOP_WAIT."""
     started = registry.process_start_time(info.pid)
-    for signal_number in (None, signal.SIGKILL):
+    for signal_number, wait in ((None, STOP_WAIT), (signal.SIGKILL, STOP_GRACE)):
         if signal_number is not None:
             try:
                 os.kill(info.pid, signal_number)
             except ProcessLookupError:
                 return
-        deadline = time.monotonic() + STOP_GRACE
+        deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if started is None or registry.process_start_time(info.pid) != started:
                 return

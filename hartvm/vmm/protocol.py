@@ -12,11 +12,18 @@ the payload. Importable without numpy, for the light commands.
 """
 
 import json
+import socket
 import struct
 
 REQUEST, OUT, ERR, REPLY = b"Q", b"1", b"2", b"R"
 HEADER = struct.Struct(">cI")
 MAX_FRAME = 16 << 20
+# A command's stdin and output stream through its connection. For a Unix
+# stream socket the sender's buffer bounds what is in flight (Linux's
+# unix_stream_sendmsg); a few MiB instead of the default 208 KiB let the VM
+# and the client each run ahead of the other instead of taking turns. The
+# kernel caps it at net.core.wmem_max.
+STREAM_BUFFER = 4 << 20
 
 
 class ProtocolError(ConnectionError):
@@ -25,6 +32,14 @@ class ProtocolError(ConnectionError):
 
 def send_frame(sock, kind: bytes, payload: bytes) -> None:
     sock.sendall(HEADER.pack(kind, len(payload)) + payload)
+
+
+def widen(sock) -> None:
+    """Give a command's connection room to stream (see STREAM_BUFFER)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_BUFFER)
+    except OSError:
+        pass        # the default buffer works, only slower
 
 
 def send_json(sock, kind: bytes, value: dict) -> None:

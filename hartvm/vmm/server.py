@@ -43,6 +43,7 @@ from ..exit_status import GUEST_FAILED as EXIT_FAILED, TIMEOUT as EXIT_TIMEOUT
 from . import protocol, registry
 from .results import CommandTimeout, GuestError, Interrupted
 from .vm import VM
+from .volumes import from_request
 
 MAX_FORKS = 64
 POOL_IDLE = 600          # seconds a run pool waits for a request before it exits
@@ -234,7 +235,9 @@ class Server:
                 or not isinstance(env, dict) or not isinstance(request.get("cwd"), (str, type(None))) \
                 or not (timeout is None or type(timeout) in (int, float) and 0 < timeout < 1e9):
             raise HartvmError("bad exec request")
+        volumes = from_request(request.get("volumes"))   # each a host directory that exists
         self.client, self.client_lost = connection, False
+        protocol.widen(connection)      # the command's output streams through it
 
         def forward(kind):
             def send(data: bytes) -> None:
@@ -250,7 +253,7 @@ class Server:
             result = self.vm.run(args, env=env, cwd=request.get("cwd"),
                                  timeout=float(timeout) if timeout else None,
                                  stdout=forward(protocol.OUT), stderr=forward(protocol.ERR),
-                                 stdin_fd=connection.fileno())
+                                 stdin_fd=connection.fileno(), volumes=volumes)
         finally:
             self.busy = False
             self.client = None
@@ -389,6 +392,7 @@ class PoolServer(Server):
             self.vm.service = self._serve_while_busy
             self._close_listener()
             self.vm.new_identity(str(request.get("hostname", "hartvm")))
+            self.vm.shared.ephemeral = True     # this VM ends with its command: no unmounts
             self.vm.io.realtime = bool(request.get("realtime"))
             self._exec(connection, request)
         except HartvmError as error:
@@ -425,9 +429,12 @@ def main() -> int:
     try:
         if config.get("snapshot"):
             vm = VM.restore(config["snapshot"], hostname=config["hostname"])
+            vm.shared.mount(vm, from_request(config.get("volumes")), keep=True)
         else:
             vm = VM(memory=config["memory"], smp=config["smp"], drives=config["drives"],
-                    hostname=config["hostname"], progress=False)
+                    hostname=config["hostname"], progress=False,
+                    volumes=from_request(config.get("volumes")),
+                    image=config.get("image", "busybox"), disk_size=config.get("disk_size"))
         if config.get("pool"):
             server = PoolServer(vm, directory.name, directory, code_digest())
             server.listen()

@@ -16,6 +16,7 @@ identity (hostname, clock, entropy) and copy-on-write RAM and disks.
 """
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -27,15 +28,20 @@ from ..devices.virtio.console import VirtioConsole
 from ..devices.virtio.rng import Rng
 from ..errors import HartvmError
 from ..guest import debian, rootfs
-from ..guest.agent import Agent, command_script, quote
+from ..guest.agent import IMAGE_RUNNER, Agent, command_script, quote
 from ..hostio import HostIO
+from .. import limits
 from ..limits import check_harts, guest_memory_size
 from ..machine import Machine, Stop
-from . import cache, scratch, snapshot
+from . import cache, images, scratch, snapshot
 from .client import RemoteVM
 from .console_log import ConsoleLog
+from .files import FileTransfer
+from .flush import flush_guest
 from .registry import numbered
-from .results import CommandResult, CommandTimeout, GuestError, Interrupted, check_status
+from .shared_folders import SharedFolders
+from .results import CommandIO, CommandResult, CommandTimeout, GuestError, Interrupted
+from .volumes import parse_volumes
 
 HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
 BOOTARGS = "console=ttyS0 quiet cryptomgr.notests hartvm.hostname={hostname}"
@@ -51,6 +57,8 @@ IDENTITY_BUDGET = 100_000_000
 FIRST_CLONE_PID = 1000            # clones' pids start above the booted guest's own
 PID_MAX = 32768                   # the kernel's pid_max for few CPUs (kernel/pid.c)
 OVERLAY_PREFIX = "hartvm-disks-"   # a restored or forked VM's drive overlays, in $TMPDIR
+
+log = logging.getLogger("hartvm.vmm")
 
 
 def parse_drive(spec: str) -> Block:
@@ -104,16 +112,21 @@ def check_hostname(hostname: str) -> None:
                           f"'-' and '.'")
 
 
-def booted_snapshot(memory: int, harts: int, progress: bool = True) -> Path:
-    """The cached snapshot of the default guest booted with ``memory`` bytes and
-    ``harts`` harts (see cache.py), made now if there is none yet."""
+def booted_snapshot(memory: int, harts: int, progress: bool = True,
+                    image: str = images.BUSYBOX, disk_size: int | None = None) -> Path:
+    """The cached snapshot of the guest ``image`` (with a root disk of
+    ``disk_size``) booted with ``memory`` bytes and ``harts`` harts (see
+    cache.py), made now if there is none yet."""
     guest = debian.default_guest(progress=progress)
     initrd = rootfs.default_initramfs(guest)
-    path = cache.booted_snapshot_path((guest.kernel, guest.firmware, initrd), memory, harts)
+    found = images.find(image, progress, VM)
+    path = cache.booted_snapshot_path((guest.kernel, guest.firmware, initrd), memory, harts,
+                                      found.name, f"{found.key}:{disk_size}")
     if cache.is_complete(path):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    with VM(memory=memory, smp=harts, progress=progress, boot=True) as vm:
+    with VM(memory=memory, smp=harts, progress=progress, boot=True, image=image,
+            disk_size=disk_size) as vm:
         try:
             vm.snapshot(path)
         except HartvmError:
@@ -123,11 +136,13 @@ def booted_snapshot(memory: int, harts: int, progress: bool = True) -> Path:
     return path
 
 
-class VM:
+class VM(FileTransfer):
     """A booted default guest. Use as a context manager, or call ``close()``.
 
     ``memory``: RAM size ("256M", "1G" or bytes); ``smp``: harts; ``drives``:
     disk images as "PATH" or "PATH,readonly" (/dev/vda, /dev/vdb, ...);
+    ``volumes``: host directories shared for the VM's life, "HOST_DIR:GUEST_DIR[:ro]"
+    (volumes.py; ``run`` takes more for one command);
     ``realtime``: idle guest time passes at the host's pace instead of being
     skipped (needed when a person types to the guest). The guest's clock
     starts at the host's time and its kernel gets random bytes from the host,
@@ -148,18 +163,31 @@ class VM:
 
     def __init__(self, memory="256M", smp: int = 1, drives=(), hostname: str = "hartvm",
                  realtime: bool = False, progress: bool = True, epoch_ns: int | None = None,
-                 rng_seed: bytes | None = None, boot: bool = False):
+                 rng_seed: bytes | None = None, boot: bool = False,
+                 image: str = images.BUSYBOX, volumes=(), disk_size=None):
         size = guest_memory_size(memory)
         check_harts(smp)
         check_hostname(hostname)
         check_clock_and_seed(epoch_ns, rng_seed)
+        images.check_name(image)
+        volumes = parse_volumes(volumes)
+        disk_size = limits.disk_size(disk_size)
+        if disk_size is not None and image == images.BUSYBOX:
+            raise HartvmError("--disk-size is the size of an image's root disk; busybox has none")
         if drives or boot:
-            self._build_for_boot(size, smp, drives, hostname, epoch_ns, rng_seed, progress)
+            self._build_for_boot(size, smp, drives, hostname, epoch_ns, rng_seed, progress,
+                                 image, disk_size)
         else:
-            self._build_from_snapshot(snapshot.load(booted_snapshot(size, smp, progress)),
-                                      hostname, epoch_ns, rng_seed)
+            self._build_from_snapshot(
+                snapshot.load(booted_snapshot(size, smp, progress, image, disk_size)),
+                hostname, epoch_ns, rng_seed)
         # A boot's idle time is skipped either way: it is the same for every boot.
         self.io.realtime = realtime
+        try:
+            self.shared.mount(self, volumes, keep=True)
+        except BaseException:
+            self.close()
+            raise
 
     # --- the two ways to build a VM ------------------------------------------------
     def _build_devices(self, size: int, smp: int, blocks, epoch_ns, rng_seed,
@@ -176,6 +204,7 @@ class VM:
         self.blocks = list(blocks)
         self.service = None          # () -> bool, between rounds of a command (see server.py)
         self._cancel = False
+        self.shared = SharedFolders()   # volumes (shared_folders.py): in every VM
         rng_seed = os.urandom(32) if rng_seed is None else bytes(rng_seed)
         try:
             self.machine = Machine(
@@ -193,17 +222,44 @@ class VM:
         board.attach_virtio("console", console)
         self.rng = Rng(hashlib.sha256(b"virtio-rng" + rng_seed).digest())
         board.attach_virtio("rng", self.rng)
+        board.attach_virtio("volumes", self.shared.device)
         for index, block in enumerate(self.blocks):
             board.attach_virtio(f"disk{index}", block)
 
-    def _build_for_boot(self, size, smp, drives, hostname, epoch_ns, rng_seed, progress) -> None:
-        """Boot the default guest (fetched on first use) up to its agent's READY."""
-        self._build_devices(size, smp, open_drives(drives), epoch_ns, rng_seed)
+    def _build_for_boot(self, size, smp, drives, hostname, epoch_ns, rng_seed, progress,
+                        image: str, disk_size: int | None) -> None:
+        """Boot the guest ``image`` (fetched or built on first use) up to its
+        agent's READY. An image's root filesystem is the first disk,
+        /dev/vda, read through an overlay of this VM's own; a ``disk_size``
+        larger than the image's is filled by the guest's filesystem at boot."""
+        found = images.find(image, progress, VM)
+        if disk_size is not None and disk_size < found.rootfs.stat().st_size:
+            raise HartvmError(f"--disk-size {disk_size >> 20}M is smaller than the image "
+                              f"{image} ({found.rootfs.stat().st_size >> 20}M)")
+        blocks = open_drives(drives)
+        overlay_dir = None
+        if found.rootfs is not None:
+            overlay_dir = scratch.make(OVERLAY_PREFIX)
+            try:
+                blocks.insert(0, Block(str(found.rootfs), overlay=str(overlay_dir / "root"),
+                                       size=disk_size))
+            except BaseException:
+                shutil.rmtree(overlay_dir, ignore_errors=True)
+                for block in blocks:
+                    block.close()
+                raise
+        self._build_devices(size, smp, blocks, epoch_ns, rng_seed)
+        self._overlay_dir = overlay_dir
+        self._set_image(found.name, found.rootfs is not None)
         try:
             guest = debian.default_guest(progress=progress)
             initrd = rootfs.default_initramfs(guest)
-            self.machine.boot(str(guest.kernel), str(guest.firmware), str(initrd),
-                              BOOTARGS.format(hostname=hostname))
+            bootargs = BOOTARGS.format(hostname=hostname)
+            if found.rootfs is not None:
+                bootargs += " hartvm.root=/dev/vda"
+                if blocks[0].size > blocks[0].base_size:
+                    bootargs += " hartvm.grow=1"
+            self.machine.boot(str(guest.kernel), str(guest.firmware), str(initrd), bootargs)
             self.hostname = hostname
             result = self.machine.run(until=lambda: self.agent.ready or self.log.panicked,
                                       max_instructions=BOOT_INSTRUCTION_LIMIT)
@@ -220,6 +276,10 @@ class VM:
         the snapshot's copies with overlays of this VM's own."""
         vm_state = saved.owner_section("vm", self.SAVE_VERSION)
         saved_hostname = vm_state.get("hostname")
+        try:
+            image = images.check_name(vm_state.get("image", images.BUSYBOX))
+        except HartvmError as error:
+            raise snapshot.SnapshotError(f"{saved.directory}: {error}") from None
         hostname = saved_hostname if hostname is None else hostname
         check_hostname(hostname)
         memory_fd = saved.open_memory()
@@ -228,6 +288,7 @@ class VM:
                                 memory_fd)
         finally:
             os.close(memory_fd)          # the mapping keeps the file
+        self._set_image(image, image != images.BUSYBOX)
         try:
             if blocks is None:
                 if not all(info["readonly"] for info in saved.drives):
@@ -244,17 +305,39 @@ class VM:
             self.close()
             raise
 
+    def _set_image(self, name: str, has_root: bool) -> None:
+        """Note the guest's image: on an image's root, commands run through its
+        env(1) (agent.IMAGE_RUNNER)."""
+        self.image = name
+        self.runner = IMAGE_RUNNER if has_root else b""
+
     # --- life cycle --------------------------------------------------------------
     def close(self) -> None:
-        """Stop the guest for good: its disk files are closed and its RAM released."""
-        self.closed = True
-        for block in self.blocks:
-            block.close()
-        self.blocks = []
-        self.machine = None
-        if self._overlay_dir is not None:
-            shutil.rmtree(self._overlay_dir, ignore_errors=True)
-            self._overlay_dir = None
+        """Stop the guest for good. What it wrote to its drive files is made durable
+        first (flush.py: the guest syncs and unmounts them, within a budget; the
+        host fsyncs the files), then its disk files are closed and its RAM
+        released. Copy-on-write overlays are not flushed: they end with the VM."""
+        durable = [block for block in self.blocks
+                   if not block.readonly and block.overlay_path is None]
+        try:
+            if durable and not self.closed and self.machine is not None and self.agent.ready:
+                flush_guest(self)
+        finally:
+            self.closed = True
+            for block in durable:
+                try:
+                    block.sync()
+                except OSError as error:
+                    log.warning("drive %s: %s: what the guest wrote may be lost",
+                                block.path, error.strerror or error)
+            for block in self.blocks:
+                block.close()
+            self.blocks = []
+            self.shared.close()         # fsync and close what the guest had open on volumes
+            self.machine = None
+            if self._overlay_dir is not None:
+                shutil.rmtree(self._overlay_dir, ignore_errors=True)
+                self._overlay_dir = None
 
     def __enter__(self) -> "VM":
         return self
@@ -292,7 +375,8 @@ class VM:
         if self.agent.busy or not self.agent.ready:
             raise HartvmError("a VM can be snapshotted only between commands")
         snapshot.save(path, self.machine, self.blocks,
-                      ("vm", self.SAVE_VERSION, {"hostname": self.hostname}), copy_drives)
+                      ("vm", self.SAVE_VERSION, {"hostname": self.hostname,
+                                                 "image": self.image}), copy_drives)
 
     @classmethod
     def restore(cls, path, hostname: str | None = None, realtime: bool = False,
@@ -311,11 +395,15 @@ class VM:
 
     @staticmethod
     def up(name: str | None = None, memory="256M", smp: int = 1, drives=(),
-           snapshot=None, progress: bool = True) -> RemoteVM:
+           snapshot=None, progress: bool = True, volumes=(),
+           image: str = images.BUSYBOX, disk_size=None) -> RemoteVM:
         """A long-running VM in a process of its own: returns its ``RemoteVM`` handle
         (see client.py), which has this class's ``run``, ``snapshot`` and ``fork``."""
+        if snapshot is None:
+            images.find(image, progress, VM)        # built here, with its progress shown
         return RemoteVM.up(name=name, memory=memory, smp=smp, drives=drives,
-                           snapshot=snapshot, progress=progress)
+                           snapshot=snapshot, progress=progress, volumes=volumes,
+                           image=image, disk_size=disk_size)
 
     def fork(self, count: int = 1) -> list["VM"]:
         """``count`` clones of this VM in this process, each with its own identity.
@@ -438,9 +526,11 @@ class VM:
             raise HartvmError("this VM is closed")
 
     # --- commands ----------------------------------------------------------------
-    def run(self, args, input: bytes | None = None, env=None, cwd=None,
+    def run(self, args, input: bytes | str | None = None, env=None, cwd=None,
             timeout: float | None = None, stdout=None, stderr=None,
-            stdin_fd: int | None = None, check: bool = False) -> CommandResult:
+            stdin_fd: int | None = None, check: bool = False, text: bool = False,
+            encoding: str | None = None, errors: str | None = None,
+            volumes=None) -> CommandResult:
         """Run a command in the guest and wait for it, like ``subprocess.run``.
 
         ``args`` is an argv list (or a string for ``sh -c``); ``env`` adds
@@ -448,16 +538,30 @@ class VM:
         ``input`` (or what comes from the file descriptor ``stdin_fd``) as its
         stdin, then end of file. Its output is collected, or passed as it
         comes to the ``stdout``/``stderr`` callables if given. ``timeout`` is
-        in host seconds.
+        in host seconds: ``CommandTimeout`` then carries the output so far.
+        ``check``: a non-zero status raises ``CommandFailed``. ``text`` (or an
+        ``encoding``, ``errors``): str in and out (see results.CommandIO).
+        ``volumes``: host directories shared for this command only
+        ("HOST_DIR:GUEST_DIR[:ro]", see volumes.py).
         """
         if isinstance(args, (str, bytes)):
             args = ["sh", "-c", args]
         args = list(args)
-        return self._execute(command_script(args, env, cwd), args, input, timeout,
-                             stdout, stderr, stdin_fd, check)
+        io = CommandIO(args, input, text, encoding, errors, stdout, stderr)
+        script = command_script(args, env, cwd, self.runner)   # bad arguments fail first
+        exports = self.shared.mount(self, parse_volumes(volumes, self.shared.mounted)) \
+            if volumes else {}
+        try:
+            result = self._execute(script, args, io.input, timeout,
+                                   io.stdout, io.stderr, stdin_fd)
+        except CommandTimeout as error:
+            raise io.timed_out(error, timeout) from None
+        finally:
+            self.shared.after_command(self, exports)
+        return io.result(result.returncode, result.instructions, check)
 
     def _execute(self, script: bytes, args, input, timeout, stdout, stderr, stdin_fd,
-                 check, stdin_port=None, input_filter=None) -> CommandResult:
+                 stdin_port=None, input_filter=None) -> CommandResult:
         self._check_usable()
         _check_command_io(input, timeout, stdout, stderr, stdin_fd)   # before anything is sent
         if not self.agent.ready or self.agent.busy:
@@ -516,48 +620,8 @@ class VM:
             self._fail(result, "the guest agent did not finish the command")
         if timed_out:
             raise CommandTimeout(f"the command timed out after {timeout:g} s and was killed")
-        out, err = b"".join(collected_out), b"".join(collected_err)
-        if check:
-            check_status(args, agent.status, err)
-        return CommandResult(args, agent.status, out, err, machine.instructions - started)
-
-    # --- files -------------------------------------------------------------------
-    def put_file(self, source, guest_path: str, mode: int = 0o644) -> None:
-        """Copy a host file (a path) or ``bytes`` to ``guest_path`` in the guest."""
-        if type(mode) is not int or not 0 <= mode <= 0o7777:
-            raise HartvmError(f"bad mode {mode!r}: a permission number such as 0o644")
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            data = bytes(source)
-        elif not isinstance(source, (str, os.PathLike)):
-            # open() would take an int as a file descriptor of the host's.
-            raise HartvmError(f"put_file takes bytes or a host path, not a "
-                              f"{type(source).__name__}")
-        else:
-            try:
-                with open(source, "rb") as file:
-                    data = file.read()
-            except OSError as error:
-                raise HartvmError(f"{source}: {error.strerror or error}") from None
-        result = self.run(["sh", "-c", 'cat > "$1" && chmod "$2" "$1"', "put_file",
-                           guest_path, f"{mode:o}"], input=data)
-        if result.returncode != 0:
-            raise HartvmError(f"cannot write {guest_path} in the guest: "
-                              f"{result.stderr.decode(errors='replace').strip()}")
-
-    def get_file(self, guest_path: str, destination=None) -> bytes:
-        """The content of ``guest_path`` in the guest (also written to the host
-        path ``destination`` if given)."""
-        result = self.run(["cat", "--", guest_path])
-        if result.returncode != 0:
-            raise HartvmError(f"cannot read {guest_path} in the guest: "
-                              f"{result.stderr.decode(errors='replace').strip()}")
-        if destination is not None:
-            try:
-                with open(destination, "wb") as file:
-                    file.write(result.stdout)
-            except OSError as error:
-                raise HartvmError(f"{destination}: {error.strerror or error}") from None
-        return result.stdout
+        return CommandResult(args, agent.status, b"".join(collected_out), b"".join(collected_err),
+                             machine.instructions - started)
 
     # --- an interactive shell -------------------------------------------------------
     def shell(self, terminal_fd: int, output, rows: int = 24, columns: int = 80,
@@ -565,12 +629,15 @@ class VM:
         """A login shell on the guest's /dev/hvc0, connected to the host terminal
         ``terminal_fd`` (in raw mode) and ``output``; returns its exit status."""
         self.terminal.resize(rows, columns)
+        # bash where the image has it; setsid runs the shell through the image's
+        # env(1), since busybox's own sh would be preferred (see IMAGE_RUNNER).
         script = b"export TERM=" + quote(term.encode()) + \
-            b"; exec setsid -c sh -l </dev/hvc0 >/dev/hvc0 2>&1"
+            b"; login=sh; [ -x /bin/bash ] && login=bash" \
+            b"; exec setsid -c " + self.runner + b"$login -l </dev/hvc0 >/dev/hvc0 2>&1"
         self._terminal_output = output
         try:
             return self._execute(script, ["sh", "-l"], None, None, None, None, terminal_fd,
-                                 False, stdin_port=self.terminal,
+                                 stdin_port=self.terminal,
                                  input_filter=input_filter).returncode
         finally:
             self._terminal_output = None

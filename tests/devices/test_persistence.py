@@ -36,6 +36,9 @@ from hartvm.devices.virtio import mmio
 from hartvm.devices.virtio.blk import Block
 from hartvm.devices.virtio.console import VirtioConsole
 from hartvm.devices.virtio.mmio import VirtioMMIO
+from hartvm.devices.virtio import p9server
+from hartvm.devices.virtio.p9 import F_MOUNT_TAG, VirtioP9
+from hartvm.devices.virtio.queue import F_EVENT_IDX
 from hartvm.devices.virtio.rng import Rng
 from hartvm.devices.vmgenid import VMGenID
 from hartvm.memory import RAM
@@ -106,6 +109,12 @@ def make_console(outputs):
 
 def make_block(path):
     return Block(str(path))
+
+
+def make_p9(directory):
+    device = VirtioP9("hartvm")
+    device.server.set_exports({"0": (str(directory), False)})
+    return device
 
 
 # --- helpers ------------------------------------------------------------------------
@@ -557,6 +566,43 @@ class BlockRig(VirtioRig):
         self.device.backend.close()
 
 
+def _p9(kind, tag, body):
+    return struct.pack("<IBH", 7 + len(body), kind, tag) + body
+
+
+def _p9_attach(fid, aname):
+    return _p9(p9server.TATTACH, fid, struct.pack("<II", fid, p9server.NOFID) + b"\0\0"
+               + struct.pack("<H", len(aname)) + aname + bytes(4))
+
+
+class P9Rig(VirtioRig):
+    """Open fids do not survive a snapshot (host descriptors): the observed
+    requests depend on the negotiated msize only."""
+
+    def make_backend(self, like):
+        (self.tmp_path / "shared").mkdir(exist_ok=True)
+        return make_p9(self.tmp_path / "shared")
+
+    def drive(self):
+        d = self.driver
+        d.negotiate(F_MOUNT_TAG)
+        d.setup_queue(0)
+        d.driver_ok()
+        d.offer(0, (_p9(p9server.TVERSION, 0, struct.pack("<IH", 8192, 8) + b"9P2000.L"),
+                    False), (64, True))
+        d.offer(0, (_p9_attach(1, b"0"), False), (64, True))
+
+    def observe_backend(self):
+        d = self.driver
+        placed = d.offer(0, (_p9_attach(2, b""), False), (64, True)) + \
+            d.offer(0, (_p9(p9server.TCLUNK, 3, struct.pack("<I", 9)), False), (64, True)) + \
+            d.offer(0, (_p9(p9server.TWRITE, 4, bytes(900)), False), (64, True))
+        return [d.used(0), self.contents(placed)[1::2]]
+
+    def close(self):
+        self.device.backend.close()
+
+
 def _control(port, event, value):
     return vc.CONTROL.pack(port, event, value)
 
@@ -573,7 +619,7 @@ class ConsoleRig(VirtioRig):
 
     def drive(self):
         d = self.driver
-        d.negotiate(vc.F_MULTIPORT)
+        d.negotiate(vc.F_MULTIPORT | F_EVENT_IDX)     # each queue's last interrupt is state
         for index in range(self.queues):
             d.setup_queue(index)
         d.driver_ok()
@@ -585,6 +631,7 @@ class ConsoleRig(VirtioRig):
         self.ports[0].send(b"to the console, ")     # no receive buffers yet: pending
         self.ports[1].send(b"to the agent")         # the guest has not opened it: pending
         self.ports[0].send(b"in two parts")
+        d.offer(0, (10, True))                      # a chunk left half delivered
         d.offer(1, (b"from the guest", False))      # port 0 transmit: to the host
 
     def observe_backend(self):
@@ -601,7 +648,8 @@ class ConsoleRig(VirtioRig):
 
 RIGS = {"rom": RomRig, "syscon": SysconRig, "goldfish_rtc": RtcRig, "aclint": AclintRig,
         "plic": PlicRig, "uart16550": UartRig, "vmgenid": VmgenidRig, "hart": HartRig,
-        "virtio-rng": RngRig, "virtio-console": ConsoleRig, "virtio-blk": BlockRig}
+        "virtio-rng": RngRig, "virtio-console": ConsoleRig, "virtio-blk": BlockRig,
+        "virtio-9p": P9Rig}
 
 
 @pytest.fixture
@@ -677,6 +725,14 @@ def test_rtc_time_high_latched_before_a_snapshot_reads_the_same_after(rigs):
     third = RtcRig(None, first)
     third.restore(through_snapshot(state))
     assert third.device.read(rtc.TIME_HIGH, 4) == first.device.read(rtc.TIME_HIGH, 4) != 0
+
+
+def test_a_restored_9p_device_answers_fids_of_before_with_an_error(rigs):
+    first, _, second = rigs("virtio-9p")
+    clunk = (_p9(p9server.TCLUNK, 3, struct.pack("<I", 1)), False)
+    answers = [rig.contents(rig.driver.offer(0, clunk, (64, True)))[1] for rig in (first, second)]
+    assert answers[0][:7] == struct.pack("<IBH", 7, p9server.TCLUNK + 1, 3)
+    assert answers[1][:11] == p9server.error_reply(3, 2)          # ENOENT
 
 
 def test_uart_overrun_survives_a_snapshot():
@@ -830,6 +886,11 @@ HOSTILE = {
         "a control message as text": lambda s: {**s, "backend": {**s["backend"],
                                                                 "control_out": ["DEVICE_ADD"]}},
         "another device's state": lambda s: {**s, "device_id": 4},
+    },
+    "virtio-9p": {
+        "msize below the minimum": lambda s: {**s, "backend": {"msize": 100}},
+        "msize past the maximum": lambda s: {**s, "backend": {"msize": 1 << 40}},
+        "the blk's state": lambda s: {**s, "device_id": 2},
     },
     "virtio-blk": {
         "the rng's state": lambda s: {**s, "device_id": 4},

@@ -12,6 +12,7 @@ import pytest
 
 from hartvm.devices.virtio import mmio
 from hartvm.devices.virtio.blk import Block
+from hartvm.devices.virtio.queue import F_EVENT_IDX, Chain
 from hartvm.devices.virtio.rng import Rng
 from hartvm.memory import RAM
 
@@ -20,13 +21,15 @@ DESC, AVAIL, USED, DATA = BASE + 0x1000, BASE + 0x2000, BASE + 0x3000, BASE + 0x
 QUEUE = 8
 
 
-def setup(backend, size=QUEUE, desc=DESC):
+def setup(backend, size=QUEUE, desc=DESC, features=0):
     ram = RAM(BASE, 1 << 20)
     irqs = []
     device = mmio.VirtioMMIO(ram, backend, irqs.append)
     write = lambda offset, value: device.write(offset, 4, value)  # noqa: E731
     assert device.read(0x000, 4) == mmio.MAGIC and device.read(0x004, 4) == 2
     write(0x070, mmio.STATUS_ACKNOWLEDGE | mmio.STATUS_DRIVER)
+    write(0x024, 0)
+    write(0x020, features & 0xFFFFFFFF)
     write(0x024, 1)
     write(0x020, 1)                                    # VERSION_1
     write(0x070, mmio.STATUS_ACKNOWLEDGE | mmio.STATUS_DRIVER | mmio.STATUS_FEATURES_OK)
@@ -182,3 +185,59 @@ def test_block_id_request_does_not_allocate_guest_sized_buffers(tmp_path):
     offer(ram, device, 0)
     assert used_entries(ram) == [(0, 21)]                         # 20 id bytes + status
     assert ram.read(BASE, 4) == b"disk"
+
+
+# --- event suppression (VIRTIO_F_EVENT_IDX, virtio 1.2 sections 2.7.7.2 and 2.7.10) ---
+
+USED_EVENT = AVAIL + 4 + 2 * QUEUE      # the driver's: interrupt me past this used index
+AVAIL_EVENT = USED + 4 + 8 * QUEUE      # the device's: notify me past this available index
+
+
+def event_idx_rng():
+    rng = Rng()
+    rng.features |= F_EVENT_IDX
+    ram, device, irqs = setup(rng, features=F_EVENT_IDX)
+    for index in range(QUEUE):
+        descriptor(ram, index, DATA + 0x100 * index, 16, flags=2)
+    return ram, device, irqs
+
+
+def test_event_idx_interrupts_only_past_the_drivers_used_event():
+    ram, device, irqs = event_idx_rng()
+    offer(ram, device, 0)
+    assert irqs[-1] is True                          # the first used buffer always interrupts
+    device.write(0x064, 4, 1)
+    ram.write(USED_EVENT, struct.pack("<H", 3))      # "when the entry at index 3 is used"
+    for head, interrupts in ((1, False), (2, False), (3, True)):
+        offer(ram, device, head)
+        assert (irqs[-1] is True) == interrupts, head
+    assert len(used_entries(ram)) == 4
+    device.write(0x064, 4, 1)
+    ram.write(USED_EVENT, struct.pack("<H", 1))      # behind: no interrupt until it moves
+    offer(ram, device, 4)
+    assert irqs[-1] is False
+
+
+def test_event_idx_device_asks_for_a_notification_at_the_next_buffer():
+    ram, device, irqs = event_idx_rng()
+    offer(ram, device, 0, 1, 2)
+    assert struct.unpack("<H", ram.read(AVAIL_EVENT, 2))[0] == 3
+
+
+def test_without_event_idx_every_used_buffer_interrupts_and_avail_event_is_untouched():
+    ram, device, irqs = setup(Rng())
+    ram.write(USED_EVENT, struct.pack("<H", 100))
+    for head in range(3):
+        descriptor(ram, head, DATA + 0x100 * head, 16, flags=2)
+        offer(ram, device, head)
+        assert irqs[-1] is True
+        device.write(0x064, 4, 1)
+    assert ram.read(AVAIL_EVENT, 2) == bytes(2)
+
+
+def test_chain_write_fills_a_multi_buffer_chain_from_an_offset():
+    ram = RAM(BASE, 1 << 20)
+    chain = Chain(0, writable=[(DATA, 4), (DATA + 0x100, 8)])
+    assert chain.write(ram, memoryview(b"abcdefghijklmnop")[2:9], start=2) == 7
+    assert ram.read(DATA, 4) == b"\0\0cd" and ram.read(DATA + 0x100, 8) == b"efghi\0\0\0"
+    assert chain.write(ram, b"0123456789abcdef") == 12      # never past the chain's end

@@ -284,3 +284,21 @@ def test_close_closes_every_file(tmp_path):
     for fd in fds:
         with pytest.raises(OSError):
             os.fstat(fd)
+
+
+def test_a_disk_larger_than_its_base_reads_zeros_past_it_and_keeps_the_base(tmp_path):
+    base = tmp_path / "base.img"
+    base.write_bytes(b"\x11" * (3 * CLUSTER + SECTOR))     # ends inside a cluster
+    block = Block(str(base), overlay=str(tmp_path / "overlay"), size=16 * CLUSTER)
+    driver = Driver(block)
+    assert struct.unpack("<Q", block.config()[:8])[0] == 16 * CLUSTER // SECTOR
+    end = 3 * CLUSTER // SECTOR
+    assert driver.read(end, 2 * SECTOR) == b"\x11" * SECTOR + bytes(SECTOR)
+    assert driver.read(15 * CLUSTER // SECTOR, CLUSTER) == bytes(CLUSTER)
+    driver.write(end + 1, b"\x22" * SECTOR)                 # the cluster the base ends in
+    driver.write(15 * CLUSTER // SECTOR, b"\x33" * SECTOR)  # far past the base
+    assert driver.read(end, 3 * SECTOR) == b"\x11" * SECTOR + b"\x22" * SECTOR + bytes(SECTOR)
+    assert driver.read(15 * CLUSTER // SECTOR, SECTOR) == b"\x33" * SECTOR
+    assert base.read_bytes() == b"\x11" * (3 * CLUSTER + SECTOR)     # never written
+    assert os.path.getsize(tmp_path / "overlay") == 16 * CLUSTER
+    block.close()

@@ -19,6 +19,10 @@ BAD_VALUES = {
     "_memory": ["", "abc", "-1", "0", "3K", "9" * 30],
     "_positive": ["", "abc", "-1", "0", "1.5"],
     "_seconds": ["", "abc", "-1", "0", "nan", "inf"],
+    "_volume": ["", "/nonexistent:/data", "/etc/passwd:/data", "/tmp", "/tmp:data",
+                "/tmp:/data:rx", "/tmp:/", "/tmp:/data:ro:x"],
+    "_image_name": ["", "Debian", "../x", "a/b", "x" * 100, "no-such-image"],
+    "_disk_size": ["", "abc", "0", "-1G", "3K", "9" * 30],
 }
 BAD_PATHS = ["/dev/zero", "FIFO", "DIRECTORY", "/nonexistent/file", "EMPTY"]
 BAD_NAMES = ["", "../escape", "Upper Case", "x" * 100]
@@ -63,6 +67,16 @@ def _cases():
             yield pytest.param(args, id=f"{command} name {name[:12]!r}")
     for path in BAD_PATHS:
         yield pytest.param(["restore", path], id=f"restore {path!r}")
+    # cp: a host source that is no file (checked before the VM is asked), names
+    # that are no VM's, and sides that are both or neither a VM's path.
+    for path in BAD_PATHS:
+        yield pytest.param(["cp", path, "no-such-vm:/tmp/x"], id=f"cp from {path!r}")
+    for name in BAD_NAMES:
+        yield pytest.param(["cp", f"{name}:/etc/passwd", "/tmp/x"], id=f"cp name {name[:12]!r}")
+    for args in (["host-a", "host-b"], ["no-such-vm:/a", "no-such-vm:/b"],
+                 ["no-such-vm:/a", "/tmp/b"], ["no-such-vm:", "/tmp/b"],
+                 ["no-such-vm:/a", "/nonexistent/dir/b"], ["only-one"], []):
+        yield pytest.param(["cp", *args], id=f"cp {' '.join(args)!r}")
 
 
 CASES = list(_cases())
@@ -80,7 +94,7 @@ def files(tmp_path_factory, toolchain):
 def test_the_suite_covers_every_subcommand_with_options():
     commands = {case.values[0][0] for case in CASES}
     assert commands >= {"boot", "run", "shell", "up", "exec", "fork", "snapshot", "stop",
-                        "restore"}
+                        "restore", "cp"}
     assert len(CASES) >= 100
 
 

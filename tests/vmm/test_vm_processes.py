@@ -19,18 +19,7 @@ from hartvm.vmm.client import RemoteVM
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def state_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("state")
-    old = os.environ.get("HARTVM_STATE_DIR")
-    os.environ["HARTVM_STATE_DIR"] = str(directory)
-    yield directory
-    for info in hartvm.list_vms():
-        RemoteVM(info.name).stop()
-    if old is None:
-        del os.environ["HARTVM_STATE_DIR"]
-    else:
-        os.environ["HARTVM_STATE_DIR"] = old
+pytestmark = pytest.mark.usefixtures("state_dir")
 
 
 @pytest.fixture(scope="module")

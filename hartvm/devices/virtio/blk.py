@@ -51,22 +51,37 @@ class Block(Backend):
     device_id = DEVICE_ID
     queue_sizes = (QUEUE_SIZE,)
 
-    def __init__(self, path: str, readonly: bool = False):
+    def __init__(self, path: str, readonly: bool = False, overlay: str | None = None,
+                 size: int | None = None):
+        """``overlay``: writes go to this new file from the start, and the base
+        is opened read-only (an image's root filesystem, shared by every VM).
+        ``size``, with an overlay: the disk is this large, the bytes past the
+        base's end reading as zeros until written (a root disk larger than
+        its image, grown by the guest)."""
         self.path = path
         self.readonly = readonly
         # The base image: a regular file or a block device (never a FIFO, a
         # directory or /dev/zero), of at least one sector.
-        self.fd = open_checked(path, "drive", os.O_RDONLY if readonly else os.O_RDWR,
+        writable = not readonly and overlay is None
+        self.fd = open_checked(path, "drive", os.O_RDWR if writable else os.O_RDONLY,
                                block_device=True)
-        self.size = os.lseek(self.fd, 0, os.SEEK_END) // SECTOR * SECTOR
+        self.size = self.base_size = os.lseek(self.fd, 0, os.SEEK_END) // SECTOR * SECTOR
         if self.size == 0:
             os.close(self.fd)
             raise HartvmError(f"drive {path}: empty (a disk needs at least {SECTOR} bytes)")
+        if size is not None and overlay is not None and size > self.size:
+            self.size = size // SECTOR * SECTOR
         self.features = F_FLUSH | F_SIZE_MAX | F_SEG_MAX | (F_RO if readonly else 0)
         self.cluster_count = -(-self.size // CLUSTER)
         self._overlay_fd = None
         self._overlay_path = None
         self._clusters = None       # the bitmap of clusters in the overlay, while there is one
+        if overlay is not None:
+            try:
+                self.use_overlay(overlay)
+            except BaseException:
+                os.close(self.fd)
+                raise
 
     # --- overlay --------------------------------------------------------------
     @property
@@ -239,10 +254,17 @@ class Block(Backend):
             stop = min((offset // CLUSTER + 1) * CLUSTER, end)
             while stop < end and self._holds(stop // CLUSTER) == in_overlay:
                 stop = min(stop + CLUSTER, end)
-            parts.append(_pread_exact(self._overlay_fd if in_overlay else self.fd,
-                                      stop - offset, offset))
+            parts.append(_pread_exact(self._overlay_fd, stop - offset, offset) if in_overlay
+                         else self._read_base(stop - offset, offset))
             offset = stop
         return b"".join(parts)
+
+    def _read_base(self, size: int, offset: int) -> bytes:
+        """The base's bytes [offset, offset + size); past its end (a disk made
+        larger than its base), zeros."""
+        inside = max(0, min(size, self.base_size - offset))
+        data = _pread_exact(self.fd, inside, offset) if inside else b""
+        return data + bytes(size - inside)
 
     def _write(self, offset: int, data: bytes) -> None:
         """Write ``data`` at ``offset`` (inside the disk): to the overlay if there is one."""
@@ -258,7 +280,7 @@ class Block(Backend):
             covered = offset <= start and end >= min(start + CLUSTER, self.size)
             if not covered and not self._holds(cluster):
                 length = min(CLUSTER, self.size - start)
-                _pwrite_all(self._overlay_fd, _pread_exact(self.fd, length, start), start)
+                _pwrite_all(self._overlay_fd, self._read_base(length, start), start)
         _pwrite_all(self._overlay_fd, data, offset)
         for cluster in range(first, last + 1):
             self._clusters[cluster >> 3] |= 1 << (cluster & 7)
@@ -295,8 +317,7 @@ class Block(Backend):
                     return self._status(chain, ram, S_IOERR)
                 self._write(offset, payload)
             elif kind == T_FLUSH:
-                if not self.readonly:
-                    os.fsync(self.fd if self._overlay_fd is None else self._overlay_fd)
+                self.sync()
             elif kind == T_GET_ID:
                 if data_size < ID_BYTES:
                     return self._status(chain, ram, S_IOERR)
@@ -320,6 +341,13 @@ class Block(Backend):
                 ram.write(paddr + length - 1, bytes([status]))
                 return 1
         return 0
+
+    def sync(self) -> None:
+        """Make what the guest wrote durable: an fsync of the file that takes the
+        writes (the overlay, if there is one). A FLUSH request and the end of a
+        VM both come here."""
+        if not self.readonly and self.fd is not None:
+            os.fsync(self.fd if self._overlay_fd is None else self._overlay_fd)
 
     def close(self) -> None:
         """Close the base and the overlay; closing twice does nothing."""

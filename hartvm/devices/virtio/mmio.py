@@ -11,7 +11,7 @@ import logging
 
 from ...memory import GuestMemoryError
 from ..base import Device, saved
-from .queue import MAX_QUEUE_SIZE, BadChain, VirtQueue
+from .queue import F_EVENT_IDX, MAX_QUEUE_SIZE, BadChain, VirtQueue
 
 log = logging.getLogger("hartvm.virtio")
 
@@ -94,6 +94,7 @@ class Backend:
 
 class VirtioMMIO(Device):
     access_sizes = frozenset({1, 2, 4})
+    SAVE_VERSION = 2      # 2: each queue's signalled_used (event suppression)
 
     def __init__(self, ram, backend: Backend, set_irq=None):
         super().__init__()
@@ -118,7 +119,14 @@ class VirtioMMIO(Device):
         self.config_generation = 0
         for queue in self.queues:
             queue.reset()
+        self._set_ring_features()
         self._update_irq()
+
+    def _set_ring_features(self) -> None:
+        """The queues follow the ring features the driver accepted (FEATURES_OK)."""
+        event_idx = bool(self.status & STATUS_FEATURES_OK and self.driver_features & F_EVENT_IDX)
+        for queue in self.queues:
+            queue.event_idx = event_idx
 
     @property
     def device_features(self) -> int:
@@ -222,6 +230,7 @@ class VirtioMMIO(Device):
             if queue.ready and not self._rings_valid(queue, index):
                 raise ValueError(f"queue {index}: bad size or rings outside RAM")
         self.backend.restore(saved(state, "backend", dict))
+        self._set_ring_features()
         self._update_irq()
 
     def _rings_valid(self, queue, index: int) -> bool:
@@ -264,6 +273,7 @@ class VirtioMMIO(Device):
                     not self.driver_features & F_VERSION_1:
                 value &= ~STATUS_FEATURES_OK
         self.status = value | (self.status & STATUS_NEEDS_RESET)
+        self._set_ring_features()
 
     def kick(self, index: int) -> None:
         """Process a queue on the host's initiative (new host data for the guest)."""
@@ -280,7 +290,7 @@ class VirtioMMIO(Device):
         except (BadChain, GuestMemoryError) as error:
             self._needs_reset(f"queue {index}: {error}")
             return
-        if used:
+        if used and queue.needs_interrupt():
             self.interrupt_status |= INTERRUPT_USED_BUFFER
             self._update_irq()
 
