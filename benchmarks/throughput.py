@@ -54,9 +54,35 @@ VOLUME_PROOF = (f"{SIZE // BLOCK}+0 records out".encode(), STDIN_PROOF)
 
 # --- hartvm -------------------------------------------------------------------------
 
-def _hartvm(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE):
-    return subprocess.Popen([sys.executable, "-m", "hartvm", "run", "--", *args],
-                            stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
+def _hartvm(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, image="busybox"):
+    return subprocess.Popen([sys.executable, "-m", "hartvm", "run", "--image", image, "--",
+                             *args], stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
+
+
+def issue_commands_seconds() -> tuple[float, float, float]:
+    """The commands as a user types them, on the Debian image (coreutils' head and
+    wc; busybox's take no "100M" and go a byte at a time): seconds of
+    ``run -- true``, ``head -c 100M /dev/zero | hartvm run -- wc -c`` and
+    ``hartvm run -- head -c 100M /dev/zero | wc -c``."""
+    started = time.perf_counter()
+    _hartvm(["true"], image="debian").communicate()
+    trivial = time.perf_counter() - started
+    head = subprocess.Popen(["head", "-c", "100M", "/dev/zero"], stdout=subprocess.PIPE)
+    started = time.perf_counter()
+    run = _hartvm(["wc", "-c"], stdin=head.stdout, image="debian")
+    head.stdout.close()
+    out, err = run.communicate()
+    ins = time.perf_counter() - started
+    head.wait()
+    started = time.perf_counter()
+    run = _hartvm(["head", "-c", "100M", "/dev/zero"], image="debian")
+    count = subprocess.run(["wc", "-c"], stdin=run.stdout, capture_output=True).stdout
+    run.stdout.close()
+    run.wait()
+    outs = time.perf_counter() - started
+    if int(out) != SIZE or int(count) != SIZE:
+        raise RuntimeError(f"the Debian image moved {out!r} and {count!r} bytes: {err[-300:]!r}")
+    return trivial, ins, outs
 
 
 def hartvm_stdin_seconds() -> float:
@@ -289,6 +315,10 @@ def _report() -> None:
           + (f", QEMU {qemu[0] * 1000:.0f} ms" if qemu else "") + "; QEMU runs the same "
           "guest and agent, its ports on Unix sockets)")
     _report_volume(trivial)
+    debian_true, *debian = issue_commands_seconds()
+    print(f"the issue's commands on --image debian (coreutils head and wc): stdin "
+          f"{_rate(debian[0] - debian_true):.1f} MB/s, stdout {_rate(debian[1] - debian_true):.1f} "
+          f"MB/s ({_rate(debian[0]):.1f} and {_rate(debian[1]):.1f} end to end)")
 
 
 def _print_rates(rows, trivial: float, qemu) -> None:

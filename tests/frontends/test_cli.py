@@ -181,15 +181,17 @@ def test_run_bad_input_is_one_line_and_status_125(args, message):
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
 
 
-def test_shell_on_a_terminal():
-    """hartvm shell on a pseudo-terminal: a prompt, a command, the shell's exit status."""
+@pytest.mark.parametrize("image", ["busybox", pytest.param("debian", marks=pytest.mark.image)])
+def test_shell_on_a_terminal(image):
+    """hartvm shell on a pseudo-terminal: a prompt, a command, the shell's exit status;
+    on the Debian image, the shell is bash."""
     import pty
     import select
     import time
     pid, fd = pty.fork()
     if pid == 0:
         os.chdir(ROOT)
-        os.execv(sys.executable, [sys.executable, "-m", "hartvm", "shell"])
+        os.execv(sys.executable, [sys.executable, "-m", "hartvm", "shell", "--image", image])
     seen = b""
 
     def read_until(token: bytes, seconds: float) -> bool:
@@ -205,9 +207,9 @@ def test_shell_on_a_terminal():
 
     try:
         assert read_until(b"# ", 240), seen[-2000:]
-        os.write(fd, b"echo $((6 * 7)); tty; exit 5\r")
+        os.write(fd, b"echo $((6 * 7)) bash${BASH_VERSION%%.*}; tty; exit 5\r")
         assert read_until(b"/dev/hvc0", 60), seen[-2000:]
-        assert b"42" in seen
+        assert (b"42 bash5" if image == "debian" else b"42 bash\r") in seen
         _, status = os.waitpid(pid, 0)
         assert os.WEXITSTATUS(status) == 5
     finally:
