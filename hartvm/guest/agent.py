@@ -65,7 +65,7 @@ def _bytes(value, what: str) -> bytes:
 def command_script(argv, env=None, cwd=None, runner: bytes = b"") -> bytes:
     """The shell script that runs ``argv`` with extra ``env`` in ``cwd``: the
     command replaces the shell, so its status is the shell's status.
-    ``runner``: words put before the command (see IMAGE_RUNNER)."""
+    ``runner``: what runs the command instead of ``exec`` (see IMAGE_RUNNER)."""
     if not argv:
         raise HartvmError("no command given")
     if env is not None and not isinstance(env, dict):
@@ -81,16 +81,16 @@ def command_script(argv, env=None, cwd=None, runner: bytes = b"") -> bytes:
     words = [quote(_bytes(arg, "argument")) for arg in argv]
     lines.append(b"command -v -- " + words[0] + b" >/dev/null || { printf 'hartvm: %s: "
                  b"command not found\\n' " + words[0] + b" >&2; exit 127; }")
-    lines.append(b"exec " + runner + b" ".join(words))
+    lines.append((runner or b"exec ") + b" ".join(words))
     return b"; ".join(lines)
 
 
 # On an image's root the agent still runs in busybox's shell, which prefers its
 # own applets to the programs of PATH (Debian builds busybox-static with
 # FEATURE_SH_STANDALONE): `exec df` would run busybox's df, not coreutils'.
-# An absolute path is never an applet, so commands go through the image's
-# env(1), which finds them in PATH as any other shell would.
-IMAGE_RUNNER = b"/usr/bin/env -- "
+# An absolute path is never an applet, so the agent's run_program finds the
+# command in PATH, as execvp(3) does, and execs it by its path.
+IMAGE_RUNNER = b"run_program "
 
 
 def _small_number(text: str) -> bool:

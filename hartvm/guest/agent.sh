@@ -41,6 +41,26 @@ exec 3<>"$control" 4>"$stdout" 5>"$stderr" 6<"$signal"
 # when it exits (it runs on, and a later kill does not touch it). All with
 # builtins: a process costs the guest millions of instructions.
 cgroup_of() { cgroup=/sys/fs/cgroup/command$(($1 % 2)); }
+# On an image's root, a command is run by its path (see IMAGE_RUNNER in
+# agent.py): busybox's shell would run its own applet of that name instead.
+# Found with builtins, as execvp(3) finds it: no process of its own.
+run_program() {
+    program=$1
+    shift
+    case $program in
+    */*) ;;
+    *)
+        saved_ifs=$IFS
+        IFS=:
+        for dir in $PATH; do
+            [ -f "${dir:-.}/$program" ] && [ -x "${dir:-.}/$program" ] &&
+                program=${dir:-.}/$program && break
+        done
+        IFS=$saved_ifs
+        ;;
+    esac
+    exec "$program" "$@"
+}
 # Without cgroups (another kernel), each generation of descendants, found
 # through /proc, is stopped first (no new children behind our back), then all
 # die.
