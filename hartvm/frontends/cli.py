@@ -24,7 +24,7 @@ from ..errors import HartvmError
 from ..guest.progress import format_size
 from ..limits import DEFAULT_GUEST_MEMORY, DEFAULT_MEMORY, MAX_HARTS, disk_size, memory_size
 from ..vmm.results import CommandTimeout
-from ..vmm.volumes import Volume, parse_volume
+from ..vmm.volumes import parse_volume
 from .console import QuitRequested, SerialConsole
 
 
@@ -35,11 +35,29 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(exit_status.BAD_INPUT)
 
 
-def _memory(text: str) -> int:
-    try:
-        return memory_size(text)
-    except HartvmError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+def _option_type(check, name: str):
+    """An argparse type made of one of hartvm's checks: the check's HartvmError
+    becomes argparse's one-line usage error."""
+    def convert(text: str):
+        try:
+            return check(text)
+        except HartvmError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    convert.__name__ = name         # argparse's messages, and the hostile-CLI suite, name it
+    return convert
+
+
+def _images():
+    from ..vmm import images        # only for image options: ps and exec stay light
+    return images
+
+
+_memory = _option_type(memory_size, "_memory")
+_disk_size = _option_type(disk_size, "_disk_size")
+_volume = _option_type(parse_volume, "_volume")
+_image_name = _option_type(lambda text: _images().check_name(text), "_image_name")
+_package_list = _option_type(
+    lambda text: _images().check_packages(p for p in text.split(",") if p), "_package_list")
 
 
 def _positive(text: str) -> int:
@@ -139,21 +157,13 @@ def _image_parsers(commands) -> None:
     remove.add_argument("names", type=_image_name, nargs="+", metavar="NAME")
 
 
-def _package_list(text: str) -> list[str]:
-    from ..vmm import images
-    try:
-        return images.check_packages(p for p in text.split(",") if p)
-    except HartvmError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
 def _image(args) -> int:
-    from ..vmm import images
+    images = _images()
     if args.action == "ls":
         print(f"{'NAME':16} {'FROM':12} {'SIZE':>9}  PACKAGES")
         for image in images.list_images():
             info = image.info
-            used = "-" if image.rootfs is None else format_size(image.rootfs.stat().st_blocks * 512)
+            used = "-" if image.rootfs is None else format_size(images.used_bytes(image.rootfs))
             print(f"{image.name:16} {info.get('base') or '-':12} {used:>9}  "
                   f"{','.join(info.get('packages', [])) or '-'}")
         return 0
@@ -294,35 +304,12 @@ def _command_options(parser) -> None:
                         help="the command and its arguments")
 
 
-def _disk_size(text: str) -> int:
-    try:
-        return disk_size(text)
-    except HartvmError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _image_name(text: str) -> str:
-    from ..vmm import images
-    try:
-        return images.check_name(text)
-    except HartvmError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
 def _ensure_image(name: str, progress: bool = True) -> None:
     """Build ``debian`` now if a command asks for it the first time (with its
     progress shown here, not in a VM process's log); other images must exist."""
-    from ..vmm import images
-    if not images.is_built(name):
+    if not _images().is_built(name):
         from ..vmm.vm import VM
-        images.find(name, progress, VM)
-
-
-def _volume(text: str) -> Volume:
-    try:
-        return parse_volume(text)
-    except HartvmError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        _images().find(name, progress, VM)
 
 
 def _seconds(text: str) -> float:

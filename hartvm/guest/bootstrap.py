@@ -81,16 +81,13 @@ def bootstrap(tree: Path, fakeroot_state: Path) -> None:
     """Debian trixie riscv64 minbase, unpacked and configured into ``tree``
     (which must not exist), its owners recorded in ``fakeroot_state``."""
     uri, signed_by = host_mirror()
-    options = []
-    keyring = None
     if signed_by.startswith("-----BEGIN") or "\n" in signed_by:
         # An inline key block in the host's sources: apt reads armored keys
         # from a file named *.asc.
         keyring = tree.parent / "host-keyring.asc"
         keyring.write_text(signed_by.strip() + "\n")
         signed_by = str(keyring)
-    if signed_by:
-        options.append(f"[signed-by={signed_by}]")
+    options = [f"[signed-by={signed_by}]"] if signed_by else []
     source = " ".join(["deb", *options, uri, SUITE, COMPONENT])
     argv = [_tool("fakeroot"), "-s", str(fakeroot_state), "--",
             _tool("mmdebstrap"), "--quiet", "--mode=chrootless", "--variant=minbase",

@@ -131,7 +131,7 @@ def remove(name: str) -> None:
     if name == BUSYBOX:
         raise HartvmError("busybox is built into hartvm; it cannot be removed")
     directory = images_dir() / name
-    if _built(name) is None and not directory.exists():
+    if not directory.exists():
         raise HartvmError(f"no image named {name!r}")
     with _locked():
         shutil.rmtree(directory)
@@ -172,7 +172,7 @@ def build(name: str, vm_class, base: str | None = None, packages=(),
         base = DEBIAN
     if base == name:
         raise HartvmError(f"image {name!r} cannot be built from itself")
-    base_image = find(check_name(base), progress, vm_class) if base is not None else None
+    base_image = find(base, progress, vm_class) if base is not None else None
     if not packages:
         raise HartvmError("name the packages to add with --packages P1,P2,...")
     bootstrap.check_tools()
@@ -188,18 +188,18 @@ def build(name: str, vm_class, base: str | None = None, packages=(),
                 tree, state = work / "tree", work / "fakeroot.state"
                 bootstrap.bootstrap(tree, state)
                 found = bootstrap.download(apt, tree / "var/lib/dpkg/status", packages, debs)
-                size = _size(bootstrap.tree_size(tree), found)
+                package_bytes = sum(deb.stat().st_size for deb in found)
+                size = _size(bootstrap.tree_size(tree), package_bytes)
                 bootstrap.pack(tree, rootfs, size, state)
                 shutil.rmtree(tree)
             else:
                 _copy_sparse(base_image.rootfs, rootfs)
                 bootstrap.dump(rootfs, "/var/lib/dpkg/status", work / "status")
                 found = bootstrap.download(apt, work / "status", packages, debs)
-                size = max(rootfs.stat().st_size,
-                           _size(_used_bytes(rootfs), found))
+                package_bytes = sum(deb.stat().st_size for deb in found)
+                size = _size(used_bytes(rootfs), package_bytes)
                 if size > rootfs.stat().st_size:
                     bootstrap.grow(rootfs, size)
-            package_bytes = sum(deb.stat().st_size for deb in found)
             bootstrap.pack(debs, work / "debs.ext4", package_bytes + package_bytes // 4 + (64 << 20))
             configure(vm_class, rootfs, work / "debs.ext4", packages, len(found), progress)
             os.chmod(rootfs, 0o444)
@@ -219,7 +219,7 @@ def build(name: str, vm_class, base: str | None = None, packages=(),
                 shutil.rmtree(work, ignore_errors=True)
     image = _built(name)
     _say(progress, f"built image {name} in {time.monotonic() - started:.0f} s "
-                   f"({format_size(_used_bytes(image.rootfs))} used)")
+                   f"({format_size(used_bytes(image.rootfs))} used)")
     return image
 
 
@@ -228,14 +228,15 @@ def _say(progress: bool, text: str) -> None:
         print(f"hartvm: {text}", file=sys.stderr, flush=True)
 
 
-def _size(used: int, debs) -> int:
+def _size(used: int, package_bytes: int) -> int:
     """An image's size: what it holds now, room for the packages to unpack
     (about four times their archives), rounded up to 256 MiB, at least MIN_SIZE."""
-    need = used + 4 * sum(deb.stat().st_size for deb in debs) + (256 << 20)
+    need = used + 4 * package_bytes + (256 << 20)
     return max(MIN_SIZE, -(-need // (256 << 20)) * (256 << 20))
 
 
-def _used_bytes(image: Path) -> int:
+def used_bytes(image: Path) -> int:
+    """The host disk space an image takes (it is sparse)."""
     return image.stat().st_blocks * 512
 
 

@@ -254,7 +254,7 @@ class VM(FileTransfer):
                 raise
         self._build_devices(size, smp, blocks, epoch_ns, rng_seed)
         self._overlay_dir = overlay_dir
-        self._set_image(found.name, found.rootfs is not None)
+        self.image = found.name
         try:
             guest = debian.default_guest(progress=progress)
             initrd = rootfs.default_initramfs(guest)
@@ -292,7 +292,7 @@ class VM(FileTransfer):
                                 memory_fd)
         finally:
             os.close(memory_fd)          # the mapping keeps the file
-        self._set_image(image, image != images.BUSYBOX)
+        self.image = image
         try:
             if blocks is None:
                 if not all(info["readonly"] for info in saved.drives):
@@ -309,11 +309,12 @@ class VM(FileTransfer):
             self.close()
             raise
 
-    def _set_image(self, name: str, has_root: bool) -> None:
-        """Note the guest's image: on an image's root, commands are run by their
-        path, not as busybox's applets (agent.IMAGE_RUNNER)."""
-        self.image = name
-        self.runner = IMAGE_RUNNER if has_root else b""
+    @property
+    def runner(self) -> bytes:
+        """What runs a command instead of ``exec``: on an image's root (every image
+        but busybox has one), the agent's run_program, so that commands are run
+        by their path, not as busybox's applets (agent.IMAGE_RUNNER)."""
+        return b"" if self.image == images.BUSYBOX else IMAGE_RUNNER
 
     # --- life cycle --------------------------------------------------------------
     def close(self) -> None:
