@@ -7,7 +7,8 @@ counted by hartvm over the time spent in its run loop). Then the cold
 start (empty numba cache) and the warm start of hartvm, the hypervisor
 figures of hypervisor.py (snapshot restores, the run pool, forks), and the
 MB/s of stdin and stdout through ``hartvm run`` against QEMU's on the same
-guest (throughput.py). Each timing is the best of ``--repeat`` runs. When
+guest (throughput.py), and the network against QEMU's ``-netdev user``
+(network.py). Each timing is the best of ``--repeat`` runs. When
 the ``unicorn`` package is installed (``pip install -e '.[bench]'``, as
 ``make bench`` does), the same workloads also run on Unicorn, QEMU's TCG as
 a library.
@@ -27,6 +28,7 @@ sys.path.insert(0, os.path.join(ROOT, "baremetal"))
 
 import build as baremetal  # noqa: E402
 import hypervisor  # noqa: E402
+import network  # noqa: E402
 import throughput  # noqa: E402
 
 WORKLOADS = os.path.join(ROOT, "benchmarks", "workloads")
@@ -220,6 +222,7 @@ def main():
           f"{warm:.2f} s (target <= 1 s)")
     hypervisor.main(qemu_guest_wall)
     throughput.main()
+    network.main()
 
 
 if __name__ == "__main__":

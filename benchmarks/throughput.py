@@ -140,7 +140,7 @@ def hartvm_volume_seconds(volume: str, writing: bool) -> float:
 class QemuGuest:
     """hartvm's default guest booted by QEMU, its agent's ports on Unix sockets."""
 
-    def __init__(self, directory: str, volume: str | None = None):
+    def __init__(self, directory: str, volume: str | None = None, extra_args=()):
         from hartvm.guest import debian, rootfs
         from hartvm.vmm.vm import BOOTARGS
 
@@ -161,13 +161,19 @@ class QemuGuest:
             command += ["-chardev", f"socket,id={name},path={paths[name]},server=on,wait=off",
                         "-device", f"virtserialport,chardev={name},name=org.hartvm.{name},"
                                    f"nr={number}"]
+        command += extra_args              # e.g. a network card (network.py)
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.sockets = {name: self._connect(path) for name, path in paths.items()}
-        self.number = 0
-        self._control = self.stderr = b""
-        if self._control_line(QEMU_BOOT_TIMEOUT) != b"READY":
-            raise RuntimeError("QEMU: the guest agent did not say READY")
+        try:
+            self.sockets = {name: self._connect(path) for name, path in paths.items()}
+            self.number = 0
+            self._control = self.stderr = b""
+            if self._control_line(QEMU_BOOT_TIMEOUT) != b"READY":
+                raise RuntimeError("QEMU: the guest agent did not say READY")
+        except BaseException:
+            self.process.kill()             # no object to close() yet
+            self.process.wait()
+            raise
 
     def _connect(self, path: str) -> socket.socket:
         deadline = time.monotonic() + 30

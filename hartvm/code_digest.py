@@ -2,8 +2,8 @@
 must not outlive the code that made it: numba's compiled code (cpu/), the
 booted snapshots of the default guest and the run pool (vmm/).
 
-The digest covers the names and contents of the package's ``.py`` and
-``.sh`` files under a directory, and hartvm's version: an edit, a reinstall
+The digest covers the names and contents of the package's ``.py``, ``.sh`` and
+``.script`` files under a directory, and hartvm's version: an edit, a reinstall
 of other code or a new version gives a new digest, while touching a file
 without changing it does not. Only the standard library is imported, so
 that ``hartvm run``'s client stays light.
@@ -15,7 +15,7 @@ from pathlib import Path
 from . import __version__
 
 PACKAGE = Path(__file__).resolve().parent
-SUFFIXES = (".py", ".sh")
+SUFFIXES = (".py", ".sh", ".script")
 
 
 def code_digest(directory: Path = PACKAGE, salt: str = "") -> str:

@@ -9,6 +9,9 @@ object, given to the machine when it is built:
   a command's stdin for a virtio-console port, and later network frames and
   9P requests. An input is read only when its device can take more, so a
   guest that does not read leaves the bytes in the host's pipe;
+- outputs: host descriptors a device writes without blocking (network
+  frames to passt), each with what it holds unwritten (``Output``): the
+  poll writes on when the descriptor can take more;
 - wake-up descriptors: readable means "the front end wants the run's stop
   condition checked now" (a VM process's control socket);
 - time: ``realtime`` says whether idle guest time passes at the host's pace
@@ -50,6 +53,8 @@ class Input:
         """Move what is ready to the device; False at end of input."""
         try:
             data = os.read(self.fd, READ_SIZE)
+        except BlockingIOError:
+            return True          # nothing after all (a non-blocking socket)
         except (OSError, ValueError):
             data = b""
         if not data:
@@ -73,6 +78,15 @@ class Input:
         return True
 
 
+@dataclass(eq=False)
+class Output:
+    """A host descriptor written without blocking: ``waiting()`` says whether
+    bytes wait for it, ``flush()`` writes what it can take now."""
+    fd: int
+    waiting: Callable[[], bool]
+    flush: Callable[[], None]
+
+
 def _ready(fd: int) -> bool:
     """Can ``fd`` be read without waiting? (A closed one can: its read ends it.)"""
     try:
@@ -90,6 +104,7 @@ class HostIO:
         self.realtime = realtime
         self.trace = trace
         self.inputs: list[Input] = []
+        self.outputs: list[Output] = []
         self.wake_fds: list[int] = []
 
     def console_write(self, data: bytes) -> None:
@@ -108,30 +123,43 @@ class HostIO:
         if source in self.inputs:
             self.inputs.remove(source)
 
+    def add_output(self, fd: int, waiting, flush) -> Output:
+        sink = Output(fd, waiting, flush)
+        self.outputs.append(sink)
+        return sink
+
+    def remove_output(self, sink: Output) -> None:
+        if sink in self.outputs:
+            self.outputs.remove(sink)
+
     @property
     def waits_for_host(self) -> bool:
         """Can anything from the host still arrive?"""
-        return bool(self.inputs or self.wake_fds)
+        return bool(self.inputs or self.wake_fds or any(sink.waiting() for sink in self.outputs))
 
     def poll(self, timeout: float = 0.0) -> bool:
-        """Wait up to ``timeout`` seconds for host input (moved to its device) or a
-        wake-up; True if either came. Sleeps the timeout when there is neither."""
+        """Wait up to ``timeout`` seconds for host input (moved to its device), a
+        wake-up, or room in an output that has bytes waiting; True if any came.
+        Sleeps the timeout when there is none to wait for."""
         wanted = {source.fd: source for source in self.inputs
                   if source.backlog() < MAX_PENDING_INPUT}
+        writers = {sink.fd: sink for sink in self.outputs if sink.waiting()}
         fds = list(self.wake_fds) + list(wanted)
-        if not fds:
+        if not fds and not writers:
             if timeout > 0:
                 time.sleep(timeout)
             return False
         try:
-            ready, _, _ = select.select(fds, [], [], timeout)
+            ready, writable, _ = select.select(fds, list(writers), [], timeout)
         except (OSError, ValueError):
-            ready = list(wanted)     # a closed descriptor: its read ends it
+            ready, writable = list(wanted), list(writers)   # a closed one: its I/O ends it
+        for fd in writable:
+            writers[fd].flush()
         for fd in ready:
             source = wanted.get(fd)
             if source is not None and not source.drain():
                 self.remove_input(source)
-        return bool(ready)
+        return bool(ready or writable)
 
     @staticmethod
     def monotonic() -> float:

@@ -24,6 +24,7 @@ from ..errors import HartvmError
 from ..guest.progress import format_size
 from ..limits import DEFAULT_GUEST_MEMORY, DEFAULT_MEMORY, MAX_HARTS, disk_size, memory_size
 from ..vmm.results import CommandTimeout
+from ..vmm.network import MODES as NETWORK_MODES, parse_published
 from ..vmm.volumes import parse_volume
 from .console import QuitRequested, SerialConsole
 
@@ -55,6 +56,7 @@ def _images():
 _memory = _option_type(memory_size, "_memory")
 _disk_size = _option_type(disk_size, "_disk_size")
 _volume = _option_type(parse_volume, "_volume")
+_published = _option_type(parse_published, "_published")
 _image_name = _option_type(lambda text: _images().check_name(text), "_image_name")
 _package_list = _option_type(
     lambda text: _images().check_packages(p for p in text.split(",") if p), "_package_list")
@@ -227,6 +229,7 @@ def _vm_parsers(commands) -> None:
                     "hostname, clock and fresh entropy. Prints its name.")
     restore.add_argument("path", metavar="PATH")
     restore.add_argument("--name", metavar="NAME", help="the VM's name (default: vm-N)")
+    _network_options(restore)
     fork = commands.add_parser(
         "fork", help="clone a long-running VM",
         description="Start COUNT clones of the VM NAME, each in a process of its own that "
@@ -275,6 +278,18 @@ def _guest_options(parser) -> None:
                         help="share a host directory with the guest at GUEST_DIR (virtio-9p; "
                              "read-only with :ro); what the guest writes there is on the host "
                              "at once (repeatable)")
+    _network_options(parser)
+
+
+def _network_options(parser) -> None:
+    parser.add_argument("--network", choices=NETWORK_MODES, default="none",
+                        help="none (default: no network card), user (NAT to the outside "
+                             "through passt; the host's loopback is not reachable) or host "
+                             "(as user, and the host's loopback is the guest's 10.0.2.2)")
+    parser.add_argument("--publish", "-p", type=_published, action="append", default=[],
+                        metavar="[HOST_IP:]HOST_PORT:GUEST_PORT[/udp]",
+                        help="forward a host port (on 127.0.0.1 unless HOST_IP is given) to "
+                             "the guest; needs --network (repeatable)")
 
 
 def _run_parser(commands) -> None:
@@ -446,10 +461,12 @@ def _run(args) -> int:
     if not args.drive and os.environ.get("HARTVM_POOL", "1") != "0":
         from ..vmm.client import RunPool
         return _run_command(RunPool(args.memory, args.smp, realtime=_is_tty(0),
-                                    image=args.image, disk_size=args.disk_size), args)
+                                    image=args.image, disk_size=args.disk_size,
+                                    network=args.network, publish=args.publish), args)
     from ..vmm.vm import VM
     with VM(memory=args.memory, smp=args.smp, drives=args.drive,
-            realtime=_is_tty(0), image=args.image, disk_size=args.disk_size) as guest:
+            realtime=_is_tty(0), image=args.image, disk_size=args.disk_size,
+            network=args.network, publish=args.publish) as guest:
         with _ctrl_c_kills_the_command(guest) as interrupted:
             status = _run_command(guest, args)
         if interrupted:
@@ -483,7 +500,8 @@ def _shell(args) -> int:
     from ..vmm.vm import VM
     console = SerialConsole()
     with VM(memory=args.memory, smp=args.smp, drives=args.drive, realtime=True,
-            volumes=args.volume, image=args.image, disk_size=args.disk_size) as guest:
+            volumes=args.volume, image=args.image, disk_size=args.disk_size,
+            network=args.network, publish=args.publish) as guest:
         size = os.get_terminal_size(0) if _is_tty(0) else os.terminal_size((80, 24))
         try:
             with console.attached(0):
@@ -511,7 +529,7 @@ def _up(args) -> int:
         _ensure_image(args.image)
     vm = RemoteVM.up(name=args.name, memory=args.memory, smp=args.smp, drives=args.drive,
                      snapshot=args.snapshot, volumes=args.volume, image=args.image,
-                     disk_size=args.disk_size)
+                     disk_size=args.disk_size, network=args.network, publish=args.publish)
     print(vm.name)
     return 0
 
@@ -576,7 +594,8 @@ def _snapshot(args) -> int:
 
 def _restore(args) -> int:
     from ..vmm.client import RemoteVM
-    print(RemoteVM.restore(args.path, name=args.name).name)
+    print(RemoteVM.restore(args.path, name=args.name, network=args.network,
+                           publish=args.publish).name)
     return 0
 
 

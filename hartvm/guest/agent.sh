@@ -23,6 +23,22 @@ find_ports() {
     [ -n "$control" ] && [ -n "$stdin" ] && [ -n "$stdout" ] && [ -n "$stderr" ] &&
         [ -n "$signal" ]
 }
+# The agent's own directory (init.sh says where): busybox and udhcpc's script.
+agent_dir=${HARTVM_DIR:-/lib/hartvm}
+unset HARTVM_DIR
+# The network card (vmm/network_card.py), after each plug into a passt: its
+# new MAC address ($1), then a lease from passt's DHCP server, which
+# udhcpc's script applies, with $2 as the resolver.
+network_up() {
+    for interface in /sys/class/net/*; do
+        interface=${interface##*/}
+        [ "$interface" != lo ] && break
+    done
+    ip link set "$interface" down
+    ip link set "$interface" address "$1" up &&
+        HARTVM_BUSYBOX=$agent_dir/busybox HARTVM_NAMESERVER=$2 udhcpc -i "$interface" \
+            -f -q -n -t 5 -T 1 -O mtu -s "$agent_dir/udhcpc"
+}
 tries=0
 until find_ports; do
     tries=$((tries + 1))

@@ -12,6 +12,8 @@ mount -t devtmpfs devtmpfs /dev
 mkdir /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
+# The loopback interface, as every Linux system has it up.
+ip link set lo up
 # Commands run in a cgroup of their own (see agent.sh): killed as one, all of
 # them, whatever they fork; a fork bomb meets a pids limit, not the agent's,
 # and with the cpu controller the whole cgroup weighs as much as one of the
@@ -30,11 +32,15 @@ if [ -e /sys/block/vda ]; then
     for module in $modules; do insmod "/lib/modules/$module"; done
 fi
 # Shared folders, only with a virtio-9p device (id 9): the host mounts them
-# per command (vmm/volumes.py).
+# per command (vmm/volumes.py). The network card's driver, only with a
+# virtio-net device (id 1): the agent brings it up (vmm/network_card.py).
 for id in /sys/bus/virtio/devices/*/device; do
     read -r id < "$id"
-    [ "$id" = 0x0009 ] || continue
-    read -r modules < /lib/modules/9p
+    case "$id" in
+    0x0009) read -r modules < /lib/modules/9p;;
+    0x0001) read -r modules < /lib/modules/net;;
+    *) continue;;
+    esac
     for module in $modules; do insmod "/lib/modules/$module"; done
 done
 read -r cmdline < /proc/cmdline
@@ -48,7 +54,7 @@ for word in $cmdline; do
 done
 # The agent, sourced, so that the shell's messages (exec: not found...) start
 # with "hartvm:"; then the machine powers off.
-start_agent='$0/busybox sh -c ". $0/agent" hartvm; echo "hartvm: the guest agent ended ($?); powering off" >&2; $0/busybox poweroff -f'
+start_agent='HARTVM_DIR=$0 $0/busybox sh -c ". $0/agent" hartvm; echo "hartvm: the guest agent ended ($?); powering off" >&2; $0/busybox poweroff -f'
 if [ -n "$root" ]; then
     # An image (vmm/images.py): its ext4 filesystem becomes the root, and
     # busybox and the agent come along in /run (a tmpfs, as in Debian), so
@@ -62,7 +68,7 @@ if [ -n "$root" ]; then
     fi
     mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /newroot/run
     mkdir /newroot/run/hartvm
-    cp /bin/busybox /lib/hartvm/agent /newroot/run/hartvm/
+    cp /bin/busybox /lib/hartvm/agent /lib/hartvm/udhcpc /newroot/run/hartvm/
     for mountpoint in /dev /proc /sys; do mount --move $mountpoint /newroot$mountpoint; done
     # A root disk larger than the image (--disk-size): the filesystem grows
     # to fill it, online, with the image's own resize2fs.

@@ -42,9 +42,16 @@ P9_MODULES = [
     "kernel/net/9p/9pnet_virtio.ko.xz",
     "kernel/fs/9p/9p.ko.xz",
 ]
+# The network card (devices/virtio/net.py), loaded when the board has one:
+# virtio_net needs the failover modules first.
+NET_MODULES = [
+    "kernel/net/core/failover.ko.xz",
+    "kernel/drivers/net/net_failover.ko.xz",
+    "kernel/drivers/net/virtio_net.ko.xz",
+]
 APPLET_NAME = re.compile(rb"\[|\[\[|[a-z0-9][a-z0-9_.\-]*")
 SIGNATURE_MARKER = b"~Module signature appended~\n"
-FORMAT = 3          # bump when the layout below changes
+FORMAT = 4          # bump when the layout below changes
 
 
 def _script(name: str) -> bytes:
@@ -67,12 +74,13 @@ def build(guest: GuestFiles) -> bytes:
             fs.symlink(f"bin/{applet}", "busybox")
     fs.file("init", _script("init.sh"), 0o755)
     fs.directory("lib/hartvm").file("lib/hartvm/agent", _script("agent.sh"), 0o755)
+    fs.file("lib/hartvm/udhcpc", _script("udhcpc.script"), 0o755)
     # init.sh finds busybox beside the agent (an image's root has its own /bin).
     fs.symlink("lib/hartvm/busybox", "../../bin/busybox")
     fs.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
     fs.file("etc/group", b"root:x:0:\n")
     for list_name, modules in (("boot", BOOT_MODULES), ("disk", DISK_MODULES),
-                               ("9p", P9_MODULES)):
+                               ("9p", P9_MODULES), ("net", NET_MODULES)):
         names = []
         for module in modules:
             path = guest.modules_dir / module
@@ -122,7 +130,7 @@ def default_initramfs(guest: GuestFiles, root: Path | None = None) -> Path:
     for path in (guest.busybox, guest.modules_dir):
         stat = path.stat()
         key.update(f"{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
-    for name in ("init.sh", "agent.sh"):
+    for name in ("init.sh", "agent.sh", "udhcpc.script"):
         key.update(_script(name))
     directory = Path(root or cache_root()) / "initramfs"
     path = directory / f"hartvm-{key.hexdigest()[:16]}.cpio"

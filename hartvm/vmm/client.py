@@ -23,6 +23,7 @@ from ..code_digest import code_digest
 from ..limits import check_harts, guest_memory_size
 from . import protocol, registry
 from .files import FileTransfer
+from .network import NONE as NO_NETWORK, check_mode, parse_publish_list
 from .results import CommandIO, CommandResult, CommandTimeout, GuestError
 from .volumes import parse_volumes
 
@@ -46,13 +47,18 @@ class RemoteVM(FileTransfer):
     @classmethod
     def up(cls, name: str | None = None, memory="256M", smp: int = 1, drives=(),
            snapshot=None, progress: bool = True, pool: bool = False,
-           volumes=(), image: str = "busybox", disk_size=None) -> "RemoteVM":
+           volumes=(), image: str = "busybox", disk_size=None,
+           network: str = NO_NETWORK, publish=()) -> "RemoteVM":
         """Start a VM in a process of its own (from ``snapshot`` if given, else the
         default guest) and return its handle once it answers. Its hostname is its
-        name. ``pool``: start the run pool (see RunPool) instead. ``volumes``:
-        host directories shared for the VM's life (volumes.py)."""
+        name. ``pool``: start the run pool (see RunPool) instead, with a network
+        card unplugged unless ``network`` is "none". ``volumes``: host
+        directories shared for the VM's life (volumes.py); ``network``,
+        ``publish``: its network and published ports (network.py)."""
         size = guest_memory_size(memory)
         check_harts(smp)
+        check_mode(network)
+        published = [str(port) for port in parse_publish_list(publish, network)]
         volumes = [volume.as_request() for volume in parse_volumes(volumes)]
         if snapshot is not None:
             snapshot = os.path.abspath(snapshot)
@@ -70,6 +76,7 @@ class RemoteVM(FileTransfer):
                   "memory": size, "smp": smp, "drives": drives, "pool": pool,
                   "volumes": volumes, "image": image,
                   "disk_size": limits.disk_size(disk_size),
+                  "network": network, "publish": published,
                   "hostname": "hartvm" if pool else name}
         try:
             with open(directory / registry.LOG, "ab") as log:
@@ -91,9 +98,10 @@ class RemoteVM(FileTransfer):
         return cls(name)
 
     @classmethod
-    def restore(cls, path, name: str | None = None) -> "RemoteVM":
+    def restore(cls, path, name: str | None = None, network: str = NO_NETWORK,
+                publish=()) -> "RemoteVM":
         """A VM process restored from the snapshot directory ``path``."""
-        return cls.up(name=name, snapshot=path)
+        return cls.up(name=name, snapshot=path, network=network, publish=publish)
 
     # --- requests -------------------------------------------------------------------
     def _connect(self, timeout: float | None = REQUEST_TIMEOUT) -> socket.socket:
@@ -179,6 +187,9 @@ class RemoteVM(FileTransfer):
                                          {protocol.OUT: io.stdout, protocol.ERR: io.stderr})
         if reply is None:
             raise GuestError(f"VM {self.name} went away while running {args[0]}")
+        if reply.get("network_error"):
+            print(f"hartvm: network: {reply['network_error']}; the guest's link is down",
+                  file=sys.stderr)
         try:
             status = _result(self.name, reply)["status"]
         except CommandTimeout as error:
@@ -214,17 +225,22 @@ class RunPool(RemoteVM):
     ``hartvm ps`` lists it and ``hartvm stop`` stops it like any VM."""
 
     def __init__(self, memory: int, smp: int = 1, realtime: bool = False, progress: bool = True,
-                 image: str = "busybox", disk_size: int | None = None):
+                 image: str = "busybox", disk_size: int | None = None,
+                 network: str = NO_NETWORK, publish=()):
+        check_mode(network)
+        self.published = [str(port) for port in parse_publish_list(publish, network)]
         suffix = "" if image == "busybox" else f"-{image}"
         suffix += "" if disk_size is None else f"-{disk_size >> 20}m"
+        suffix += "" if network == NO_NETWORK else "-net"
         super().__init__(f"run-pool-{memory >> 20}m-{smp}{suffix}")
         self.memory, self.smp, self.image, self.disk_size = memory, smp, image, disk_size
-        self.realtime, self.progress = realtime, progress
+        self.realtime, self.progress, self.network = realtime, progress, network
         self.digest = code_digest()
 
     def _run_fields(self) -> dict:
         return {"op": "run", "digest": self.digest, "hostname": "hartvm",
-                "realtime": self.realtime}
+                "realtime": self.realtime, "network": self.network,
+                "publish": self.published}
 
     def _connect(self, timeout: float | None = REQUEST_TIMEOUT) -> socket.socket:
         # A pool that has just answered "stale" is still exiting: its process
@@ -249,7 +265,7 @@ class RunPool(RemoteVM):
         try:
             RemoteVM.up(name=self.name, memory=self.memory, smp=self.smp,
                         progress=self.progress, pool=True, image=self.image,
-                        disk_size=self.disk_size)
+                        disk_size=self.disk_size, network=self.network)
         except HartvmError as error:
             if "exists already" not in str(error):
                 raise

@@ -42,7 +42,7 @@ from ..errors import HartvmError
 from ..exit_status import GUEST_FAILED as EXIT_FAILED, TIMEOUT as EXIT_TIMEOUT
 from . import protocol, registry
 from .results import CommandTimeout, GuestError, Interrupted
-from .vm import VM
+from .vm import VM, booted_snapshot
 from .volumes import from_request
 
 MAX_FORKS = 64
@@ -249,6 +249,7 @@ class Server:
             return send
 
         self.busy = True
+        network_error = self.vm.network_error
         try:
             result = self.vm.run(args, env=env, cwd=request.get("cwd"),
                                  timeout=float(timeout) if timeout else None,
@@ -257,8 +258,11 @@ class Server:
         finally:
             self.busy = False
             self.client = None
+        extra = {}
+        if self.vm.network_error and self.vm.network_error != network_error:
+            extra["network_error"] = self.vm.network_error    # passt ended during it
         self._reply(connection, ok=True, status=result.returncode,
-                    instructions=result.instructions)
+                    instructions=result.instructions, **extra)
 
     def _snapshot(self, request) -> str:
         path = request.get("path")
@@ -318,6 +322,12 @@ class Server:
             self.vm.clone_drives(self._disk_path(directory))
             os.write(ready_write, b"copied\n")
             self.vm.new_identity(name)
+            if self.vm.card is not None:
+                # The parent's passt stays the parent's: a clone gets its own, the
+                # same network without the published ports.
+                mode = self.vm.card.mode
+                self.vm.card.forget()
+                self.vm.plug_network(mode)
             clone = Server(self.vm, name, directory, parent=self.name)
             clone.start()
             os.write(ready_write, b"ok\n")
@@ -394,6 +404,9 @@ class PoolServer(Server):
             self.vm.new_identity(str(request.get("hostname", "hartvm")))
             self.vm.shared.ephemeral = True     # this VM ends with its command: no unmounts
             self.vm.io.realtime = bool(request.get("realtime"))
+            network = request.get("network", "none")
+            if network != "none":
+                self.vm.plug_network(network, _string_list(request.get("publish")))
             self._exec(connection, request)
         except HartvmError as error:
             self._reply(connection, error=str(error),
@@ -404,6 +417,12 @@ class PoolServer(Server):
             traceback.print_exc()
         finally:
             os._exit(0)
+
+
+def _string_list(value) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise HartvmError("bad request: a list of strings expected")
+    return value
 
 
 def _redirect_output(path: Path) -> None:
@@ -427,14 +446,23 @@ def main() -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # forks end on their own: no zombies
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
+        network, publish = config.get("network", "none"), config.get("publish", [])
         if config.get("snapshot"):
-            vm = VM.restore(config["snapshot"], hostname=config["hostname"])
+            vm = VM.restore(config["snapshot"], hostname=config["hostname"],
+                            network=network, publish=publish)
             vm.shared.mount(vm, from_request(config.get("volumes")), keep=True)
+        elif config.get("pool") and network != "none":
+            # The pool's VM has a network card, unplugged: each child plugs its own.
+            vm = VM.restore(booted_snapshot(config["memory"], config["smp"], False,
+                                            config.get("image", "busybox"),
+                                            config.get("disk_size"), network_card=True),
+                            hostname=config["hostname"])
         else:
             vm = VM(memory=config["memory"], smp=config["smp"], drives=config["drives"],
                     hostname=config["hostname"], progress=False,
                     volumes=from_request(config.get("volumes")),
-                    image=config.get("image", "busybox"), disk_size=config.get("disk_size"))
+                    image=config.get("image", "busybox"), disk_size=config.get("disk_size"),
+                    network=network, publish=publish)
         if config.get("pool"):
             server = PoolServer(vm, directory.name, directory, code_digest())
             server.listen()

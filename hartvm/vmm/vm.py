@@ -38,6 +38,8 @@ from .client import RemoteVM
 from .console_log import ConsoleLog
 from .files import FileTransfer
 from .flush import flush_guest
+from .network import NONE as NO_NETWORK, check_mode, new_mac, parse_publish_list
+from .network_card import NetworkCard
 from .registry import numbered
 from .shared_folders import SharedFolders
 from .results import CommandIO, CommandResult, CommandTimeout, GuestError, Interrupted
@@ -113,20 +115,22 @@ def check_hostname(hostname: str) -> None:
 
 
 def booted_snapshot(memory: int, harts: int, progress: bool = True,
-                    image: str = images.BUSYBOX, disk_size: int | None = None) -> Path:
+                    image: str = images.BUSYBOX, disk_size: int | None = None,
+                    network_card: bool = False) -> Path:
     """The cached snapshot of the guest ``image`` (with a root disk of
-    ``disk_size``) booted with ``memory`` bytes and ``harts`` harts (see
-    cache.py), made now if there is none yet."""
+    ``disk_size``, and a network card if asked) booted with ``memory`` bytes
+    and ``harts`` harts (see cache.py), made now if there is none yet."""
     guest = debian.default_guest(progress=progress)
     initrd = rootfs.default_initramfs(guest)
     found = images.find(image, progress, VM)
     path = cache.booted_snapshot_path((guest.kernel, guest.firmware, initrd), memory, harts,
-                                      found.name, f"{found.key}:{disk_size}")
+                                      found.name + ("+net" if network_card else ""),
+                                      f"{found.key}:{disk_size}")
     if cache.is_complete(path):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with VM(memory=memory, smp=harts, progress=progress, boot=True, image=image,
-            disk_size=disk_size) as vm:
+            disk_size=disk_size, network="user" if network_card else NO_NETWORK) as vm:
         if found.rootfs is not None:
             # Clones start with the snapshot's page cache: with python3's files
             # read once here, `python3 -c pass` in a clone reads no disk.
@@ -151,8 +155,11 @@ class VM(FileTransfer):
     skipped (needed when a person types to the guest). The guest's clock
     starts at the host's time and its kernel gets random bytes from the host,
     unless ``epoch_ns`` and ``rng_seed`` are given: with both (and no
-    ``realtime``), the same commands give the same results and instruction
-    counts every time.
+    ``realtime``, no network), the same commands give the same results and
+    instruction counts every time.
+    ``network``: "none" (no network card), "user" or "host" (network.py);
+    ``publish``: host ports forwarded to the guest, "[HOST_IP:]HOST_PORT:GUEST_PORT[/udp]".
+    A VM with a network runs in realtime: the outside world does not wait.
 
     A VM is built in one of two ways, each a named method: booted
     (``_build_for_boot``: firmware, kernel, initramfs, up to the agent's
@@ -168,8 +175,11 @@ class VM(FileTransfer):
     def __init__(self, memory="256M", smp: int = 1, drives=(), hostname: str = "hartvm",
                  realtime: bool = False, progress: bool = True, epoch_ns: int | None = None,
                  rng_seed: bytes | None = None, boot: bool = False,
-                 image: str = images.BUSYBOX, volumes=(), disk_size=None):
+                 image: str = images.BUSYBOX, volumes=(), disk_size=None,
+                 network: str = NO_NETWORK, publish=()):
         size = guest_memory_size(memory)
+        check_mode(network)
+        published = parse_publish_list(publish, network)
         check_harts(smp)
         check_hostname(hostname)
         check_clock_and_seed(epoch_ns, rng_seed)
@@ -178,17 +188,19 @@ class VM(FileTransfer):
         disk_size = limits.disk_size(disk_size)
         if disk_size is not None and image == images.BUSYBOX:
             raise HartvmError("--disk-size is the size of an image's root disk; busybox has none")
+        card = network != NO_NETWORK
         if drives or boot:
             self._build_for_boot(size, smp, drives, hostname, epoch_ns, rng_seed, progress,
-                                 image, disk_size)
+                                 image, disk_size, card)
         else:
             self._build_from_snapshot(
-                snapshot.load(booted_snapshot(size, smp, progress, image, disk_size)),
+                snapshot.load(booted_snapshot(size, smp, progress, image, disk_size, card)),
                 hostname, epoch_ns, rng_seed)
         # A boot's idle time is skipped either way: it is the same for every boot.
         self.io.realtime = realtime
         try:
             self.shared.mount(self, volumes, keep=True)
+            self.plug_network(network, published)
         except BaseException:
             self.close()
             raise
@@ -209,7 +221,9 @@ class VM(FileTransfer):
         self.service = None          # () -> bool, between rounds of a command (see server.py)
         self._cancel = False
         self.shared = SharedFolders()   # volumes (shared_folders.py): in every VM
+        self.card = None                # the network card (network_card.py), if any
         rng_seed = os.urandom(32) if rng_seed is None else bytes(rng_seed)
+        self._mac = new_mac(rng_seed)
         try:
             self.machine = Machine(
                 memory_size=size, harts=smp, io=self.io,
@@ -230,8 +244,13 @@ class VM(FileTransfer):
         for index, block in enumerate(self.blocks):
             board.attach_virtio(f"disk{index}", block)
 
+    def _attach_card(self) -> None:
+        """The network card, in the slot after the disks'."""
+        self.card = NetworkCard(self._mac)
+        self.machine.board.attach_virtio("net", self.card.device)
+
     def _build_for_boot(self, size, smp, drives, hostname, epoch_ns, rng_seed, progress,
-                        image: str, disk_size: int | None) -> None:
+                        image: str, disk_size: int | None, card: bool) -> None:
         """Boot the guest ``image`` (fetched or built on first use) up to its
         agent's READY. An image's root filesystem is the first disk,
         /dev/vda, read through an overlay of this VM's own; a ``disk_size``
@@ -256,6 +275,8 @@ class VM(FileTransfer):
         self._overlay_dir = overlay_dir
         self.image = found.name
         try:
+            if card:
+                self._attach_card()
             guest = debian.default_guest(progress=progress)
             initrd = rootfs.default_initramfs(guest)
             bootargs = BOOTARGS.format(hostname=hostname)
@@ -301,13 +322,39 @@ class VM(FileTransfer):
             for index, block in enumerate(blocks):
                 self.blocks.append(block)
                 self.machine.board.attach_virtio(f"disk{index}", block)
+            if vm_state.get("network_card"):
+                self._attach_card()
             snapshot.restore_machine(self.machine, saved)
+            if self.card is not None:
+                self.card.device.connect(None)     # unplugged, and the guest hears of it
             self.agent.ready = True
             self.hostname = saved_hostname
             self.new_identity(hostname, epoch_ns, rng_seed)
         except BaseException:
             self.close()
             raise
+
+    def plug_network(self, mode: str, publish=()) -> None:
+        """Plug the VM's network card into a new passt for ``mode`` ("user" or
+        "host"; "none" unplugs it), with ``publish``'s host ports forwarded to
+        the guest, and a new MAC address; the guest brings the interface up
+        before its next command. Idle guest time then passes in real time."""
+        self._check_usable()
+        check_mode(mode)
+        published = parse_publish_list(publish, mode)
+        if self.card is None:
+            if mode != NO_NETWORK:
+                raise HartvmError("this VM has no network card: it was started, or its "
+                                  "snapshot taken, with --network none")
+            return
+        self.card.plug(mode, published, self._mac, self.io)
+        if mode != NO_NETWORK:
+            self.io.realtime = True
+
+    @property
+    def network_error(self) -> str | None:
+        """Why the network went down while the VM ran (its passt ended), if it did."""
+        return None if self.card is None else self.card.error
 
     @property
     def runner(self) -> bytes:
@@ -339,6 +386,8 @@ class VM(FileTransfer):
                 block.close()
             self.blocks = []
             self.shared.close()         # fsync and close what the guest had open on volumes
+            if self.card is not None:
+                self.card.unplug()
             self.machine = None
             if self._overlay_dir is not None:
                 shutil.rmtree(self._overlay_dir, ignore_errors=True)
@@ -381,34 +430,48 @@ class VM(FileTransfer):
             raise HartvmError("a VM can be snapshotted only between commands")
         snapshot.save(path, self.machine, self.blocks,
                       ("vm", self.SAVE_VERSION, {"hostname": self.hostname,
-                                                 "image": self.image}), copy_drives)
+                                                 "image": self.image,
+                                                 "network_card": self.card is not None}),
+                      copy_drives)
 
     @classmethod
     def restore(cls, path, hostname: str | None = None, realtime: bool = False,
-                epoch_ns: int | None = None, rng_seed: bytes | None = None) -> "VM":
+                epoch_ns: int | None = None, rng_seed: bytes | None = None,
+                network: str = NO_NETWORK, publish=()) -> "VM":
         """A running VM from the snapshot directory ``path``, in milliseconds: its
         RAM is mapped copy-on-write, not read. The guest then gets a new identity
         as a clone must: ``hostname`` (default: the saved one), the wall-clock time
         and fresh entropy (its kernel reseeds through the VM generation ID, its
         virtio-rng gets a new seed). With ``epoch_ns`` and ``rng_seed`` given,
-        restores of one snapshot run the same commands identically."""
+        restores of one snapshot run the same commands identically.
+        ``network``, ``publish``: as for a new VM, if the snapshot's VM had a
+        network card (a new passt and MAC: connections do not survive)."""
         check_clock_and_seed(epoch_ns, rng_seed)
+        check_mode(network)
+        published = parse_publish_list(publish, network)
         self = cls.__new__(cls)
         self._build_from_snapshot(snapshot.load(path), hostname, epoch_ns, rng_seed)
         self.io.realtime = realtime
+        try:
+            self.plug_network(network, published)
+        except BaseException:
+            self.close()
+            raise
         return self
 
     @staticmethod
     def up(name: str | None = None, memory="256M", smp: int = 1, drives=(),
            snapshot=None, progress: bool = True, volumes=(),
-           image: str = images.BUSYBOX, disk_size=None) -> RemoteVM:
+           image: str = images.BUSYBOX, disk_size=None, network: str = NO_NETWORK,
+           publish=()) -> RemoteVM:
         """A long-running VM in a process of its own: returns its ``RemoteVM`` handle
         (see client.py), which has this class's ``run``, ``snapshot`` and ``fork``."""
         if snapshot is None:
             images.find(image, progress, VM)        # built here, with its progress shown
         return RemoteVM.up(name=name, memory=memory, smp=smp, drives=drives,
                            snapshot=snapshot, progress=progress, volumes=volumes,
-                           image=image, disk_size=disk_size)
+                           image=image, disk_size=disk_size, network=network,
+                           publish=publish)
 
     def fork(self, count: int = 1) -> list["VM"]:
         """``count`` clones of this VM in this process, each with its own identity.
@@ -431,6 +494,8 @@ class VM(FileTransfer):
                 clones.append(clone)
                 clone._overlay_dir = scratch.make(OVERLAY_PREFIX)
                 clone.clone_drives(clone._overlay_dir)
+                if self.card is not None:
+                    clone.plug_network(self.card.mode)      # its own passt, no ports
         except BaseException:
             for clone in clones:
                 clone.close()
@@ -481,12 +546,13 @@ class VM(FileTransfer):
         # checkpoint/restore knob; pid_max is 32768 for the guest's few harts).
         pid_seed = int.from_bytes(hashlib.sha256(b"last-pid" + seed).digest()[:4], "little")
         self._last_pid = FIRST_CLONE_PID + pid_seed % (PID_MAX - 2 * FIRST_CLONE_PID)
+        self._mac = new_mac(seed)          # for the next plug_network
         self._clock_to_set = True
 
     def apply_identity(self) -> None:
         """Set the new clock and hostname now rather than with the next command (for
         a guest that runs on its own: its daemons see them at once)."""
-        if self._clock_to_set:
+        if self._clock_to_set or (self.card is not None and self.card.script_due):
             self.run(["true"], check=True)
 
     def _set_identity(self, script: bytes) -> None:
@@ -503,13 +569,16 @@ class VM(FileTransfer):
 
     def _identity_script(self) -> bytes:
         """Shell lines that give the guest its wall-clock time, hostname and
-        process ids of its own."""
-        if not self._clock_to_set:
-            return b""
-        self._clock_to_set = False
-        seconds = self.machine.board.devices["rtc"].now() // 10**9
-        return (f"date -s @{seconds}; echo {self.hostname} >/proc/sys/kernel/hostname; "
-                f"echo {self._last_pid} >/proc/sys/kernel/ns_last_pid").encode()
+        process ids of its own, and bring its network card up once plugged."""
+        lines = []
+        if self._clock_to_set:
+            self._clock_to_set = False
+            seconds = self.machine.board.devices["rtc"].now() // 10**9
+            lines.append(f"date -s @{seconds}; echo {self.hostname} >/proc/sys/kernel/hostname; "
+                         f"echo {self._last_pid} >/proc/sys/kernel/ns_last_pid".encode())
+        if self.card is not None:
+            lines.append(self.card.pending_script())
+        return b"; ".join(line for line in lines if line)
 
     def cancel(self) -> None:
         """Kill the running command (from ``service``, when its client went away);

@@ -1,7 +1,7 @@
 """Random MMIO traffic to every device of the board never raises in the host.
 
 50,000 reads and writes of random sizes and values at random offsets in
-each device's range (and at the edges between them) go through the bus,
+each device's range, the virtio slots' too (and at the edges between them), go through the bus,
 as the run loop sends a guest's accesses. Each must either be served or be
 refused as an access fault; nothing may raise.
 """
@@ -9,9 +9,9 @@ refused as an access fault; nothing may raise.
 import random
 
 from hartvm import HostIO, Machine
-from hartvm.board.virt import MEMORY_MAP
 from hartvm.devices.virtio.blk import Block
 from hartvm.devices.virtio.console import VirtioConsole
+from hartvm.devices.virtio.net import VirtioNet
 from hartvm.devices.virtio.rng import Rng
 
 
@@ -22,11 +22,12 @@ def test_random_device_accesses(tmp_path):
     console = VirtioConsole()
     console.add_port(lambda data: None, console=True)
     console.add_port(lambda data: None, name="org.example.port")
-    for name, backend in (("disk0", Block(str(disk))), ("rng", Rng()), ("console", console)):
+    for name, backend in (("disk0", Block(str(disk))), ("rng", Rng()), ("console", console),
+                          ("net", VirtioNet(bytes.fromhex("525400000001")))):
         machine.board.attach_virtio(name, backend)
     bus = machine.board.bus
     rng = random.Random(7)
-    regions = [r for name, r in MEMORY_MAP.items() if name != "dram"]
+    regions = list(machine.board.regions.values())      # the table's and the virtio slots
     served = refused = 0
     for _ in range(50_000):
         region = rng.choice(regions)

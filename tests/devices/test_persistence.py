@@ -36,6 +36,8 @@ from hartvm.devices.virtio import mmio
 from hartvm.devices.virtio.blk import Block
 from hartvm.devices.virtio.console import VirtioConsole
 from hartvm.devices.virtio.mmio import VirtioMMIO
+from hartvm.devices.virtio import net
+from hartvm.devices.virtio.net import VirtioNet
 from hartvm.devices.virtio import p9server
 from hartvm.devices.virtio.p9 import F_MOUNT_TAG, VirtioP9
 from hartvm.devices.virtio.queue import F_EVENT_IDX
@@ -109,6 +111,10 @@ def make_console(outputs):
 
 def make_block(path):
     return Block(str(path))
+
+
+def make_net():
+    return VirtioNet(bytes.fromhex("525400abcdef"))
 
 
 def make_p9(directory):
@@ -603,6 +609,32 @@ class P9Rig(VirtioRig):
         self.device.backend.close()
 
 
+class NetRig(VirtioRig):
+    """Frames in flight and the back end do not survive a snapshot: a restored
+    card is unplugged (its link down), and its next frames are dropped."""
+    queues = 2
+
+    def make_backend(self, like):
+        return make_net()
+
+    def drive(self):
+        d = self.driver
+        d.negotiate(net.F_MAC | net.F_MTU | net.F_MRG_RXBUF | net.F_STATUS | F_EVENT_IDX)
+        d.setup_queue(net.RECEIVE)
+        d.setup_queue(net.TRANSMIT)
+        d.driver_ok()
+        d.offer(net.RECEIVE, (256, True))                       # waits for a frame
+        d.offer(net.TRANSMIT, (bytes(net.HEADER.size) + bytes(60), False))   # no link
+
+    def observe_backend(self):
+        d = self.driver
+        placed = d.offer(net.RECEIVE, (256, True))
+        d.offer(net.TRANSMIT, (bytes(net.HEADER.size) + bytes(60), False))
+        card = self.device.backend
+        return [d.used(net.RECEIVE), d.used(net.TRANSMIT), self.contents(placed),
+                card.config(), card.link]
+
+
 def _control(port, event, value):
     return vc.CONTROL.pack(port, event, value)
 
@@ -649,7 +681,7 @@ class ConsoleRig(VirtioRig):
 RIGS = {"rom": RomRig, "syscon": SysconRig, "goldfish_rtc": RtcRig, "aclint": AclintRig,
         "plic": PlicRig, "uart16550": UartRig, "vmgenid": VmgenidRig, "hart": HartRig,
         "virtio-rng": RngRig, "virtio-console": ConsoleRig, "virtio-blk": BlockRig,
-        "virtio-9p": P9Rig}
+        "virtio-9p": P9Rig, "virtio-net": NetRig}
 
 
 @pytest.fixture
@@ -891,6 +923,13 @@ HOSTILE = {
         "msize below the minimum": lambda s: {**s, "backend": {"msize": 100}},
         "msize past the maximum": lambda s: {**s, "backend": {"msize": 1 << 40}},
         "the blk's state": lambda s: {**s, "device_id": 2},
+    },
+    "virtio-net": {
+        "a multicast mac": lambda s: {**s, "backend": {"mac": b"\x01" + bytes(5)}},
+        "a mac of seven bytes": lambda s: {**s, "backend": {"mac": bytes(7)}},
+        "a mac as text": lambda s: {**s, "backend": {"mac": "52:54:00:12:34:56"}},
+        "the blk's state": lambda s: {**s, "device_id": 2},
+        "a third queue": lambda s: {**s, "queues": s["queues"] + s["queues"][:1]},
     },
     "virtio-blk": {
         "the rng's state": lambda s: {**s, "device_id": 4},

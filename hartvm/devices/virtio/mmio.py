@@ -294,6 +294,14 @@ class VirtioMMIO(Device):
             self.interrupt_status |= INTERRUPT_USED_BUFFER
             self._update_irq()
 
+    def config_changed(self) -> None:
+        """The device changed its configuration space on the host's initiative
+        (e.g. a network link going up): a new generation and an interrupt (4.2.2)."""
+        self.config_generation = (self.config_generation + 1) & 0xFFFFFFFF
+        if self.status & STATUS_DRIVER_OK:
+            self.interrupt_status |= INTERRUPT_CONFIG_CHANGE
+            self._update_irq()
+
     def _needs_reset(self, why: str) -> None:
         log.warning("virtio %s: %s; the device needs a reset",
                     type(self.backend).__name__, why)
