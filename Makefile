@@ -8,8 +8,9 @@ NEED := scripts/need-debian-packages
 CROSS_TOOLS := riscv64-linux-gnu-gcc=gcc-riscv64-linux-gnu riscv64-linux-gnu-objdump=binutils-riscv64-linux-gnu dtc=device-tree-compiler
 QEMU := qemu-system-riscv64=qemu-system-misc
 IMAGE_TOOLS := mmdebstrap=mmdebstrap fakeroot=fakeroot mke2fs=e2fsprogs
+NETWORK := passt=passt
 
-.PHONY: run demo test bench toolchain qemu images clean
+.PHONY: run demo test bench toolchain qemu images network clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,10 +36,13 @@ demo: $(VENV)/.installed build/hello.elf
 images:
 	@$(NEED) $(IMAGE_TOOLS)
 
-test: $(VENV)/.installed toolchain qemu images
+network:
+	@$(NEED) $(NETWORK)
+
+test: $(VENV)/.installed toolchain qemu images network
 	$(BIN)/python -m pytest -q
 
-bench: $(VENV)/.installed toolchain qemu
+bench: $(VENV)/.installed toolchain qemu network
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/run.py
 

@@ -28,16 +28,24 @@ agent_dir=${HARTVM_DIR:-/lib/hartvm}
 unset HARTVM_DIR
 # The network card (vmm/network_card.py), after each plug into a passt: its
 # new MAC address ($1), then a lease from passt's DHCP server, which
-# udhcpc's script applies, with $2 as the resolver.
+# udhcpc's script applies (and notes in /run/hartvm-lease), with $2 as the
+# resolver. passt's leases never end and every passt gives the same one
+# (network.py), so a clone keeps the lease its snapshot had and only says
+# its new address: passt learns the guest's MAC from the guest's frames, and
+# until then sends to the broadcast address, which the guest's TCP ignores.
+# With arp_notify, the kernel sends a gratuitous ARP when the address changes
+# (net/ipv4/devinet.c), with no process of ours.
 network_up() {
     for interface in /sys/class/net/*; do
         interface=${interface##*/}
         [ "$interface" != lo ] && break
     done
-    ip link set "$interface" down
-    ip link set "$interface" address "$1" up &&
+    echo 1 > "/proc/sys/net/ipv4/conf/$interface/arp_notify"
+    ip link set "$interface" address "$1" up || return
+    if ! [ -s /run/hartvm-lease ]; then
         HARTVM_BUSYBOX=$agent_dir/busybox HARTVM_NAMESERVER=$2 udhcpc -i "$interface" \
             -f -q -n -t 5 -T 1 -O mtu -s "$agent_dir/udhcpc"
+    fi
 }
 tries=0
 until find_ports; do

@@ -39,6 +39,11 @@ from .network import GATEWAY, GUEST_ADDRESS, HOST, NAMESERVER, PREFIX_LENGTH
 log = logging.getLogger("hartvm.vmm")
 
 PROGRAM = "passt"
+# passt's own address on the guest's link: QEMU's user networking answers
+# ARP for 10.0.2.2 as 52:55 and the address (libslirp's arp_input), and a
+# fixed one keeps the guest's ARP cache true across snapshots and hosts
+# (passt's default is the host interface's).
+GATEWAY_MAC = "52:55:0a:00:02:02"
 START_TIMEOUT = 10.0        # seconds passt may take to be ready
 STOP_TIMEOUT = 2.0          # seconds passt may take to end after its socket closed
 MAX_UNSENT = 1 << 20        # bytes of frames held for passt before the guest waits
@@ -51,7 +56,7 @@ def command(mode: str, published, fd: int, pid_file: Path) -> list[str]:
     """passt's command line (passt(1)) for a VM in ``mode`` with ``published`` ports."""
     args = [PROGRAM, "--foreground", "--quiet", "--fd", str(fd), "--pid", str(pid_file),
             "--ipv4-only", "--address", GUEST_ADDRESS, "--netmask", str(PREFIX_LENGTH),
-            "--gateway", GATEWAY, "--dns-forward", NAMESERVER]
+            "--gateway", GATEWAY, "--dns-forward", NAMESERVER, "--mac-addr", GATEWAY_MAC]
     if mode != HOST:
         # passt maps the gateway to the host's loopback unless told not to.
         args.append("--no-map-gw")

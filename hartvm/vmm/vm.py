@@ -131,9 +131,10 @@ def booted_snapshot(memory: int, harts: int, progress: bool = True,
     path.parent.mkdir(parents=True, exist_ok=True)
     with VM(memory=memory, smp=harts, progress=progress, boot=True, image=image,
             disk_size=disk_size, network="user" if network_card else NO_NETWORK) as vm:
-        if found.rootfs is not None:
+        if found.rootfs is not None or network_card:
             # Clones start with the snapshot's page cache: with python3's files
-            # read once here, `python3 -c pass` in a clone reads no disk.
+            # read once here, `python3 -c pass` in a clone reads no disk. And
+            # with the network card up and its lease taken (network_card.py).
             vm.run(["sh", "-c", "command -v python3 >/dev/null && python3 -c pass; true"])
         try:
             vm.snapshot(path)

@@ -619,7 +619,7 @@ class NetRig(VirtioRig):
 
     def drive(self):
         d = self.driver
-        d.negotiate(net.F_MAC | net.F_MTU | net.F_MRG_RXBUF | net.F_STATUS | F_EVENT_IDX)
+        d.negotiate(net.F_MAC | net.F_MTU | net.F_CSUM | net.F_STATUS | F_EVENT_IDX)
         d.setup_queue(net.RECEIVE)
         d.setup_queue(net.TRANSMIT)
         d.driver_ok()

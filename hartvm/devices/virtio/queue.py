@@ -116,29 +116,6 @@ class VirtQueue:
             raise BadChain("available index ran ahead of the queue size")
         return avail_idx
 
-    def available(self) -> int:
-        """How many chains the driver has made available and the device not taken."""
-        return (self._avail_idx() - self.last_avail) & 0xFFFF
-
-    def has_room(self, size: int) -> bool:
-        """Do the available chains offer ``size`` device-writable bytes? They are
-        walked, not taken (QEMU's virtqueue_avail_bytes), so that a received
-        frame is not begun in buffers that cannot hold it all."""
-        avail_idx = self._avail_idx()
-        index, room = self.last_avail, 0
-        while index != avail_idx and room < size:
-            head = self._u16(self.avail + 4 + 2 * (index % self.size))
-            room += self._chain(head).writable_size
-            index = (index + 1) & 0xFFFF
-        return room >= size
-
-    def want_notification(self) -> None:
-        """The device waits for more buffers: with EVENT_IDX, ask the driver to
-        notify when it makes the next one available (QEMU's
-        virtio_queue_set_notification); without, it always notifies."""
-        if self.event_idx:
-            self._set_u16(self.used + 4 + 8 * self.size, self._avail_idx())
-
     def next_chain(self):
         """The next available chain, or None when the driver has made none available."""
         avail_idx = self._avail_idx()
