@@ -44,7 +44,7 @@ network_up() {
     ip link set "$interface" address "$1" up || return
     if ! [ -s /run/hartvm-lease ]; then
         HARTVM_BUSYBOX=$agent_dir/busybox HARTVM_NAMESERVER=$2 udhcpc -i "$interface" \
-            -f -q -n -t 5 -T 1 -O mtu -s "$agent_dir/udhcpc"
+            -f -q -n -t 5 -T 1 -s "$agent_dir/udhcpc"
     fi
 }
 tries=0

@@ -65,23 +65,22 @@ class NetworkCard:
 
     def unplug(self) -> None:
         """End this card's passt (if it has one); the link goes down."""
-        if self.link is not None:
-            self.link.close()
-            self.link = None
-        if self.passt is not None:
-            self.passt.close()
-            self.passt = None
-        if self.device.link is not None:
-            self.device.connect(None)
-        self.mode, self.published = network.NONE, ()
+        self._let_go(end_passt=True)
 
     def forget(self) -> None:
         """In a forked child: drop the parent's passt without ending it."""
+        self._let_go(end_passt=False)
+
+    def _let_go(self, end_passt: bool) -> None:
         if self.link is not None:
             self.link.close()
             self.link = None
         if self.passt is not None:
-            self.passt.forget()
+            if end_passt:
+                self.passt.close()
+            else:
+                self.passt.forget()
             self.passt = None
-        self.device.connect(None)
+        if self.device.link is not None:
+            self.device.connect(None)
         self.mode, self.published = network.NONE, ()

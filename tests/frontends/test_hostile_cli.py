@@ -23,6 +23,8 @@ BAD_VALUES = {
                 "/tmp:/data:rx", "/tmp:/", "/tmp:/data:ro:x"],
     "_image_name": ["", "Debian", "../x", "a/b", "x" * 100, "no-such-image"],
     "_disk_size": ["", "abc", "0", "-1G", "3K", "9" * 30],
+    "_published": ["", "80", "a:80", "0:80", "70000:80", "8080:80/sctp", "1.2.3:80:80",
+                   "[::1]:80", "8080:80:90"],
 }
 BAD_PATHS = ["/dev/zero", "FIFO", "DIRECTORY", "/nonexistent/file", "EMPTY"]
 BAD_NAMES = ["", "../escape", "Upper Case", "x" * 100]
@@ -52,6 +54,8 @@ def _cases():
                 values = BAD_VALUES[action.type.__name__]
             elif option in PATH_OPTIONS:
                 values = BAD_PATHS
+            elif action.choices is not None:
+                values = ["", "NONE", "no-such-choice"]
             else:
                 continue
             for value in values:
