@@ -225,7 +225,14 @@ class QemuGuest:
             if stderr in ready:
                 self.stderr += stderr.recv(4096)
             if self.sockets["control"] in ready and status is None:
-                status = self._control_line(60)
+                data = self.sockets["control"].recv(4096)
+                if not data:
+                    raise RuntimeError("QEMU: the guest agent's control port closed")
+                self._control += data
+                while status is None and b"\n" in self._control:
+                    line, _, self._control = self._control.partition(b"\n")
+                    if not line.startswith(b"RUNNING "):   # its output channel: 0, the one here
+                        status = line.strip()
         elapsed = time.perf_counter() - started
         writer.join()
         if status != b"EXIT 0" or out != stdout_bytes:

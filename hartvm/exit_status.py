@@ -4,7 +4,8 @@ processes and their clients share them).
 ``boot``: the guest's own status when it ends through the test finisher or
 HTIF (0 for pass, and for a power-off), else one of the BOOT_* below.
 ``run``, ``exec``, ``shell``: the command's own status, else TIMEOUT or
-GUEST_FAILED, as ``timeout(1)`` and ``docker run`` report theirs.
+GUEST_FAILED, as ``timeout(1)`` and ``docker run`` report theirs. Ctrl-A X on
+a console (``boot``, ``shell``, ``exec -t``) ends with QUIT.
 """
 
 BAD_INPUT = 2            # missing or invalid file, bad size or option
@@ -16,4 +17,5 @@ TIMEOUT = 124            # run, exec: --timeout expired and the command was kill
 GUEST_FAILED = 125       # run, exec, shell: hartvm or the guest failed
 BROKEN_PIPE = 128 + 13   # stdout closed by its reader, as a shell reports SIGPIPE
 INTERRUPTED = 130        # Ctrl-C (128 + SIGINT)
+QUIT = 128 + 1           # Ctrl-A X on a console: the user hung up (as SIGHUP would)
 FAILED = 1               # the other commands: with a message

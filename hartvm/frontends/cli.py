@@ -26,7 +26,7 @@ from ..limits import DEFAULT_GUEST_MEMORY, DEFAULT_MEMORY, MAX_HARTS, disk_size,
 from ..vmm.results import CommandTimeout
 from ..vmm.network import MODES as NETWORK_MODES, parse_published
 from ..vmm.volumes import parse_volume
-from .console import QuitRequested, SerialConsole
+from .console import QuitRequested, SerialConsole, WindowSize
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,9 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print instructions executed and MIPS on stderr at exit")
     _run_parser(commands)
     shell = commands.add_parser(
-        "shell", help="an interactive shell in a fresh Debian guest",
-        description="Boot the default guest and open a login shell on its console "
-                    "(/dev/hvc0). Ctrl-A X quits; leaving the shell ends the VM.")
+        "shell", help="an interactive shell in a fresh guest, or in a running VM",
+        description="Open a login shell on the console (/dev/hvc0) of a fresh guest (the "
+                    "options below say which), or of the running VM NAME. The guest's "
+                    "terminal follows the size of yours. Leaving the shell ends a fresh "
+                    "guest; a running VM runs on. Ctrl-A X quits at once.",
+        epilog=f"Exit status: the shell's; {exit_status.QUIT} after Ctrl-A X.")
+    shell.add_argument("name", nargs="?", metavar="NAME",
+                       help="a running VM (hartvm up) instead of a fresh guest")
     _guest_options(shell)
     fetch = commands.add_parser(
         "fetch", help="download the default guest (Debian trixie riscv64) now",
@@ -200,6 +205,9 @@ def _vm_parsers(commands) -> None:
                f"it started are killed, the VM runs on); {exit_status.GUEST_FAILED} when the VM is "
                f"dead or fails. Commands for a VM that is running one wait their turn.")
     exec_.add_argument("name", metavar="NAME")
+    exec_.add_argument("--tty", "-t", action="store_true",
+                       help="run CMD on the guest's terminal, with yours in raw mode and its "
+                            "size followed (for vi, top, less); Ctrl-A X quits")
     _command_options(exec_)
     ps = commands.add_parser(
         "ps", help="list long-running VMs",
@@ -383,7 +391,7 @@ def _boot(args) -> int:
                                  max_instructions=args.max_instructions)
     except QuitRequested:
         print("\r\nhartvm: quit (Ctrl-A X)", file=sys.stderr)
-        return 0
+        return exit_status.QUIT
     except (HartvmError, KeyboardInterrupt):
         raise
     except Exception as error:  # a hartvm bug: say so, with the guest state to report
@@ -497,20 +505,34 @@ def _ctrl_c_kills_the_command(guest):
 
 
 def _shell(args) -> int:
+    if args.name is not None:
+        from ..vmm.client import RemoteVM
+        return _on_terminal(RemoteVM(args.name))
     from ..vmm.vm import VM
-    console = SerialConsole()
     with VM(memory=args.memory, smp=args.smp, drives=args.drive, realtime=True,
             volumes=args.volume, image=args.image, disk_size=args.disk_size,
             network=args.network, publish=args.publish) as guest:
-        size = os.get_terminal_size(0) if _is_tty(0) else os.terminal_size((80, 24))
+        return _on_terminal(guest)
+
+
+def _on_terminal(guest, argv=None, **options) -> int:
+    """A login shell (or ``argv``) on ``guest``'s terminal, with this one in raw
+    mode and its size followed; Ctrl-A X quits."""
+    console = SerialConsole()
+    with WindowSize(0) as window:
+        rows, columns = window.size()
         try:
             with console.attached(0):
-                return guest.shell(0, _writer_to(sys.stdout.buffer), rows=size.lines,
-                                   columns=size.columns, term=os.environ.get("TERM", "vt100"),
-                                   input_filter=console.filter_input)
+                return guest.shell(0, _writer_to(sys.stdout.buffer), rows=rows, columns=columns,
+                                   term=os.environ.get("TERM", "vt100"),
+                                   input_filter=console.filter_input, args=argv,
+                                   window=window, **options)
         except QuitRequested:
             print("\r\nhartvm: quit (Ctrl-A X)", file=sys.stderr)
-            return 0
+            return exit_status.QUIT
+        except CommandTimeout as error:
+            print(f"\r\nhartvm: {error}", file=sys.stderr)
+            return exit_status.TIMEOUT
 
 
 def _fetch(args) -> int:
@@ -536,7 +558,10 @@ def _up(args) -> int:
 
 def _exec(args) -> int:
     from ..vmm.client import RemoteVM
-    _command(args)
+    argv, env = _command(args)
+    if args.tty:
+        return _on_terminal(RemoteVM(args.name), argv, timeout=args.timeout, env=env,
+                            cwd=args.workdir)
     return _run_command(RemoteVM(args.name), args)
 
 

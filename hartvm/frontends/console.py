@@ -11,6 +11,7 @@ run ends badly) and notices a Linux kernel panic.
 
 import contextlib
 import os
+import signal
 import sys
 
 from ..vmm.console_log import ConsoleLog
@@ -21,6 +22,52 @@ HELP = (b"\r\nC-a x    exit\r\nC-a C-a  send C-a\r\nC-a h    this help\r\n")
 
 class QuitRequested(Exception):
     """The user typed Ctrl-A X."""
+
+
+class WindowSize:
+    """The size of the terminal on ``fd``, and a descriptor (``fd`` of this object)
+    that is readable once the window changed (SIGWINCH), so that a run loop
+    can pass the new size on, as ssh and QEMU's consoles do. Use as a context
+    manager (it installs the signal handler and restores the old one)."""
+
+    def __init__(self, terminal_fd: int = 0):
+        self.terminal_fd = terminal_fd
+        self.fd = self._write = -1
+        self._previous = None
+
+    def size(self) -> tuple[int, int]:
+        """(rows, columns), 24 x 80 when ``terminal_fd`` is no terminal; drains
+        the change notices."""
+        if self.fd >= 0:
+            try:
+                while os.read(self.fd, 64):
+                    pass
+            except (BlockingIOError, OSError):
+                pass
+        try:
+            size = os.get_terminal_size(self.terminal_fd)
+        except OSError:
+            return 24, 80
+        return size.lines, size.columns
+
+    def _changed(self, signum, frame) -> None:
+        try:
+            os.write(self._write, b"w")
+        except OSError:
+            pass            # full: a notice is waiting already
+
+    def __enter__(self) -> "WindowSize":
+        self.fd, self._write = os.pipe()
+        os.set_blocking(self.fd, False)
+        os.set_blocking(self._write, False)
+        self._previous = signal.signal(signal.SIGWINCH, self._changed)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGWINCH, self._previous or signal.SIG_DFL)
+        os.close(self.fd)
+        os.close(self._write)
+        self.fd = self._write = -1
 
 
 class SerialConsole(ConsoleLog):

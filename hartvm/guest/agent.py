@@ -20,8 +20,17 @@ binary-safe byte stream:
 - ``org.hartvm.stdin``: the command's stdin. The agent opens it for each
   command; the host's bytes are delivered once it is open, then the host
   closes its side and the command reads end of file.
-- ``org.hartvm.stdout`` and ``org.hartvm.stderr``: the command's output,
-  kept open by the agent and streamed to the host as the guest writes it.
+- ``org.hartvm.stdout`` and ``org.hartvm.stderr``, and ``...stdout1`` and
+  ``...stderr1`` to ``...3``: four output channels, each a pair of ports. The
+  agent opens a free channel for each command and says which (``RUNNING
+  <channel>``) before the command runs; the host takes output from that
+  channel only, until ``EXIT``. What a command leaves running in the
+  background keeps its channel open (Linux lets a port be opened once at a
+  time), so the next command gets another, and whatever the leftovers write
+  later is dropped instead of landing in a later command's output. When all
+  four are held the agent says ``HELD`` and runs the command with its output
+  to /dev/null (so that a command to end the leftovers still runs), and
+  the host says so on the command's stderr.
 
 The guest's writes reach the host in order, so all of a command's output has
 arrived when its ``EXIT`` line does. The status follows the shell: 127 for a
@@ -29,6 +38,7 @@ command that does not exist, 126 for one that cannot run, 128 + N for a
 command killed by signal N.
 """
 
+import functools
 import os
 import re
 
@@ -36,6 +46,9 @@ from ..devices.virtio.console import VirtioConsole
 from ..errors import HartvmError
 
 PORT_PREFIX = "org.hartvm."
+OUTPUT_CHANNELS = 4
+HELD_MESSAGE = (b"hartvm: this command's output is lost: processes that earlier commands left "
+                b"running hold all %d output channels\n" % OUTPUT_CHANNELS)
 ENV_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*\Z")
 MAX_CONTROL_LINE = 4096
 
@@ -104,9 +117,13 @@ class Agent:
     def __init__(self, console: VirtioConsole):
         self.control = console.add_port(self._control_output, name=PORT_PREFIX + "control")
         self.stdin = console.add_port(lambda data: None, name=PORT_PREFIX + "stdin")
-        self.stdout = console.add_port(self._stdout_output, name=PORT_PREFIX + "stdout")
-        self.stderr = console.add_port(self._stderr_output, name=PORT_PREFIX + "stderr")
         self.signal = console.add_port(lambda data: None, name=PORT_PREFIX + "signal")
+        for channel in range(OUTPUT_CHANNELS):
+            suffix = str(channel or "")
+            for stream in ("stdout", "stderr"):
+                console.add_port(functools.partial(self._output, channel, stream),
+                                 name=PORT_PREFIX + stream + suffix, output_only=True)
+        self.channel: int | None = None     # the running command's, once the agent said
         self.ready = False
         self.status: int | None = None      # the running command's exit status, once known
         self.error: str | None = None       # the agent said something it should not
@@ -122,7 +139,7 @@ class Agent:
             raise HartvmError("the guest agent is not ready for a command")
         if b"\n" in script:
             raise HartvmError("a script for the guest agent must be one line")
-        self.busy, self.status = True, None
+        self.busy, self.status, self.channel = True, None, None
         self.number += 1
         self._on_stdout, self._on_stderr = on_stdout, on_stderr
         self.control.send(b"RUN %d " % self.number + script + b"\n")
@@ -140,13 +157,13 @@ class Agent:
         if self.busy:
             self.signal.send(b"%d\n" % self.number)
 
-    def _stdout_output(self, data: bytes) -> None:
-        if self._on_stdout is not None:
-            self._on_stdout(data)
-
-    def _stderr_output(self, data: bytes) -> None:
-        if self._on_stderr is not None:
-            self._on_stderr(data)
+    def _output(self, channel: int, stream: str, data: bytes) -> None:
+        """The running command's output; anything else (what earlier commands left
+        running writes) is dropped."""
+        if channel == self.channel and self.busy:
+            sink = self._on_stdout if stream == "stdout" else self._on_stderr
+            if sink is not None:
+                sink(data)
 
     def _control_output(self, data: bytes) -> None:
         self._line += data
@@ -164,9 +181,15 @@ class Agent:
             self.ready = True
         elif verb == "SET-DONE":
             self.configured = True
+        elif verb == "RUNNING" and self.busy and argument.isdigit() and \
+                int(argument) < OUTPUT_CHANNELS:
+            self.channel = int(argument)
+        elif verb == "HELD" and self.busy:
+            if self._on_stderr is not None:
+                self._on_stderr(HELD_MESSAGE)
         elif verb == "EXIT" and self.busy and _small_number(argument):
             self.status = int(argument)
-            self.busy = False
+            self.busy, self.channel = False, None
             self._on_stdout = self._on_stderr = None
         else:
             self.error = f"the guest agent said {line[:100]!r}"

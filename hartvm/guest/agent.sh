@@ -1,12 +1,13 @@
 #!/bin/sh
 # The hartvm guest agent. It runs the host's commands; see hartvm/guest/agent.py
-# for the protocol. Five virtio-console ports, found by name:
+# for the protocol. Virtio-console ports, found by name:
 #   org.hartvm.control  lines both ways: READY, then RUN <number> <one-line script> /
-#                       EXIT <status>, and SET 0 <one-line script> / SET-DONE
+#                       RUNNING <channel> (or HELD), EXIT <status>, and
+#                       SET 0 <one-line script> / SET-DONE
 #   org.hartvm.signal   numbers of commands to kill (SIGKILL), one per line
 #   org.hartvm.stdin    the command's stdin (the host closes its side for EOF)
-#   org.hartvm.stdout   the command's stdout
-#   org.hartvm.stderr   the command's stderr
+#   org.hartvm.stdout, org.hartvm.stderr, and ...stdout1/stderr1 to 3: the
+#                       output channels: each command writes to a free one
 find_ports() {
     for dir in /sys/class/virtio-ports/*; do
         name=
@@ -15,9 +16,11 @@ find_ports() {
         case "$name" in
         org.hartvm.control) control=/dev/${dir##*/};;
         org.hartvm.stdin) stdin=/dev/${dir##*/};;
-        org.hartvm.stdout) stdout=/dev/${dir##*/};;
-        org.hartvm.stderr) stderr=/dev/${dir##*/};;
         org.hartvm.signal) signal=/dev/${dir##*/};;
+        org.hartvm.stdout | org.hartvm.stdout[1-9])
+            eval "stdout${name#org.hartvm.stdout}=/dev/${dir##*/}";;
+        org.hartvm.stderr | org.hartvm.stderr[1-9])
+            eval "stderr${name#org.hartvm.stderr}=/dev/${dir##*/}";;
         esac
     done
     [ -n "$control" ] && [ -n "$stdin" ] && [ -n "$stdout" ] && [ -n "$stderr" ] &&
@@ -53,7 +56,7 @@ until find_ports; do
     [ $tries -gt 500 ] && { echo "hartvm agent: no virtio-console ports" >&2; exit 1; }
     sleep 0.01
 done
-exec 3<>"$control" 4>"$stdout" 5>"$stderr" 6<"$signal"
+exec 3<>"$control" 6<"$signal"
 # Kills come on a port of their own, read in the background while a command
 # runs: "N" kills command number N, if it is the one running (its number and
 # pid are in /run/hartvm-command), with all its descendants. Command N runs
@@ -141,9 +144,29 @@ while read -r number <&6; do
 done &
 cd /root
 echo READY >&3
+# A free output channel for the next command: one whose ports nothing holds
+# open (what an earlier command left running keeps its channel; Linux lets a
+# port be opened once at a time, so a held one cannot be opened). Sets
+# channel, out and err; fails when every channel is held.
+open_channel() {
+    for channel in 0 1 2 3; do
+        suffix=${channel#0}
+        eval "out=\$stdout$suffix err=\$stderr$suffix"
+        [ -n "$out" ] && [ -n "$err" ] || continue
+        # true, not ":": a redirection that fails on a special builtin ends the shell.
+        true 2>/dev/null >"$out" && true 2>/dev/null >"$err" && return 0
+    done
+    return 1
+}
 while read -r verb number argument <&3; do
     case "$verb" in
     RUN)
+        if open_channel; then
+            echo "RUNNING $channel" >&3
+        else
+            echo HELD >&3
+            out=/dev/null err=/dev/null
+        fi
         # The command notes its number and pid for a kill, then runs in the
         # foreground, so that it keeps the default signal actions; it sees the
         # ports as fds 0-2 only, never the agent's own.
@@ -159,7 +182,7 @@ while read -r verb number argument <&3; do
             [ -e $cgroup/cgroup.procs ] && echo 0 > $cgroup/cgroup.procs   # itself, then all it forks
             exec 3>&- 6<&-
             eval "$argument"
-        ) >&4 2>&5 <"$stdin" 4>&- 5>&-   # stderr first: an error opening stdin reaches it
+        ) >"$out" 2>"$err" <"$stdin"     # stderr first: an error opening stdin reaches it
         status=$?
         release_background
         echo "EXIT $status" >&3

@@ -196,6 +196,29 @@ class RemoteVM(FileTransfer):
             raise io.timed_out(error, timeout) from None
         return io.result(status, reply.get("instructions", 0), check)
 
+    def shell(self, terminal_fd: int, output, rows: int = 24, columns: int = 80,
+              term: str = "vt100", input_filter=None, args=None, window=None,
+              timeout: float | None = None, env=None, cwd=None) -> int:
+        """``VM.shell`` in this VM: a login shell (or ``args``) on the guest's
+        terminal, with the keys of ``terminal_fd`` (through ``input_filter``)
+        and the ``window``'s sizes sent on as frames (protocol.py)."""
+        keys = input_filter or (lambda data: data)
+        request = {"op": "exec", "args": [str(arg) for arg in args or ["sh", "-l"]],
+                   "timeout": timeout,
+                   "env": {str(k): str(v) for k, v in (env or {}).items()},
+                   "cwd": None if cwd is None else str(cwd),
+                   "terminal": {"rows": rows, "columns": columns, "term": term,
+                                "login": args is None}, **self._run_fields()}
+        with self._connect() as sock:
+            sock.settimeout(None)
+            protocol.send_json(sock, protocol.REQUEST, request)
+            reply = _exchange_command_io(
+                sock, None, terminal_fd, {protocol.OUT: output},
+                encode=lambda data: protocol.frame(protocol.KEYS, keys(data)), window=window)
+        if reply is None:
+            raise GuestError(f"VM {self.name} went away during the terminal session")
+        return _result(self.name, reply)["status"]
+
     # --- a with block ------------------------------------------------------------------
     # A handle holds no connection (each request opens its own), so the only thing
     # a with block can end is the VM itself: on exit it is stopped, as e2b's
@@ -302,8 +325,11 @@ def _result(name: str, reply: dict) -> dict:
 
 
 def _exchange_command_io(sock, input: bytes | None, stdin_fd: int | None,
-                         sinks) -> dict | None:
-    """Send stdin while receiving output frames; the REPLY, or None if the VM went away."""
+                         sinks, encode=None, window=None) -> dict | None:
+    """Send stdin while receiving output frames; the REPLY, or None if the VM went away.
+    ``encode(bytes) -> bytes``: what stdin's bytes are sent as (a terminal's
+    KEYS frames); ``window``: a frontends.console.WindowSize, whose changes
+    are sent as RESIZE frames."""
     pending = bytearray(input or b"")
     stdin_open = stdin_fd is not None
     sending = True
@@ -314,15 +340,20 @@ def _exchange_command_io(sock, input: bytes | None, stdin_fd: int | None,
             sock.shutdown(socket.SHUT_WR)       # the command reads end of file
             sending = False
         readers = [sock] + ([stdin_fd] if stdin_open and len(pending) < MAX_STDIN_BUFFER else [])
+        readers += [window.fd] if window is not None and sending else []
         writers = [sock] if sending and pending else []
         readable, writable, _ = select.select(readers, writers, [])
+        if window is not None and window.fd in readable:
+            rows, columns = window.size()
+            pending += protocol.frame(protocol.RESIZE, json.dumps(
+                {"rows": rows, "columns": columns}).encode())
         if stdin_fd in readable:
             try:
                 data = os.read(stdin_fd, 65536)
             except OSError:
                 data = b""
             if data:
-                pending += data
+                pending += encode(data) if encode is not None else data
             else:
                 stdin_open = False
         if writable:

@@ -7,6 +7,11 @@ VM process answers with OUT and ERR frames (the command's stdout and
 stderr, raw) and ends with one REPLY frame (a JSON object: ``ok`` and the
 results, or ``error`` with the exit status a CLI should give).
 
+An ``exec`` with a ``terminal`` (``exec -t``, ``shell NAME``) runs on the
+guest's terminal instead, and what the client sends after the request is
+frames too (``TerminalInput`` reads them): KEYS (what is typed) and RESIZE
+(a JSON object with ``rows`` and ``columns``: the window changed).
+
 A frame is its kind (1 byte), the payload's length (u32, big-endian) and
 the payload. Importable without numpy, for the light commands.
 """
@@ -16,6 +21,9 @@ import socket
 import struct
 
 REQUEST, OUT, ERR, REPLY = b"Q", b"1", b"2", b"R"
+KEYS, RESIZE = b"0", b"W"          # a terminal's client to the VM process
+MAX_TERMINAL_FRAME = 1 << 16
+MAX_TERMINAL_SIZE = 1000           # rows or columns, at most
 HEADER = struct.Struct(">cI")
 MAX_FRAME = 16 << 20
 # A command's stdin and output stream through its connection. For a Unix
@@ -30,8 +38,12 @@ class ProtocolError(ConnectionError):
     """The other side broke the protocol or went away mid-frame."""
 
 
+def frame(kind: bytes, payload: bytes) -> bytes:
+    return HEADER.pack(kind, len(payload)) + payload
+
+
 def send_frame(sock, kind: bytes, payload: bytes) -> None:
-    sock.sendall(HEADER.pack(kind, len(payload)) + payload)
+    sock.sendall(frame(kind, payload))
 
 
 def widen(sock) -> None:
@@ -67,6 +79,49 @@ def recv_frame(sock) -> tuple[bytes, bytes]:
     if length > MAX_FRAME:
         raise ProtocolError(f"a frame of {length} bytes is too large")
     return kind, recv_exact(sock, length)
+
+
+def terminal_size(rows, columns) -> tuple[int, int]:
+    """A terminal's size from a client, checked (ProtocolError if it is none)."""
+    if not all(type(n) is int and 0 < n <= MAX_TERMINAL_SIZE for n in (rows, columns)):
+        raise ProtocolError(f"a terminal of {rows!r} x {columns!r}")
+    return rows, columns
+
+
+class TerminalInput:
+    """The VM process's end of a terminal client's frames, as an input filter: the
+    bytes of KEYS frames go on to the terminal, RESIZE frames to ``resize(rows,
+    columns)``. A client that breaks the framing gets its input ignored."""
+
+    def __init__(self, resize):
+        self.resize = resize
+        self.buffer = bytearray()
+        self.broken = False
+
+    def filter(self, data: bytes) -> bytes:
+        if self.broken:
+            return b""
+        self.buffer += data
+        keys = bytearray()
+        while len(self.buffer) >= HEADER.size:
+            kind, length = HEADER.unpack_from(self.buffer)
+            if length > MAX_TERMINAL_FRAME or kind not in (KEYS, RESIZE):
+                self.broken = True
+                self.buffer.clear()
+                break
+            if len(self.buffer) < HEADER.size + length:
+                break
+            payload = bytes(self.buffer[HEADER.size:HEADER.size + length])
+            del self.buffer[:HEADER.size + length]
+            if kind == KEYS:
+                keys += payload
+                continue
+            try:
+                size = decode_json(payload)
+                self.resize(*terminal_size(size.get("rows"), size.get("columns")))
+            except ProtocolError:
+                pass            # a bad size changes nothing
+        return bytes(keys)
 
 
 def decode_json(payload: bytes) -> dict:

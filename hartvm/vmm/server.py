@@ -250,19 +250,41 @@ class Server:
 
         self.busy = True
         network_error = self.vm.network_error
+        terminal = request.get("terminal")
         try:
-            result = self.vm.run(args, env=env, cwd=request.get("cwd"),
-                                 timeout=float(timeout) if timeout else None,
-                                 stdout=forward(protocol.OUT), stderr=forward(protocol.ERR),
-                                 stdin_fd=connection.fileno(), volumes=volumes)
+            if terminal is not None:
+                status, instructions = self._on_terminal(connection, request, terminal,
+                                                         forward(protocol.OUT)), 0
+            else:
+                result = self.vm.run(args, env=env, cwd=request.get("cwd"),
+                                     timeout=float(timeout) if timeout else None,
+                                     stdout=forward(protocol.OUT), stderr=forward(protocol.ERR),
+                                     stdin_fd=connection.fileno(), volumes=volumes)
+                status, instructions = result.returncode, result.instructions
         finally:
             self.busy = False
             self.client = None
         extra = {}
         if self.vm.network_error and self.vm.network_error != network_error:
             extra["network_error"] = self.vm.network_error    # passt ended during it
-        self._reply(connection, ok=True, status=result.returncode,
-                    instructions=result.instructions, **extra)
+        self._reply(connection, ok=True, status=status, instructions=instructions, **extra)
+
+    def _on_terminal(self, connection, request, terminal, output) -> int:
+        """``exec -t`` and ``shell NAME``: ``args`` (or a login shell) on the guest's
+        terminal; the client's keys and window sizes come as frames."""
+        if not isinstance(terminal, dict) or not isinstance(terminal.get("term"), str):
+            raise HartvmError("bad exec request: terminal")
+        try:
+            rows, columns = protocol.terminal_size(terminal.get("rows"), terminal.get("columns"))
+        except protocol.ProtocolError as error:
+            raise HartvmError(f"bad exec request: {error}") from None
+        frames = protocol.TerminalInput(self.vm.terminal.resize)
+        timeout = request.get("timeout")
+        return self.vm.shell(connection.fileno(), output, rows, columns, terminal["term"],
+                             input_filter=frames.filter,
+                             args=None if terminal.get("login") else request["args"],
+                             timeout=float(timeout) if timeout else None,
+                             env=request.get("env") or {}, cwd=request.get("cwd"))
 
     def _snapshot(self, request) -> str:
         path = request.get("path")

@@ -46,6 +46,7 @@ from .results import CommandIO, CommandResult, CommandTimeout, GuestError, Inter
 from .volumes import parse_volumes
 
 HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
+TERM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")      # a terminal type, as $TERM
 BOOTARGS = "console=ttyS0 quiet cryptomgr.notests hartvm.hostname={hostname}"
 # Booting to the agent takes about 0.6 billion instructions; a guest that has
 # not answered after this many is stuck.
@@ -700,19 +701,38 @@ class VM(FileTransfer):
 
     # --- an interactive shell -------------------------------------------------------
     def shell(self, terminal_fd: int, output, rows: int = 24, columns: int = 80,
-              term: str = "vt100", input_filter=None) -> int:
-        """A login shell on the guest's /dev/hvc0, connected to the host terminal
-        ``terminal_fd`` (in raw mode) and ``output``; returns its exit status."""
+              term: str = "vt100", input_filter=None, args=None, window=None,
+              timeout: float | None = None, env=None, cwd=None) -> int:
+        """A login shell (or the command ``args``, with ``env`` and ``cwd`` as for
+        ``run``) on the guest's terminal,
+        /dev/hvc0, as its controlling terminal, connected to the host terminal
+        ``terminal_fd`` (in raw mode) and ``output``; returns its exit status.
+        ``window``: a frontends.console.WindowSize whose changes resize the
+        guest's terminal as they come; ``timeout`` as for ``run``."""
+        if not TERM.fullmatch(term if isinstance(term, str) else ""):
+            raise HartvmError(f"bad terminal type {term!r}")
+        if args is not None:
+            # The command as ``run`` would run it, in a shell of its own on the terminal.
+            command = b"sh -c " + quote(command_script(list(args), env, cwd, self.runner))
+        else:
+            # A login shell, bash where the image has it.
+            command = b"$login -l"
         self.terminal.resize(rows, columns)
-        # bash where the image has it, started by the image's own setsid (see
-        # IMAGE_RUNNER: busybox's shell would prefer its own setsid and sh).
+        # Started by the image's own setsid (see IMAGE_RUNNER: busybox's shell
+        # would prefer its own setsid and sh).
         script = b"export TERM=" + quote(term.encode()) + \
             b"; login=sh; [ -x /bin/bash ] && login=bash" \
-            b"; " + (self.runner or b"exec ") + b"setsid -c $login -l </dev/hvc0 >/dev/hvc0 2>&1"
+            b"; " + (self.runner or b"exec ") + b"setsid -c " + command + \
+            b" </dev/hvc0 >/dev/hvc0 2>&1"
         self._terminal_output = output
+        resizes = None
+        if window is not None:
+            resizes = self.io.add_input(window.fd, lambda _: self.terminal.resize(*window.size()))
         try:
-            return self._execute(script, ["sh", "-l"], None, None, None, None, terminal_fd,
-                                 stdin_port=self.terminal,
+            return self._execute(script, list(args or ["sh", "-l"]), None, timeout, None, None,
+                                 terminal_fd, stdin_port=self.terminal,
                                  input_filter=input_filter).returncode
         finally:
             self._terminal_output = None
+            if resizes is not None:
+                self.io.remove_input(resizes)

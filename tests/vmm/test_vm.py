@@ -278,3 +278,22 @@ def test_background_processes_run_on_and_a_later_kill_spares_them(vm):
         vm.run(["sh", "-c", "while :; do :; done"], timeout=1)
     assert vm.run(["kill", "-0", pid]).returncode == 0     # still there
     vm.run(["kill", pid], check=True)
+
+
+def test_what_a_command_leaves_running_never_writes_into_a_later_command(vm):
+    """A background process keeps its command's output channel; what it writes
+    later is dropped, not mixed into the next command's output (issue 16, 7)."""
+    vm.run(["sh", "-c", "(sleep 1; echo LEAK; echo LEAK >&2) &"], check=True)
+    later = vm.run(["sh", "-c", "sleep 3; echo mine; echo theirs >&2"])
+    assert (later.stdout, later.stderr) == (b"mine\n", b"theirs\n")
+
+
+def test_with_every_output_channel_held_a_command_still_runs_and_says_so():
+    from hartvm.guest.agent import HELD_MESSAGE, OUTPUT_CHANNELS
+    with hartvm.VM(progress=False) as fresh:
+        for _ in range(OUTPUT_CHANNELS):
+            fresh.run(["sh", "-c", "sleep 1000 &"], check=True)
+        lost = fresh.run(["sh", "-c", "echo lost; killall sleep"])
+        assert lost.returncode == 0
+        assert (lost.stdout, lost.stderr) == (b"", HELD_MESSAGE)
+        assert fresh.run(["echo", "back"]).stdout == b"back\n"

@@ -42,6 +42,7 @@ log = logging.getLogger("hartvm.virtio")
 
 DEVICE_ID = 3
 QUEUE_SIZE = 128
+OUTPUT_ONLY_QUEUE = 2      # the receive queue of a port the host never writes to
 F_SIZE = 1 << 0          # console sizes, sent as RESIZE control messages
 F_MULTIPORT = 1 << 1
 MAX_PORTS = 31
@@ -64,9 +65,10 @@ class Port:
     ``on_open(bool)`` is told when the guest opens or closes the port."""
 
     def __init__(self, console: "VirtioConsole", port_id: int, name: str | None, is_console: bool,
-                 output, on_open=None):
+                 output, on_open=None, receive_queue: int = QUEUE_SIZE):
         self.console = console
         self.id = port_id
+        self.receive_queue = receive_queue
         self.name = name
         self.is_console = is_console
         self.output = output
@@ -166,19 +168,29 @@ class VirtioConsole(Backend):
         self._control_out = deque()      # control messages waiting for driver buffers
 
     def add_port(self, output, name: str | None = None, console: bool = False,
-                 on_open=None) -> Port:
-        """Declare a port (before the device is attached). Port 0 is the console."""
+                 on_open=None, output_only: bool = False) -> Port:
+        """Declare a port (before the device is attached). Port 0 is the console.
+        ``output_only``: the host never writes to it, so its receive queue is
+        small (Linux fills a port's receive queue with a page per entry)."""
         if self.transport is not None:
             raise ValueError("ports must be added before the device is attached")
         if len(self.ports) >= MAX_PORTS:
             raise ValueError(f"at most {MAX_PORTS} ports")
-        port = Port(self, len(self.ports), name, console, output, on_open)
+        port = Port(self, len(self.ports), name, console, output, on_open,
+                    OUTPUT_ONLY_QUEUE if output_only else QUEUE_SIZE)
         self.ports.append(port)
         return port
 
     @property
     def queue_sizes(self) -> tuple[int, ...]:
-        return (QUEUE_SIZE,) * (2 * max(len(self.ports), 1) + 2)
+        """Port 0's receive and transmit queues, the control queues, then each
+        further port's (5.3.2)."""
+        ports = self.ports or [None]
+        sizes = [ports[0].receive_queue if ports[0] else QUEUE_SIZE, QUEUE_SIZE,
+                 QUEUE_SIZE, QUEUE_SIZE]
+        for port in ports[1:]:
+            sizes += [port.receive_queue, QUEUE_SIZE]
+        return tuple(sizes)
 
     def config(self) -> bytes:
         # cols, rows, max_nr_ports, emerg_wr (5.3.4)
