@@ -22,15 +22,16 @@ binary-safe byte stream:
   closes its side and the command reads end of file.
 - ``org.hartvm.stdout`` and ``org.hartvm.stderr``, and ``...stdout1`` and
   ``...stderr1`` to ``...3``: four output channels, each a pair of ports. The
-  agent opens a free channel for each command and says which (``RUNNING
-  <channel>``) before the command runs; the host takes output from that
-  channel only, until ``EXIT``. What a command leaves running in the
-  background keeps its channel open (Linux lets a port be opened once at a
-  time), so the next command gets another, and whatever the leftovers write
+  host takes a command's output from one channel only, until ``EXIT``:
+  channel 0, which the agent keeps open, unless the agent says otherwise
+  (``RUNNING <channel>``) before the command runs. What a command leaves
+  running in the background keeps the channel it wrote to open (Linux lets
+  a port be opened once at a time), so from then on the agent opens a free
+  channel for each command and says which, and whatever the leftovers write
   later is dropped instead of landing in a later command's output. When all
   four are held the agent says ``HELD`` and runs the command with its output
-  to /dev/null (so that a command to end the leftovers still runs), and
-  the host says so on the command's stderr.
+  to /dev/null (so that a command to end the leftovers still runs), and the
+  host says so on the command's stderr.
 
 The guest's writes reach the host in order, so all of a command's output has
 arrived when its ``EXIT`` line does. The status follows the shell: 127 for a
@@ -123,7 +124,7 @@ class Agent:
             for stream in ("stdout", "stderr"):
                 console.add_port(functools.partial(self._output, channel, stream),
                                  name=PORT_PREFIX + stream + suffix, output_only=True)
-        self.channel: int | None = None     # the running command's, once the agent said
+        self.channel: int | None = None     # the running command's: 0 unless the agent says
         self.ready = False
         self.status: int | None = None      # the running command's exit status, once known
         self.error: str | None = None       # the agent said something it should not
@@ -139,7 +140,7 @@ class Agent:
             raise HartvmError("the guest agent is not ready for a command")
         if b"\n" in script:
             raise HartvmError("a script for the guest agent must be one line")
-        self.busy, self.status, self.channel = True, None, None
+        self.busy, self.status, self.channel = True, None, 0
         self.number += 1
         self._on_stdout, self._on_stderr = on_stdout, on_stderr
         self.control.send(b"RUN %d " % self.number + script + b"\n")
@@ -185,6 +186,7 @@ class Agent:
                 int(argument) < OUTPUT_CHANNELS:
             self.channel = int(argument)
         elif verb == "HELD" and self.busy:
+            self.channel = None
             if self._on_stderr is not None:
                 self._on_stderr(HELD_MESSAGE)
         elif verb == "EXIT" and self.busy and _small_number(argument):

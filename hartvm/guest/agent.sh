@@ -2,7 +2,7 @@
 # The hartvm guest agent. It runs the host's commands; see hartvm/guest/agent.py
 # for the protocol. Virtio-console ports, found by name:
 #   org.hartvm.control  lines both ways: READY, then RUN <number> <one-line script> /
-#                       RUNNING <channel> (or HELD), EXIT <status>, and
+#                       [RUNNING <channel> or HELD], EXIT <status>, and
 #                       SET 0 <one-line script> / SET-DONE
 #   org.hartvm.signal   numbers of commands to kill (SIGKILL), one per line
 #   org.hartvm.stdin    the command's stdin (the host closes its side for EOF)
@@ -56,7 +56,10 @@ until find_ports; do
     [ $tries -gt 500 ] && { echo "hartvm agent: no virtio-console ports" >&2; exit 1; }
     sleep 0.01
 done
-exec 3<>"$control" 6<"$signal"
+# Output channel 0 stays open on fds 4 and 5 while no command has left
+# anything running (the usual case: no port is opened per command).
+exec 3<>"$control" 4>"$stdout" 5>"$stderr" 6<"$signal"
+channel0_open=1
 # Kills come on a port of their own, read in the background while a command
 # runs: "N" kills command number N, if it is the one running (its number and
 # pid are in /run/hartvm-command), with all its descendants. Command N runs
@@ -131,6 +134,7 @@ release_background() {
     fi
     rounds=0
     while read -r pid < $cgroup/cgroup.procs && [ $rounds -lt 100 ]; do
+        left_running=1
         while read -r pid; do
             echo "$pid" > /sys/fs/cgroup/background/cgroup.procs
         done < $cgroup/cgroup.procs 2>/dev/null
@@ -144,10 +148,10 @@ while read -r number <&6; do
 done &
 cd /root
 echo READY >&3
-# A free output channel for the next command: one whose ports nothing holds
-# open (what an earlier command left running keeps its channel; Linux lets a
-# port be opened once at a time, so a held one cannot be opened). Sets
-# channel, out and err; fails when every channel is held.
+# A free output channel for the next command, once a command has left
+# something running (which keeps the channel it wrote to): one whose ports
+# nothing holds open (Linux lets a port be opened once at a time, so a held
+# one cannot be opened). Sets channel, out and err; fails when all are held.
 open_channel() {
     for channel in 0 1 2 3; do
         suffix=${channel#0}
@@ -158,33 +162,48 @@ open_channel() {
     done
     return 1
 }
+# The command notes its number and pid for a kill, then runs in the
+# foreground, so that it keeps the default signal actions; it sees the ports
+# as fds 0-2 only, never the agent's own. It redirects itself: redirections
+# on the call would be the agent's own while it waits, and its "Killed"
+# would land in the command's stderr.
+run_command() (
+    if [ -n "$channel0_open" ]; then
+        exec 2>&5 >&4
+    else
+        exec 2>"$err" >"$out"
+    fi
+    exec <"$stdin"          # after stderr: an error opening stdin reaches it
+    # Its pid, from builtins: /proc/self links to /proc/PID (reading
+    # /proc/self/stat with `read` costs a million instructions).
+    cd -P /proc/self && pid=${PWD#/proc/} && cd "$OLDPWD"
+    # Its number first: a late kill of the previous command must not find
+    # this one in the cgroup (a kill that comes before it joins misses, and
+    # the host asks again).
+    echo "$number $pid" >/run/hartvm-command
+    cgroup_of "$number"
+    [ -e $cgroup/cgroup.procs ] && echo 0 > $cgroup/cgroup.procs   # itself, then all it forks
+    exec 3>&- 4>&- 5>&- 6<&-
+    eval "$argument"
+)
 while read -r verb number argument <&3; do
     case "$verb" in
     RUN)
-        if open_channel; then
-            echo "RUNNING $channel" >&3
-        else
-            echo HELD >&3
-            out=/dev/null err=/dev/null
+        left_running=
+        if [ -z "$channel0_open" ]; then
+            if open_channel; then
+                echo "RUNNING $channel" >&3
+            else
+                echo HELD >&3
+                out=/dev/null err=/dev/null
+            fi
         fi
-        # The command notes its number and pid for a kill, then runs in the
-        # foreground, so that it keeps the default signal actions; it sees the
-        # ports as fds 0-2 only, never the agent's own.
-        (
-            # Its pid, from builtins: /proc/self links to /proc/PID (reading
-            # /proc/self/stat with `read` costs a million instructions).
-            cd -P /proc/self && pid=${PWD#/proc/} && cd "$OLDPWD"
-            # Its number first: a late kill of the previous command must not
-            # find this one in the cgroup (a kill that comes before it joins
-            # misses, and the host asks again).
-            echo "$number $pid" >/run/hartvm-command
-            cgroup_of "$number"
-            [ -e $cgroup/cgroup.procs ] && echo 0 > $cgroup/cgroup.procs   # itself, then all it forks
-            exec 3>&- 6<&-
-            eval "$argument"
-        ) >"$out" 2>"$err" <"$stdin"     # stderr first: an error opening stdin reaches it
+        run_command
         status=$?
         release_background
+        # What it left running keeps channel 0: from now on each command opens one.
+        [ -n "$left_running" ] && [ -n "$channel0_open" ] && exec 4>&- 5>&- &&
+            channel0_open=
         echo "EXIT $status" >&3
         ;;
     SET)

@@ -307,6 +307,9 @@ class VM(FileTransfer):
             image = images.check_name(vm_state.get("image", images.BUSYBOX))
         except HartvmError as error:
             raise snapshot.SnapshotError(f"{saved.directory}: {error}") from None
+        network_card = vm_state.get("network_card", False)
+        if not isinstance(network_card, bool):
+            raise snapshot.SnapshotError(f"{saved.directory}: bad network_card in the vm section")
         hostname = saved_hostname if hostname is None else hostname
         check_hostname(hostname)
         memory_fd = saved.open_memory()
@@ -324,7 +327,7 @@ class VM(FileTransfer):
             for index, block in enumerate(blocks):
                 self.blocks.append(block)
                 self.machine.board.attach_virtio(f"disk{index}", block)
-            if vm_state.get("network_card"):
+            if network_card:
                 self._attach_card()
             snapshot.restore_machine(self.machine, saved)
             if self.card is not None:

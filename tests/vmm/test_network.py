@@ -339,3 +339,18 @@ def test_in_process_forks_get_their_own_passt(host_vm, files):
         for clone in clones:
             clone.close()
     assert all(clone.card.passt is None for clone in clones)
+
+
+def test_a_snapshot_whose_network_card_flag_is_not_a_bool_is_refused(tmp_path):
+    import numpy as np
+    from hartvm.vmm import snapshot
+    with hartvm.VM(progress=False) as plain:
+        plain.snapshot(tmp_path / "snap")
+    sections = snapshot.read_state(tmp_path / "snap")
+    version, vm_state = sections["vm"]
+    for hostile in (np.zeros(4, np.int64), "yes", 1):
+        sections["vm"] = (version, {**vm_state, "network_card": hostile})
+        snapshot.write_state(tmp_path / "snap" / "state",
+                             [(name, v, value) for name, (v, value) in sections.items()])
+        with pytest.raises(hartvm.SnapshotError, match="network_card"):
+            hartvm.VM.restore(tmp_path / "snap")
