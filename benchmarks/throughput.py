@@ -207,7 +207,7 @@ class QemuGuest:
         """Run ``argv`` through the agent: seconds from RUN until its EXIT and
         ``stdout_bytes`` of output have come. ``stdin_bytes`` zeros are sent, then
         (if ``close_stdin``) the host side of stdin is closed: the guest reads EOF."""
-        from hartvm.guest.agent import command_script
+        from hartvm.guest.command import command_script
 
         self.number += 1
         started = time.perf_counter()

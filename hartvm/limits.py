@@ -1,7 +1,7 @@
 """Sizes, limits and defaults, each defined once; importable without numpy or
 numba, so that light commands (``hartvm exec``, ``ps``, ``stop``) start fast."""
 
-from .errors import HartvmError
+from .errors import HartvmError, quoted
 
 MAX_HARTS = 64
 MIN_MEMORY = 1 << 20              # any machine (``hartvm boot``)
@@ -20,7 +20,7 @@ def parse_size(text: str) -> int:
     if cleaned and cleaned[-1] in units:
         number, unit = cleaned[:-1], cleaned[-1]
     if not number.isdigit():
-        raise HartvmError(f"bad size {text!r}: use a number with an optional K, M or G suffix")
+        raise HartvmError(f"bad size {quoted(text)}: use a number with an optional K, M or G suffix")
     return int(number) * units[unit]
 
 
@@ -28,7 +28,7 @@ def memory_size(memory, minimum: int = MIN_MEMORY) -> int:
     """RAM given as "256M" or bytes, checked: whole pages, ``minimum`` to MAX_MEMORY."""
     size = parse_size(memory) if isinstance(memory, str) else memory
     if type(size) is not int or not minimum <= size <= MAX_MEMORY or size % PAGE_SIZE:
-        raise HartvmError(f"bad memory size {memory!r}: must be a multiple of 4 KiB between "
+        raise HartvmError(f"bad memory size {quoted(memory)}: must be a multiple of 4 KiB between "
                           f"{minimum >> 20}M and {MAX_MEMORY >> 40}T")
     return size
 
@@ -48,11 +48,11 @@ def disk_size(size) -> int | None:
         return None
     value = parse_size(size) if isinstance(size, str) else size
     if type(value) is not int or not 0 < value <= MAX_DISK or value % (1 << 20):
-        raise HartvmError(f"bad disk size {size!r}: whole MiB, at most {MAX_DISK >> 40}T")
+        raise HartvmError(f"bad disk size {quoted(size)}: whole MiB, at most {MAX_DISK >> 40}T")
     return value
 
 
 def check_harts(harts) -> int:
     if type(harts) is not int or not 1 <= harts <= MAX_HARTS:
-        raise HartvmError(f"bad hart count {harts!r}: must be 1 to {MAX_HARTS}")
+        raise HartvmError(f"bad hart count {quoted(harts)}: must be 1 to {MAX_HARTS}")
     return harts

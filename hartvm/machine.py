@@ -24,6 +24,8 @@ and a device tree the way QEMU's virt machine does (board/boot.py).
 
 import enum
 import hashlib
+import os
+import stat
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,7 +37,8 @@ from .cpu.hart import Hart
 from .cpu.trap import effective_mip
 from .devices.htif import HTIF
 from .hostio import HostIO
-from .errors import HartvmError
+from .errors import HartvmError, quoted
+from . import limits
 from .limits import DEFAULT_MEMORY, check_harts
 from .loader.image import load_file
 
@@ -63,6 +66,18 @@ class RunResult:
     instructions: int = 0
 
 
+def _check_memory_file(fd, size: int) -> None:
+    """``memory_fd`` must be an open file of exactly the RAM's size."""
+    if type(fd) is not int or not 0 <= fd < 1 << 31:
+        raise HartvmError(f"bad memory_fd {quoted(fd)}: an open file descriptor")
+    try:
+        info = os.fstat(fd)
+    except OSError as error:
+        raise HartvmError(f"bad memory_fd {fd}: {error.strerror}") from None
+    if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+        raise HartvmError(f"bad memory_fd {fd}: not a regular file of {size} bytes")
+
+
 class Machine:
     def __init__(self, memory_size: int = DEFAULT_MEMORY, harts: int = 1, io: HostIO | None = None,
                  rtc_epoch_ns: int = DEFAULT_RTC_EPOCH_NS, rng_seed: bytes = DEFAULT_RNG_SEED,
@@ -73,6 +88,15 @@ class Machine:
         ``memory_fd``: a file with the RAM's initial content (a snapshot's),
         mapped copy-on-write."""
         check_harts(harts)
+        memory_size = limits.memory_size(memory_size)
+        if io is not None and not isinstance(io, HostIO):
+            raise HartvmError(f"io must be a HostIO, not a {type(io).__name__}")
+        if type(rtc_epoch_ns) is not int or not 0 <= rtc_epoch_ns < 1 << 63:
+            raise HartvmError(f"bad rtc_epoch_ns {quoted(rtc_epoch_ns)}: nanoseconds since 1970")
+        if not isinstance(rng_seed, (bytes, bytearray)):
+            raise HartvmError(f"rng_seed must be bytes, not a {type(rng_seed).__name__}")
+        if memory_fd is not None:
+            _check_memory_file(memory_fd, memory_size)
         self.io = io or HostIO()
         self._exit_status: int | None = None
         self._reset_requested = False
@@ -160,7 +184,7 @@ class Machine:
         if not isinstance(sleeping, list) or len(sleeping) != len(self.harts):
             raise ValueError("bad list of sleeping harts")
         if state.get("virtio") != list(self.board.virtio):
-            raise ValueError(f"virtio devices {state.get('virtio')!r} in their slots, this "
+            raise ValueError(f"virtio devices {quoted(state.get('virtio'))} in their slots, this "
                              f"machine has {list(self.board.virtio)}")
         self.sleeping = [bool(value) for value in sleeping]
         self._blobs = []               # nothing to reboot from (see run)
@@ -175,6 +199,12 @@ class Machine:
             max_instructions: int | None = None) -> RunResult:
         """Run until the guest ends, ``until()`` is true (checked between rounds
         and on wake-ups), every hart waits forever, or ``max_instructions``."""
+        if max_instructions is not None and (type(max_instructions) is not int or
+                                             max_instructions < 0):
+            # (an int only: a float would compile the hart loop again for floats)
+            raise HartvmError(f"bad max_instructions {quoted(max_instructions)}: 0 or more")
+        if until is not None and not callable(until):
+            raise HartvmError(f"until must be a callable, not a {type(until).__name__}")
         start = self.instructions
         self._until = until
         try:

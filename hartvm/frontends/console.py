@@ -36,7 +36,8 @@ class WindowSize:
         self._previous = None
 
     def size(self) -> tuple[int, int]:
-        """(rows, columns), 24 x 80 when ``terminal_fd`` is no terminal; drains
+        """(rows, columns), 24 x 80 when ``terminal_fd`` is no terminal (or one
+        without a size); drains
         the change notices."""
         if self.fd >= 0:
             try:
@@ -48,7 +49,8 @@ class WindowSize:
             size = os.get_terminal_size(self.terminal_fd)
         except OSError:
             return 24, 80
-        return size.lines, size.columns
+        # A terminal that was never given a size says 0 x 0 (a bare pty): the default.
+        return min(size.lines, 0xFFFF) or 24, min(size.columns, 0xFFFF) or 80
 
     def _changed(self, signum, frame) -> None:
         try:

@@ -17,11 +17,14 @@ import subprocess
 import sys
 import time
 
-from ..errors import HartvmError
+from ..errors import HartvmError, shown
+from .arguments import (check_command_io, check_terminal, check_timeout, checked_filter,
+                        command_words, path_argument)
+from ..hostfile import drive_specs
 from .. import exit_status, limits
 from ..code_digest import code_digest
 from ..limits import check_harts, guest_memory_size
-from . import protocol, registry
+from . import images, protocol, registry
 from .files import FileTransfer
 from .network import NONE as NO_NETWORK, check_mode, parse_publish_list
 from .results import CommandIO, CommandResult, CommandTimeout, GuestError
@@ -60,22 +63,25 @@ class RemoteVM(FileTransfer):
         check_mode(network)
         published = [str(port) for port in parse_publish_list(publish, network)]
         volumes = [volume.as_request() for volume in parse_volumes(volumes)]
+        images.check_name(image)
+        disk_size = limits.disk_size(disk_size)
+        drives = [_absolute_drive(spec) for spec in drive_specs(drives)]
+        # Everything is checked before the name is claimed: a refusal leaves nothing.
         if snapshot is not None:
-            snapshot = os.path.abspath(snapshot)
+            snapshot = os.path.abspath(path_argument(snapshot, "snapshot"))
             if not os.path.isdir(snapshot):
-                raise HartvmError(f"{snapshot}: no such snapshot directory")
+                raise HartvmError(f"{shown(snapshot)}: no such snapshot directory")
         else:
             # Imported here, not above: this module must stay light for `hartvm run`
             # and `exec` (the Debian fetcher is needed only to start a new guest).
             from ..guest import debian
             debian.default_guest(progress=progress)     # a first download shows its progress
-        drives = [_absolute_drive(spec) for spec in drives]
         name, directory = registry.claim(name)
         ready_read, ready_write = os.pipe()
         config = {"directory": str(directory), "ready_fd": ready_write, "snapshot": snapshot,
                   "memory": size, "smp": smp, "drives": drives, "pool": pool,
                   "volumes": volumes, "image": image,
-                  "disk_size": limits.disk_size(disk_size),
+                  "disk_size": disk_size,
                   "network": network, "publish": published,
                   "hostname": "hartvm" if pool else name}
         try:
@@ -101,6 +107,7 @@ class RemoteVM(FileTransfer):
     def restore(cls, path, name: str | None = None, network: str = NO_NETWORK,
                 publish=()) -> "RemoteVM":
         """A VM process restored from the snapshot directory ``path``."""
+        path_argument(path, "snapshot")         # (up() without one would boot a new VM)
         return cls.up(name=name, snapshot=path, network=network, publish=publish)
 
     # --- requests -------------------------------------------------------------------
@@ -138,7 +145,8 @@ class RemoteVM(FileTransfer):
 
     def snapshot(self, path) -> None:
         """Pause the VM, save it as the snapshot directory ``path``, resume it."""
-        self._request("snapshot", timeout=None, path=os.path.abspath(path))
+        self._request("snapshot", timeout=None,
+                      path=os.path.abspath(path_argument(path, "snapshot path")))
 
     def fork(self, count: int = 1) -> list["RemoteVM"]:
         """``count`` running clones of this VM, sharing its memory copy-on-write."""
@@ -168,15 +176,11 @@ class RemoteVM(FileTransfer):
         """Run a command in the VM, as ``VM.run`` does."""
         if isinstance(args, (str, bytes)):
             args = ["sh", "-c", args]
-        args = [os.fsdecode(arg) if isinstance(arg, bytes) else str(arg) for arg in args]
-        if not args:
-            raise HartvmError("no command given")
+        args, env, cwd = command_words(list(args), env, cwd)
         io = CommandIO(args, input, text, encoding, errors, stdout, stderr)
-        if io.input is not None and not isinstance(io.input, (bytes, bytearray, memoryview)):
-            raise HartvmError(f"input must be bytes, not a {type(io.input).__name__}")
-        request = {"op": "exec", "args": args, "timeout": timeout,
-                   "env": {str(k): str(v) for k, v in (env or {}).items()},
-                   "cwd": None if cwd is None else str(cwd), **self._run_fields()}
+        check_command_io(io.input, timeout, io.stdout, io.stderr, stdin_fd)
+        request = {"op": "exec", "args": args, "timeout": timeout, "env": env, "cwd": cwd,
+                   **self._run_fields()}
         if volumes:
             request["volumes"] = [volume.as_request() for volume in parse_volumes(volumes)]
         with self._connect() as sock:
@@ -202,13 +206,14 @@ class RemoteVM(FileTransfer):
         """``VM.shell`` in this VM: a login shell (or ``args``) on the guest's
         terminal, with the keys of ``terminal_fd`` (through ``input_filter``)
         and the ``window``'s sizes sent on as frames (protocol.py)."""
-        keys = input_filter or (lambda data: data)
-        request = {"op": "exec", "args": [str(arg) for arg in args or ["sh", "-l"]],
-                   "timeout": timeout,
-                   "env": {str(k): str(v) for k, v in (env or {}).items()},
-                   "cwd": None if cwd is None else str(cwd),
+        check_terminal(terminal_fd, output, rows, columns, term, input_filter, window)
+        check_timeout(timeout)
+        login = args is None
+        args, env, cwd = command_words(list(args or ["sh", "-l"]), env, cwd)
+        keys = checked_filter(input_filter) if input_filter else (lambda data: data)
+        request = {"op": "exec", "args": args, "timeout": timeout, "env": env, "cwd": cwd,
                    "terminal": {"rows": rows, "columns": columns, "term": term,
-                                "login": args is None}, **self._run_fields()}
+                                "login": login}, **self._run_fields()}
         with self._connect() as sock:
             sock.settimeout(None)
             protocol.send_json(sock, protocol.REQUEST, request)

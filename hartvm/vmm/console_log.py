@@ -11,6 +11,8 @@ line that looks like one of hartvm's own.
 
 import collections
 
+from ..errors import escape
+
 PANIC_END = b"---[ end Kernel panic"
 MAX_PARTIAL = 4096
 MAX_MIRROR = 16 << 20     # console bytes a VM process keeps in its log file at most
@@ -71,9 +73,3 @@ class ConsoleLog:
             return message
         return message + "\nlast console lines of the guest:\n" + \
             "\n".join("  guest | " + escape(line) for line in lines)
-
-
-def escape(line: str) -> str:
-    """Control characters (C0, DEL, C1) as Python escapes; tabs stay."""
-    return "".join(c if c == "\t" or c.isprintable() else
-                   (repr(c)[1:-1] if ord(c) < 0x100 else f"\\u{ord(c):04x}") for c in line)

@@ -24,9 +24,9 @@ import shutil
 import tarfile
 import tempfile
 
-from ..errors import HartvmError
+from ..errors import HartvmError, escape, shown
 from ..hostfile import open_checked
-from .console_log import escape
+from .arguments import path_argument
 
 # Guest side of copy_to_guest (argv: destination, source name, mode or "dir",
 # "1" to copy a directory's contents). The destination is a directory: the
@@ -91,6 +91,9 @@ class FileTransfer:
     def get_file(self, guest_path: str, destination=None) -> bytes:
         """The content of ``guest_path`` in the guest (also written to the host
         path ``destination`` if given)."""
+        if destination is not None:
+            # (open() would take an int for a descriptor of the host's, and close it.)
+            destination = path_argument(destination, "destination")
         result = self.run(["cat", "--", guest_path])
         if result.returncode != 0:
             raise HartvmError(f"cannot read {guest_path} in the guest: {_last_line(result)}")
@@ -99,7 +102,7 @@ class FileTransfer:
                 with open(destination, "wb") as file:
                     file.write(result.stdout)
             except OSError as error:
-                raise HartvmError(f"{destination}: {error.strerror or error}") from None
+                raise HartvmError(f"{shown(destination)}: {error.strerror or error}") from None
         return result.stdout
 
     def copy_to_guest(self, source, guest_path: str) -> None:

@@ -18,7 +18,7 @@ that waits for nothing ends the run at once instead of sleeping), and is
 given up when the budget is spent. The VM is ending either way.
 """
 
-from ..guest.agent import command_script
+from ..guest.command import command_script
 
 # About 5 s of guest time per hart at hartvm's speed: a sync of a large dirty
 # page cache fits, a guest that spins is given up within seconds.

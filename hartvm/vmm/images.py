@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import paths
-from ..errors import HartvmError
+from ..errors import HartvmError, quoted
 from ..guest import bootstrap, debian
 from ..guest.apt import Apt, lock_file
 from ..guest.progress import ProgressLine, format_size
@@ -76,7 +76,7 @@ def images_dir() -> Path:
 
 def check_name(name) -> str:
     if not isinstance(name, str) or not NAME.match(name):
-        raise HartvmError(f"bad image name {name!r}: use 1 to 64 lowercase letters, digits, "
+        raise HartvmError(f"bad image name {quoted(name)}: use 1 to 64 lowercase letters, digits, "
                           f"'.', '_' and '-', starting with a letter or digit")
     return name
 
@@ -105,7 +105,7 @@ def find(name: str, progress: bool = True, vm_class=None) -> Image:
         return image
     if name == DEBIAN and vm_class is not None:
         return build(DEBIAN, vm_class, progress=progress)
-    raise HartvmError(f"no image named {name!r}; build one with "
+    raise HartvmError(f"no image named {quoted(name)}; build one with "
                       f"`hartvm image build {name} --from debian --packages ...`")
 
 
@@ -132,7 +132,7 @@ def remove(name: str) -> None:
         raise HartvmError("busybox is built into hartvm; it cannot be removed")
     directory = images_dir() / name
     if not directory.exists():
-        raise HartvmError(f"no image named {name!r}")
+        raise HartvmError(f"no image named {quoted(name)}")
     with _locked():
         shutil.rmtree(directory)
 
@@ -141,7 +141,7 @@ def check_packages(packages) -> list[str]:
     packages = list(packages)
     for package in packages:
         if not isinstance(package, str) or not PACKAGE.match(package):
-            raise HartvmError(f"bad Debian package name {package!r}")
+            raise HartvmError(f"bad Debian package name {quoted(package)}")
     return packages
 
 
@@ -171,7 +171,7 @@ def build(name: str, vm_class, base: str | None = None, packages=(),
     if base is None and name != DEBIAN:
         base = DEBIAN
     if base == name:
-        raise HartvmError(f"image {name!r} cannot be built from itself")
+        raise HartvmError(f"image {quoted(name)} cannot be built from itself")
     base_image = find(base, progress, vm_class) if base is not None else None
     if not packages:
         raise HartvmError("name the packages to add with --packages P1,P2,...")

@@ -12,13 +12,18 @@ import subprocess
 from dataclasses import dataclass
 
 from ..errors import HartvmError
-from .console_log import escape
+from ..errors import escape
 
 DEFAULT_ENCODING = "utf-8"      # the guest has no locale to ask: its tools write UTF-8 or ASCII
 
 
 class GuestError(HartvmError):
-    """The guest failed: its kernel panicked, its agent died or it hung."""
+    """The guest failed: its kernel panicked, its agent died or it hung. Its
+    message may go on with the guest's last console lines, each escaped and
+    marked as the guest's (console_log.ConsoleLog.report)."""
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
 
 
 # Both errors below derive from hartvm's base and from subprocess's own: ``except

@@ -17,7 +17,7 @@ import os
 
 from ..devices.virtio.p9 import VirtioP9
 from ..errors import HartvmError
-from ..guest.agent import quote
+from ..guest.command import quote
 from .flush import Chores
 from .volumes import MOUNT_ROOT, Volume
 

@@ -55,7 +55,7 @@ import numpy as np
 
 from .. import __version__
 from ..devices.virtio.blk import Block
-from ..errors import HartvmError
+from ..errors import HartvmError, shown
 from ..limits import check_harts, guest_memory_size
 from ..memory import PAGE_SIZE
 from . import scratch
@@ -336,10 +336,10 @@ def save(path, machine, drives, owner: tuple[str, int, dict], copy_drives: bool 
     ``copy_drives``: keep a sparse copy of each drive as the guest sees it
     (else the caller keeps the drives, as a fork does)."""
     path = Path(path)
-    if path.exists():
-        raise HartvmError(f"{path} already exists; a snapshot is never written over")
     staging = None
     try:
+        if os.path.lexists(path):
+            raise HartvmError(f"{shown(path)} already exists; a snapshot is never written over")
         # Hidden beside the destination, so that the rename is atomic; a
         # staging directory of a killed hartvm is swept by the next save.
         staging = scratch.make(f".{path.name}.", path.parent)
@@ -356,8 +356,8 @@ def save(path, machine, drives, owner: tuple[str, int, dict], copy_drives: bool 
         write_state(staging / STATE_FILE, sections)
         os.rename(staging, path)
     except OSError as error:
-        raise HartvmError(f"cannot write the snapshot {path}: {error.strerror or error}") \
-            from None
+        raise HartvmError(f"cannot write the snapshot {shown(path)}: "
+                          f"{error.strerror or error}") from None
     finally:
         if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -26,14 +26,17 @@ from pathlib import Path
 from ..devices.virtio.blk import Block
 from ..devices.virtio.console import VirtioConsole
 from ..devices.virtio.rng import Rng
-from ..errors import HartvmError
+from ..errors import HartvmError, quoted, shown
 from ..guest import debian, rootfs
-from ..guest.agent import IMAGE_RUNNER, Agent, command_script, quote
+from ..guest.agent import IMAGE_RUNNER, Agent
+from ..guest.command import command_script, quote
+from ..hostfile import drive_specs
 from ..hostio import HostIO
 from .. import limits
 from ..limits import check_harts, guest_memory_size
 from ..machine import Machine, Stop
 from . import cache, images, scratch, snapshot
+from .arguments import CallerCode, check_command_io, check_terminal, check_terminal_size
 from .client import RemoteVM
 from .console_log import ConsoleLog
 from .files import FileTransfer
@@ -46,14 +49,15 @@ from .results import CommandIO, CommandResult, CommandTimeout, GuestError, Inter
 from .volumes import parse_volumes
 
 HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,63}")
-TERM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")      # a terminal type, as $TERM
 BOOTARGS = "console=ttyS0 quiet cryptomgr.notests hartvm.hostname={hostname}"
 # Booting to the agent takes about 0.6 billion instructions; a guest that has
 # not answered after this many is stuck.
 BOOT_INSTRUCTION_LIMIT = 20_000_000_000
 KILL_GRACE = 5.0       # seconds a killed command may take to end before the VM is given up
 KILL_REPEAT = 0.5      # seconds between kill requests (one may come before the command starts)
+HANGUP_GRACE = 3.0     # seconds a terminal session may run on after its terminal's input ended
 MAX_CLONES = 1024
+IDENTITY_SECONDS = 30.0   # host seconds a clone's first answer may take (a million instructions)
 # Setting a clone's identity takes the agent about a million instructions;
 # a guest that has not answered after this many per hart does not run.
 IDENTITY_BUDGET = 100_000_000
@@ -68,37 +72,24 @@ def parse_drive(spec: str) -> Block:
     """``PATH[,readonly]``: a virtio block device on a raw image file."""
     path, _, options = spec.partition(",")
     if options not in ("", "readonly", "ro"):
-        raise HartvmError(f"drive {spec}: unknown option {options!r} (use PATH or PATH,readonly)")
+        raise HartvmError(f"drive {shown(spec)}: unknown option {quoted(options)} "
+                          f"(use PATH or PATH,readonly)")
     try:
         return Block(path, readonly=bool(options))
     except OSError as error:
-        raise HartvmError(f"drive {path}: {error.strerror or error}") from None
+        raise HartvmError(f"drive {shown(path)}: {error.strerror or error}") from None
 
 
 def open_drives(specs) -> list[Block]:
     blocks = []
     try:
-        for spec in specs:
+        for spec in drive_specs(specs):
             blocks.append(parse_drive(spec))
     except BaseException:
         for block in blocks:
             block.close()
         raise
     return blocks
-
-
-def _check_command_io(input, timeout, stdout, stderr, stdin_fd) -> None:
-    """The arguments of ``run`` that say how to feed and wait for a command."""
-    if input is not None and not isinstance(input, (bytes, bytearray, memoryview)):
-        raise HartvmError(f"input must be bytes, not a {type(input).__name__}")
-    if timeout is not None and (type(timeout) not in (int, float) or not 0 < timeout < 1e9):
-        raise HartvmError(f"bad timeout {timeout!r}: a positive number of seconds")
-    for name, sink in (("stdout", stdout), ("stderr", stderr)):
-        if sink is not None and not callable(sink):
-            raise HartvmError(f"{name} must be a callable that takes bytes, not "
-                              f"{type(sink).__name__}")
-    if stdin_fd is not None and (type(stdin_fd) is not int or stdin_fd < 0):
-        raise HartvmError(f"bad stdin_fd {stdin_fd!r}: an open file descriptor")
 
 
 def check_clock_and_seed(epoch_ns, rng_seed) -> None:
@@ -111,7 +102,7 @@ def check_clock_and_seed(epoch_ns, rng_seed) -> None:
 def check_hostname(hostname: str) -> None:
     if not isinstance(hostname, str) or not HOSTNAME.fullmatch(hostname):
         # It travels on the kernel command line, where a space would split it.
-        raise HartvmError(f"bad hostname {hostname!r}: use 1 to 64 letters, digits, "
+        raise HartvmError(f"bad hostname {quoted(hostname)}: use 1 to 64 letters, digits, "
                           f"'-' and '.'")
 
 
@@ -564,10 +555,13 @@ class VM(FileTransfer):
         """Run the identity script in the agent and wait for it: after a restore
         this is the guest's first answer, so a guest that gives none within
         IDENTITY_BUDGET instructions (a snapshot whose RAM is garbage spins
-        forever) is given up, deterministically, never waited for."""
+        forever) is given up, deterministically, never waited for; and one
+        that takes IDENTITY_SECONDS of host time for them (trapping on every
+        instruction, a thousand times slower) is given up as well."""
         self.agent.configure(script)
+        give_up = time.monotonic() + IDENTITY_SECONDS
         result = self.machine.run(until=lambda: self.agent.configured or self.log.panicked or
-                                  self.agent.error is not None,
+                                  self.agent.error is not None or time.monotonic() > give_up,
                                   max_instructions=IDENTITY_BUDGET * len(self.machine.harts))
         if not self.agent.configured:
             self._fail(result, "the guest agent did not answer")
@@ -640,31 +634,49 @@ class VM(FileTransfer):
         return io.result(result.returncode, result.instructions, check)
 
     def _execute(self, script: bytes, args, input, timeout, stdout, stderr, stdin_fd,
-                 stdin_port=None, input_filter=None) -> CommandResult:
+                 stdin_port=None, input_filter=None, guard=None) -> CommandResult:
+        """Run ``script`` as the command; ``stdin_port`` (the terminal) takes what
+        comes from ``stdin_fd`` instead of the command's stdin port; ``guard``:
+        a CallerCode that wraps the caller's callables (one is made if none)."""
         self._check_usable()
-        _check_command_io(input, timeout, stdout, stderr, stdin_fd)   # before anything is sent
+        check_command_io(input, timeout, stdout, stderr, stdin_fd)   # before anything is sent
         if not self.agent.ready or self.agent.busy:
             raise HartvmError("the guest agent is not ready for a command")
         identity = self._identity_script()
         if identity:
             self._set_identity(identity)
+        guard = guard or CallerCode()
+        guard.on_failure = self.cancel
         collected_out, collected_err = [], []
         agent, machine = self.agent, self.machine
-        agent.start(script, stdout or collected_out.append, stderr or collected_err.append)
+        agent.start(script, guard.wrap(stdout) if stdout else collected_out.append,
+                    guard.wrap(stderr) if stderr else collected_err.append)
         if stdin_fd is None or stdin_port is not None:
             agent.stdin.send(input or b"")
             agent.stdin.end_input()
         stdin = None
+        hang_up_at = None
+
+        def terminal_ended() -> None:
+            # The terminal is gone (its input ended). A console port cannot be hung
+            # up, so the guest's terminal gets the end-of-file key, Ctrl-D, which
+            # ends a shell that reads it; a session that still runs HANGUP_GRACE
+            # seconds after the last key was delivered is killed, as a hung-up
+            # terminal's session is.
+            nonlocal hang_up_at
+            port.send(b"\x04")
+            hang_up_at = time.monotonic() + HANGUP_GRACE
         if stdin_fd is not None:
             port = stdin_port or agent.stdin
             stdin = self.io.add_input(stdin_fd, port.send, lambda: port.pending_bytes,
-                                      port.end_input, input_filter)
+                                      terminal_ended if stdin_port is not None
+                                      else port.end_input, guard.wrap_filter(input_filter))
         deadline = None if timeout is None else time.monotonic() + timeout
         self._cancel = False
         timed_out, interrupted, kill_started, next_kill = False, False, None, 0.0
 
         def finished() -> bool:
-            nonlocal timed_out, interrupted, kill_started, next_kill
+            nonlocal timed_out, interrupted, kill_started, next_kill, hang_up_at
             if self.service is not None and self.service():
                 interrupted = True
                 return True
@@ -673,6 +685,11 @@ class VM(FileTransfer):
             now = time.monotonic()
             if deadline is not None and now > deadline:
                 timed_out = True
+            if hang_up_at is not None and now > hang_up_at:
+                if port.pending_bytes:
+                    hang_up_at = now + HANGUP_GRACE     # from the last key delivered
+                else:
+                    self._cancel = True
             if timed_out or self._cancel:
                 # Kill the command (its EXIT follows); a guest that does not let
                 # it go within KILL_GRACE seconds is given up.
@@ -686,6 +703,9 @@ class VM(FileTransfer):
         started = machine.instructions
         try:
             result = machine.run(until=finished)
+        except BaseException:
+            self._abandon_command()        # Ctrl-C, or a signal's exception
+            raise
         finally:
             if stdin is not None:
                 self.io.remove_input(stdin)
@@ -697,10 +717,38 @@ class VM(FileTransfer):
                 raise CommandTimeout(f"the command timed out after {timeout:g} s and could not "
                                      f"be killed; the VM is closed")
             self._fail(result, "the guest agent did not finish the command")
+        if guard.error is not None:
+            raise guard.error              # the command was killed for it, the VM runs on
         if timed_out:
             raise CommandTimeout(f"the command timed out after {timeout:g} s and was killed")
         return CommandResult(args, agent.status, b"".join(collected_out), b"".join(collected_err),
                              machine.instructions - started)
+
+    def _abandon_command(self) -> None:
+        """The caller was interrupted while a command ran: kill the command and
+        wait up to KILL_GRACE host seconds for its end, its output dropped, so that
+        the VM is ready for the next one; a guest that does not let it go is closed."""
+        agent = self.agent
+        if self.closed or not agent.busy:
+            return
+        agent.drop_output()
+        self._terminal_output = None
+        give_up = time.monotonic() + KILL_GRACE
+        next_kill = 0.0
+
+        def ended() -> bool:
+            nonlocal next_kill
+            now = time.monotonic()
+            if now >= next_kill:
+                agent.kill()
+                next_kill = now + KILL_REPEAT
+            return agent.status is not None or self.log.panicked or agent.error is not None \
+                or now > give_up
+        try:
+            self.machine.run(until=ended)
+        finally:
+            if agent.status is None:
+                self.closed = True
 
     # --- an interactive shell -------------------------------------------------------
     def shell(self, terminal_fd: int, output, rows: int = 24, columns: int = 80,
@@ -712,8 +760,7 @@ class VM(FileTransfer):
         ``terminal_fd`` (in raw mode) and ``output``; returns its exit status.
         ``window``: a frontends.console.WindowSize whose changes resize the
         guest's terminal as they come; ``timeout`` as for ``run``."""
-        if not TERM.fullmatch(term if isinstance(term, str) else ""):
-            raise HartvmError(f"bad terminal type {term!r}")
+        check_terminal(terminal_fd, output, rows, columns, term, input_filter, window)
         if args is not None:
             # The command as ``run`` would run it, in a shell of its own on the terminal.
             command = b"sh -c " + quote(command_script(list(args), env, cwd, self.runner))
@@ -727,14 +774,19 @@ class VM(FileTransfer):
             b"; login=sh; [ -x /bin/bash ] && login=bash" \
             b"; " + (self.runner or b"exec ") + b"setsid -c " + command + \
             b" </dev/hvc0 >/dev/hvc0 2>&1"
-        self._terminal_output = output
+        guard = CallerCode()
+        self._terminal_output = guard.wrap(output)
         resizes = None
         if window is not None:
-            resizes = self.io.add_input(window.fd, lambda _: self.terminal.resize(*window.size()))
+            def resize(_) -> None:
+                rows, columns = window.size()
+                check_terminal_size(rows, columns)
+                self.terminal.resize(rows, columns)
+            resizes = self.io.add_input(window.fd, guard.wrap(resize))
         try:
             return self._execute(script, list(args or ["sh", "-l"]), None, timeout, None, None,
                                  terminal_fd, stdin_port=self.terminal,
-                                 input_filter=input_filter).returncode
+                                 input_filter=input_filter, guard=guard).returncode
         finally:
             self._terminal_output = None
             if resizes is not None:

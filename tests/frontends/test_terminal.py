@@ -139,3 +139,21 @@ def test_a_hostile_terminal_client_breaks_only_its_own_input():
     assert resized == [(40, 120)]
     assert frames.filter(protocol.frame(b"?", b"x") + protocol.frame(protocol.KEYS, b"y")) == b""
     assert frames.broken and frames.filter(protocol.frame(protocol.KEYS, b"z")) == b""
+
+
+def test_shell_input_that_ends_gets_ctrl_d_then_a_hang_up(running):
+    # `hartvm shell NAME < script`: the keys run, then the end-of-file key ends the
+    # shell (or, if it went unread, the session is hung up: 137); never a hang.
+    started = time.monotonic()
+    typed = subprocess.run(HARTVM + ["shell", running], input=b"echo typed-$((6 * 7))\n",
+                           capture_output=True, timeout=120)
+    assert b"typed-42" in typed.stdout, typed
+    assert typed.returncode in (0, 137), typed
+    # A session that never reads its end of input is hung up 3 s after it.
+    hung = subprocess.run(HARTVM + ["shell", running], input=b"sleep 1000\n",
+                          capture_output=True, timeout=120)
+    assert hung.returncode == 137, hung
+    assert time.monotonic() - started < 60
+    after = subprocess.run(HARTVM + ["exec", running, "--", "echo", "still here"],
+                           capture_output=True, text=True, timeout=120)
+    assert after.stdout == "still here\n"

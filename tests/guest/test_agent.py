@@ -1,7 +1,8 @@
 """The host end of the guest agent, fed what a hostile guest may say."""
 
 from hartvm.devices.virtio.console import VirtioConsole
-from hartvm.guest.agent import Agent, command_script, quote
+from hartvm.guest.agent import Agent
+from hartvm.guest.command import command_script, quote
 
 
 def started_agent():

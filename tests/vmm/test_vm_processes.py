@@ -234,9 +234,18 @@ def test_bad_snapshots_and_names_get_one_line_errors(tmp_path, state_dir):
 def test_bad_requests_leave_the_vm_running(base, tmp_path):
     failed = hartvm_cli("snapshot", "base", str(tmp_path / "no" / "such" / "dir"))
     assert failed.returncode == 1 and b"cannot write the snapshot" in failed.stderr
-    with pytest.raises(hartvm.GuestError, match="bad exec request"):
-        base.run(["true"], timeout="soon")
+    with pytest.raises(hartvm.HartvmError, match="bad timeout"):
+        base.run(["true"], timeout="soon")             # the client's own check
     import socket
+    from hartvm.vmm import protocol
+    with socket.socket(socket.AF_UNIX) as sock:        # the VM process's, for another client
+        sock.connect(str(base.info().socket))
+        protocol.send_json(sock, protocol.REQUEST,
+                           {"op": "exec", "args": ["true"], "timeout": "soon", "env": {}})
+        sock.shutdown(socket.SHUT_WR)
+        while (frame := protocol.recv_frame(sock))[0] != protocol.REPLY:
+            pass
+        assert "bad exec request" in protocol.decode_json(frame[1])["error"]
     with socket.socket(socket.AF_UNIX) as sock:        # a client that says nothing
         sock.connect(str(base.info().socket))
         assert base.run(["echo", "fine"]).stdout == b"fine\n"
