@@ -6,15 +6,17 @@ priorities at 4*source, pending bits at 0x1000, per-context enable bits at
 and claim/complete at the threshold + 4. Context 2*N is hart N's M-mode,
 2*N+1 its S-mode, as QEMU's virt board numbers them.
 
-Sources are level-triggered: ``set_irq(source, level)``. A source is pending
-while its line is high and it is not being served (claimed and not yet
-completed, the "gateway" of chapter 4). A device without an acknowledge
-register signals an edge instead: ``pulse(source)`` makes the source pending
-until it is claimed. An edge that comes while the source is being served is
-remembered and pends it again at completion (the chapter allows a gateway
-to count such edges; one is enough, as the handler reads the device's state
-afresh). Each context's output drives the hart's MEIP bit (M contexts) or
-SEIP line (S contexts).
+The gateway is QEMU's, not the specification's level-triggered one
+(hw/intc/sifive_plic.c): a source becomes pending when its device raises
+its line (``set_irq(source, True)``, each time it does, as QEMU's
+qemu_set_irq calls sifive_plic_irq_request on every call); nothing else
+makes it pending. A claim clears the pending bit and marks the source
+claimed; a claimed source is not offered again, but a raise while it is
+claimed latches its pending bit, which it is offered by after the
+completion. A completion ends the claim and makes nothing pending by
+itself, so a line that stays high interrupts once, until the device raises
+it again. Lowering a line does nothing (see ``set_irq``). Each context's
+output drives the hart's MEIP bit (M contexts) or SEIP line (S contexts).
 """
 
 from ..cpu.layout import CSR, IRQ_MEI, IRQ_SEI, MIP, MIP_MEIP, SEIP_LINE
@@ -31,6 +33,7 @@ CONTEXT_STRIDE = 0x1000
 
 class PLIC(Device):
     access_sizes = frozenset({4})
+    SAVE_VERSION = 2      # 2: QEMU's gateway (pending and claimed bits; no levels, no edges)
 
     def __init__(self, harts):
         super().__init__()
@@ -39,10 +42,8 @@ class PLIC(Device):
 
     def reset(self) -> None:
         self.priority = [0] * SOURCES
-        self.level = [False] * SOURCES
-        self.pending = [False] * SOURCES
-        self.in_service = [False] * SOURCES
-        self.deferred_edge = [False] * SOURCES   # an edge came while in service
+        self.pending = 0                   # bit per source, as QEMU's plic->pending words
+        self.claimed = 0                   # bit per source, as QEMU's plic->claimed words
         self.enable = {}                   # context -> bitmask of enabled sources
         self.threshold = {}                # context -> threshold
         self._update()
@@ -53,32 +54,36 @@ class PLIC(Device):
 
     # --- interrupt lines ----------------------------------------------------
     def set_irq(self, source: int, level: bool) -> None:
-        if not 0 < source < SOURCES:
-            return
-        self.level[source] = level
-        if level and not self.in_service[source]:
-            self.pending[source] = True
-        elif not level:
-            self.pending[source] = False
-        self._update()
+        """A device drives its line: a raise makes the source pending, every time.
+
+        A lowering changes nothing. QEMU v7.2.0's sifive_plic_irq_request
+        cleared the pending bit on a lowering (``set_pending(s, irq, level >
+        0)``); QEMU commit a84be2baa9ec ("hw/intc: Don't clear pending bits
+        on IRQ lowering", in 9.2 and the stable releases, among them the
+        Debian 7.2 that is hartvm's yardstick) made it
+        ``if (level > 0) { set_pending(s, irq, true); update(s); }``: a
+        request, once latched, waits for its claim.
+        """
+        if level and 0 < source < SOURCES:
+            self.pending |= 1 << source
+            self._update()
 
     def pulse(self, source: int) -> None:
-        """An edge-triggered request: pending until claimed, with no level behind it."""
-        if not 0 < source < SOURCES:
-            return
-        if self.in_service[source]:
-            self.deferred_edge[source] = True
-        else:
-            self.pending[source] = True
-        self._update()
+        """A request from a device with no line to lower (the VM generation ID):
+        pending until claimed, like any raise."""
+        self.set_irq(source, True)
 
     def _best(self, context: int) -> int:
-        """The pending, enabled source of highest priority above the threshold, or 0."""
-        enabled = self.enable.get(context, 0)
+        """The pending, unclaimed, enabled source of highest priority above the
+        threshold (the lowest id among equals), or 0: sifive_plic_claimed."""
+        candidates = self.pending & ~self.claimed & self.enable.get(context, 0)
         best, best_priority = 0, self.threshold.get(context, 0)
-        for source in range(1, SOURCES):
-            if self.pending[source] and enabled >> source & 1 and self.priority[source] > best_priority:
+        while candidates:
+            lowest = candidates & -candidates
+            source = lowest.bit_length() - 1
+            if self.priority[source] > best_priority:
                 best, best_priority = source, self.priority[source]
+            candidates ^= lowest
         return best
 
     def _update(self) -> None:
@@ -96,8 +101,7 @@ class PLIC(Device):
             return self.priority[source] if source < SOURCES else 0
         if offset < ENABLE:
             word = (offset - PENDING) // 4
-            return sum(1 << i for i in range(32)
-                       if 32 * word + i < SOURCES and self.pending[32 * word + i])
+            return (self.pending >> (32 * word)) & 0xFFFFFFFF
         if offset < CONTEXT:
             context, within = divmod(offset - ENABLE, ENABLE_STRIDE)
             if context < self.contexts:
@@ -143,20 +147,22 @@ class PLIC(Device):
         self._update()
 
     def _claim(self, context: int) -> int:
+        """sifive_plic_read, claim register: the best source stops pending and is claimed."""
         source = self._best(context)
         if source:
-            self.pending[source] = False
-            self.in_service[source] = True
+            self.pending &= ~(1 << source)
+            self.claimed |= 1 << source
             self._update()
         return source
 
     def _complete(self, context: int, source: int) -> None:
-        # A completion for a source that is not enabled for this context is ignored (7.x).
-        if 0 < source < SOURCES and self.enable.get(context, 0) >> source & 1:
-            self.in_service[source] = False
-            if self.level[source] or self.deferred_edge[source]:
-                self.pending[source] = True
-            self.deferred_edge[source] = False
+        """sifive_plic_write, claim register: any source id ends that source's
+        claim, whichever context completes it and whether or not the source is
+        enabled there (QEMU checks only ``value < num_sources``; the
+        specification would ignore a completion of a source not enabled for
+        the context). Nothing becomes pending: only a raise does that."""
+        if 0 <= source < SOURCES:
+            self.claimed &= ~(1 << source)
 
     # --- snapshots ----------------------------------------------------------
     def fdt_node(self, tree, region) -> None:
@@ -168,29 +174,35 @@ class PLIC(Device):
         node.set("#address-cells", 0).set("#interrupt-cells", 1)
 
     def save(self) -> dict:
-        return {"priority": list(self.priority), "level": [int(x) for x in self.level],
-                "pending": [int(x) for x in self.pending],
-                "in_service": [int(x) for x in self.in_service],
-                "deferred_edge": [int(x) for x in self.deferred_edge],
+        return {"priority": list(self.priority), "pending": _bit_list(self.pending),
+                "claimed": _bit_list(self.claimed),
                 "enable": {str(k): int(v) for k, v in self.enable.items()},   # text keys, as in a snapshot
                 "threshold": {str(k): int(v) for k, v in self.threshold.items()}}
 
     def restore(self, state: dict) -> None:
         lists = {}
-        for name in ("priority", "level", "pending", "in_service", "deferred_edge"):
+        for name in ("priority", "pending", "claimed"):
             lists[name] = saved(state, name, list)
             if len(lists[name]) != SOURCES or not all(type(v) is int for v in lists[name]):
                 raise ValueError(f"PLIC {name}: expected {SOURCES} integers")
+        for name in ("pending", "claimed"):
+            if not all(v in (0, 1) for v in lists[name]):
+                raise ValueError(f"PLIC {name}: expected bits (0 or 1)")
+            if lists[name][0]:
+                raise ValueError(f"PLIC {name}: source 0 does not exist")
         self.priority = [v & PRIORITY_MASK for v in lists["priority"]]
-        self.level = [bool(v) for v in lists["level"]]
-        self.pending = [bool(v) for v in lists["pending"]]
-        self.in_service = [bool(v) for v in lists["in_service"]]
-        self.deferred_edge = [bool(v) for v in lists["deferred_edge"]]
+        self.pending = sum(v << source for source, v in enumerate(lists["pending"]))
+        self.claimed = sum(v << source for source, v in enumerate(lists["claimed"]))
         self.enable = {int(k): saved(state["enable"], k, int) & ((1 << SOURCES) - 2)
                        for k in saved(state, "enable", dict) if _context(k, self.contexts)}
         self.threshold = {int(k): saved(state["threshold"], k, int) & PRIORITY_MASK
                           for k in saved(state, "threshold", dict) if _context(k, self.contexts)}
         self._update()
+
+
+def _bit_list(bits: int) -> list[int]:
+    """A bitmask of sources as one 0 or 1 per source, as a snapshot holds it."""
+    return [bits >> source & 1 for source in range(SOURCES)]
 
 
 def _context(key: str, contexts: int) -> bool:

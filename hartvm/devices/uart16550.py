@@ -3,9 +3,18 @@
 Transmission is instantaneous: a byte written to THR goes straight to the
 ``output`` callable. Bytes from the host (``push_input``) wait in a queue
 of their own, which a FIFO reset does not empty; bytes sent to itself in
-loopback mode go through a 16-byte FIFO that can overrun, like the chip's. The interrupt line follows IER and the receive and
-transmit state (registers and IIR priorities as in the PC16550D data
-sheet); ``set_irq(level)`` is called on every change.
+loopback mode go through a 16-byte FIFO that can overrun, like the chip's.
+Registers and IIR priorities are as in the PC16550D data sheet.
+
+The interrupt line is driven as QEMU's serial.c drives it: its
+serial_update_irq raises the line (``set_irq(True)``) whenever an
+interrupt is due and lowers it otherwise, and it is called on certain
+events only, not whenever the state changes: a byte received, a THR write,
+an RBR read, an IIR read that names THRE, an LSR read that clears an
+overrun, an IER write that changes IER, any FCR write. The PLIC latches a
+raise as a request (plic.py), so which accesses signal decides how many
+interrupts a driver sees: one that leaves THRE standing and reads only LSR
+gets one interrupt, one that also reads RBR gets one per read.
 """
 
 from collections import deque
@@ -46,7 +55,6 @@ class UART16550(Device):
         self._output = output
         self._set_irq = set_irq
         self.host_input = deque()     # bytes from the host, waiting to be read
-        self._irq_level = False
         self.reset()
 
     def reset(self) -> None:
@@ -58,14 +66,17 @@ class UART16550(Device):
         self.scr = 0
         self.fcr = 0
         self.divisor = 1
-        self.thre_pending = False
+        self.thre_pending = False     # QEMU's thr_ipending
         self.overrun = False
-        self._update_irq()
+        if self._set_irq is not None:
+            self._set_irq(False)      # serial_reset: qemu_irq_lower
 
     # --- host side --------------------------------------------------------
     def push_input(self, data: bytes) -> None:
-        self.host_input.extend(data)
-        self._update_irq()
+        """Bytes typed on the host (serial_receive1 signals the line)."""
+        if data:
+            self.host_input.extend(data)
+            self._update_irq()
 
     # --- registers ----------------------------------------------------------
     def read(self, offset, size):
@@ -78,7 +89,7 @@ class UART16550(Device):
                 value = self.host_input.popleft()
             else:
                 value = 0
-            self._update_irq()
+            self._update_irq()        # every RBR read signals, data or not
             return value
         if offset == IER:
             return self.ier
@@ -93,9 +104,12 @@ class UART16550(Device):
         if offset == MCR:
             return self.mcr
         if offset == LSR:
-            overrun, self.overrun = self.overrun, False  # OE clears when LSR is read
             ready = LSR_DR if self.rx or self.host_input else 0
-            return LSR_THRE | LSR_TEMT | ready | (LSR_OE if overrun else 0)
+            value = LSR_THRE | LSR_TEMT | ready | (LSR_OE if self.overrun else 0)
+            if self.overrun:
+                self.overrun = False  # OE clears when LSR is read, and only then
+                self._update_irq()    # does an LSR read signal
+            return value
         if offset == MSR:
             return MSR_LOOP_BITS
         if offset == SCR:
@@ -117,17 +131,32 @@ class UART16550(Device):
             else:
                 self._output(bytes([value]))
             self.thre_pending = True  # sent at once: THR is empty again
+            self._update_irq()
         elif offset == IER:
-            if value & IER_THRE and not self.ier & IER_THRE:
-                self.thre_pending = True
+            changed = (self.ier ^ value) & 0x0F
             self.ier = value & 0x0F
+            # THRE is sampled again when IER_THRE changes (and LSR.THRE is
+            # always set here), as serial_ioport_write does; and only a change
+            # signals the line.
+            if changed & IER_THRE:
+                self.thre_pending = bool(self.ier & IER_THRE)
+            if changed:
+                self._update_irq()
         elif offset == IIR_FCR:
-            # A receive-FIFO reset (bit 1) drops loopback bytes but keeps what
-            # the host typed: drivers reset the FIFO when they start, and input
-            # typed (or piped) before then should still reach the guest.
-            self.fcr = value & 0xC9
+            # A change of the FIFO enable bit resets both FIFOs, as QEMU's
+            # serial_ioport_write does; a transmit-FIFO reset leaves THR empty
+            # and THRE due. A receive-FIFO reset (bit 1) drops loopback bytes
+            # but keeps what the host typed: drivers reset the FIFO when they
+            # start, and input typed (or piped) before then should still reach
+            # the guest. Every FCR write signals the line.
+            if (value ^ self.fcr) & 0x01:
+                value |= 0x06
             if value & 0x02:
                 self.rx.clear()
+            if value & 0x04:
+                self.thre_pending = True
+            self.fcr = value & 0xC9
+            self._update_irq()
         elif offset == LCR:
             self.lcr = value
         elif offset == MCR:
@@ -136,7 +165,6 @@ class UART16550(Device):
             self.scr = value
         elif offset not in (LSR, MSR):
             self.unknown("write", offset)
-        self._update_irq()
 
     def _iir(self):
         if self.ier & IER_RDA and (self.rx or self.host_input):
@@ -146,11 +174,9 @@ class UART16550(Device):
         return IIR_NONE
 
     def _update_irq(self):
-        level = self._iir() != IIR_NONE
-        if level != self._irq_level:
-            self._irq_level = level
-            if self._set_irq is not None:
-                self._set_irq(level)
+        """serial_update_irq: raise the line if an interrupt is due, else lower it."""
+        if self._set_irq is not None:
+            self._set_irq(self._iir() != IIR_NONE)
 
     def fdt_node(self, tree, region) -> None:
         """The serial node, and the console Linux and OpenSBI write to."""
@@ -170,4 +196,5 @@ class UART16550(Device):
             setattr(self, name, saved(state, name, int) & 0xFFFF)
         self.thre_pending = bool(saved(state, "thre_pending", int))
         self.overrun = bool(saved(state, "overrun", int))
-        self._update_irq()
+        # No signal: what the line last raised is in the PLIC's own state, and
+        # QEMU's serial_post_load does not call serial_update_irq either.

@@ -231,7 +231,8 @@ class VirtioMMIO(Device):
                 raise ValueError(f"queue {index}: bad size or rings outside RAM")
         self.backend.restore(saved(state, "backend", dict))
         self._set_ring_features()
-        self._update_irq()
+        # No signal: the PLIC's saved state holds what the line raised, and a
+        # raise now would make a request of it again (plic.py).
 
     def _rings_valid(self, queue, index: int) -> bool:
         size = queue.size
@@ -310,5 +311,9 @@ class VirtioMMIO(Device):
         self._update_irq()
 
     def _update_irq(self):
+        """QEMU's virtio_mmio_update_irq: the line follows InterruptStatus, and is
+        signalled on each notification (a used buffer, a configuration change),
+        each InterruptACK write and each reset, not only when it changes. The
+        PLIC latches every raise as a request (plic.py)."""
         if self._set_irq is not None:
             self._set_irq(bool(self.interrupt_status))
