@@ -10,7 +10,8 @@ tree all read the table; each device writes its own device-tree node
 
 Virtio devices go into the eight virtio-mmio slots in the order they are
 attached, each under a name of its own (``console``, ``rng``, ``disk0``, ...)
-that its snapshot section carries.
+that its snapshot section carries. A free slot answers with DeviceID 0, as
+QEMU's do, so that a driver may scan them all.
 
 Beyond QEMU's map, the board has a VM Generation ID (``microsoft,vmgenid``)
 in the free page after the RTC, on the free PLIC source 12: the host changes
@@ -29,7 +30,7 @@ from ..devices.plic import PLIC
 from ..devices.rom import ROM
 from ..devices.syscon import Syscon
 from ..devices.uart16550 import UART16550
-from ..devices.virtio.mmio import VirtioMMIO
+from ..devices.virtio.mmio import EmptySlot, VirtioMMIO
 from ..devices.vmgenid import VMGenID
 from ..errors import HartvmError
 from ..memory import RAM
@@ -131,6 +132,9 @@ class VirtBoard:
             self.devices[row.name] = device
         self.regions = {row.name: row.region for row in BOARD}
         self.virtio: dict[str, VirtioMMIO] = {}     # name -> transport, in slot order
+        # Every slot answers, as on QEMU's board: DeviceID 0 until a device comes.
+        for region in VIRTIO_SLOTS:
+            self.bus.attach(region.base, region.size, EmptySlot())
 
     def irq_line(self, source: int):
         """``set_irq(level)`` of a PLIC source."""
@@ -145,6 +149,7 @@ class VirtBoard:
             raise HartvmError(f"at most {len(VIRTIO_SLOTS)} virtio devices")
         region = VIRTIO_SLOTS[slot]
         device = VirtioMMIO(self.ram, backend, self.irq_line(region.irq))
+        self.bus.detach(region.base)                # the slot's EmptySlot
         self.bus.attach(region.base, region.size, device)
         self.virtio[name] = device
         self.regions[name] = region
