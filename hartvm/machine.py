@@ -27,7 +27,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Callable
 
-from .board.boot import LinuxBoot
+from .board.boot import LinuxBoot, bare_metal_fdt
 from .board.virt import MEMORY_MAP, VirtBoard
 from .cpu import layout as L
 from .cpu.csr import mtime
@@ -37,7 +37,7 @@ from .devices.htif import HTIF
 from .hostio import HostIO
 from .errors import HartvmError
 from .limits import DEFAULT_MEMORY, check_harts
-from .loader.image import load_file
+from .loader.image import Blob, load_file
 
 QUANTUM = 100_000        # cycles each hart runs per round (1 ms of guest time at 100 MHz)
 SLICE = 1_000_000        # one hart: cycles per call into the compiled loop
@@ -95,13 +95,19 @@ class Machine:
 
     # --- loading --------------------------------------------------------------
     def load_kernel(self, path: str) -> int:
-        """Bare metal: load an ELF and make the reset vector jump to its entry (M-mode)."""
+        """Bare metal: load an ELF and make the reset vector jump to its entry
+        (M-mode), with the device tree's address in a1, as QEMU gives it."""
         image = load_file(path, self.ram, self.ram.base, "kernel", elf_only=True)
+        fdt_addr = bare_metal_fdt(self.ram, image, path)
+        dtb = self.board.device_tree(len(self.harts), rng_seed=self.rng_seed)
+        if not self.ram.contains(fdt_addr, len(dtb)):
+            raise HartvmError(f"{path}: the device tree does not fit in RAM (use more --memory)")
         if image.tohost is not None and self.ram.contains(image.tohost, 8):
             self.htif = HTIF(self.ram, image.tohost, image.fromhost, self.io.console_write,
                              self._guest_exit)
-        self._blobs = list(image.blobs)
-        self.board.set_boot(image.entry)
+        self._blobs = list(image.blobs) + [Blob(fdt_addr, dtb)]
+        self.board.set_boot(image.entry, fdt_addr)
+        self.board.load_rom(image.segments, path)
         self.reset()
         return image.entry
 
@@ -114,6 +120,8 @@ class Machine:
         fdt_addr = linux.place_fdt(dtb)
         self._blobs = linux.blobs
         self.board.set_boot(linux.firmware.entry, fdt_addr, next_addr=linux.kernel.entry)
+        self.board.load_rom(linux.firmware.segments, firmware)
+        self.board.load_rom(linux.kernel.segments, kernel)
         self.reset()
 
     def reset(self) -> None:

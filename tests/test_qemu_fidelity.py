@@ -5,9 +5,12 @@ Each program is built by the test set-up from tests/programs, run under
 none`` with the same devices; console output and exit status must match.
 """
 
+import os
+import subprocess
+
 import pytest
 
-from conftest import build_c, run_hartvm, run_qemu
+from conftest import PROGRAMS, ROOT, baremetal, build_c, run_hartvm, run_qemu
 
 # QEMU 7.2's virt board makes its virtio-mmio transports legacy (version 1)
 # unless told otherwise (hw/virtio/virtio-mmio.c: "force-legacy" defaults
@@ -39,3 +42,35 @@ def test_virtio_driver_without_version_1_uses_its_disk(toolchain, qemu, tmp_path
     assert b"sector 1: " + SECTOR_ONE + b"\n" in expected_output
     result = run_hartvm(elf, "--drive", disk_image(tmp_path / "hartvm.img"))
     assert (result.stdout, result.returncode) == (expected_output, expected_status)
+
+
+def test_elf_with_segments_outside_ram_runs(toolchain, qemu):
+    """QEMU loads the parts of an ELF's segments that lie in RAM or in the
+    boot ROM and drops the rest: a first segment holding only the headers,
+    below RAM, a segment running past the end of RAM, and one in the boot
+    ROM. hartvm used to refuse the file."""
+    elf = baremetal.build([os.path.join(PROGRAMS, "outside_ram.c")],
+                          os.path.join(ROOT, "build", "tests", "outside_ram.elf"),
+                          linker_script=os.path.join(PROGRAMS, "outside_ram.ld"))
+    headers = subprocess.run([baremetal.CROSS + "readelf", "-lW", elf], capture_output=True,
+                             text=True, check=True).stdout
+    loads = [int(line.split()[3], 16) for line in headers.splitlines()
+             if line.split()[:1] == ["LOAD"]]              # the physical addresses
+    assert loads[0] == 0x7FFFF000 and 0x8000 in loads      # the first one below RAM
+    expected_output, expected_status = run_qemu(qemu, elf, "-m", "128M")
+    assert expected_status == 0
+    assert b"last words of RAM: 7a110001 7a110002 7a110003 7a110004\n" in expected_output
+    result = run_hartvm(elf, "--memory", "128M")
+    assert (result.stdout, result.returncode) == (expected_output, expected_status)
+
+
+@pytest.mark.parametrize("memory", ["128M", "5M"])
+def test_bare_metal_program_gets_the_device_tree(toolchain, qemu, memory):
+    """a1 holds the device tree's address, at the top of RAM, as QEMU places
+    it even with -bios none; hartvm used to pass 0."""
+    elf = build_c("devicetree")
+    expected_output, expected_status = run_qemu(qemu, elf, "-m", memory)
+    assert expected_status == 0 and b"magic d00dfeed" in expected_output
+    result = run_hartvm(elf, "--memory", memory)
+    assert (result.stdout, result.returncode) == (expected_output, expected_status)
+

@@ -33,6 +33,7 @@ from ..devices.uart16550 import UART16550
 from ..devices.virtio.mmio import EmptySlot, VirtioMMIO
 from ..devices.vmgenid import VMGenID
 from ..errors import HartvmError
+from ..loader.elf import clip
 from ..memory import RAM
 from . import boot, fdt
 
@@ -131,6 +132,7 @@ class VirtBoard:
             self.bus.attach(row.region.base, row.region.size, device)
             self.devices[row.name] = device
         self.regions = {row.name: row.region for row in BOARD}
+        self._reset_vector_end = MEMORY_MAP["rom"].base    # set_boot sets it
         self.virtio: dict[str, VirtioMMIO] = {}     # name -> transport, in slot order
         # Every slot answers, as on QEMU's board: DeviceID 0 until a device comes.
         for region in VIRTIO_SLOTS:
@@ -172,6 +174,29 @@ class VirtBoard:
         rom = self.devices["rom"]
         rom.data[:] = 0
         rom.data[:len(content)] = list(content)
+        self._reset_vector_end = MEMORY_MAP["rom"].base + len(content)
+
+    def load_rom(self, segments, path: str) -> None:
+        """Put the parts of ELF ``segments`` that lie in the boot ROM there
+        (after ``set_boot``), as QEMU does: its loader writes them with
+        ``address_space_write_rom``, which stores into ROM as into RAM. A
+        segment over the reset vector or fw_dynamic_info is refused, as QEMU
+        refuses it ("Some ROM regions are overlapping":
+        ``rom_check_and_register_reset`` in hw/core/loader.c)."""
+        region = MEMORY_MAP["rom"]
+        rom = self.devices["rom"]
+        for segment in segments:
+            piece = clip(segment, region.base, region.size)
+            if piece is None:
+                continue
+            paddr, data = piece
+            if paddr < self._reset_vector_end:
+                raise HartvmError(f"{path}: segment at {segment.paddr:#x}-"
+                                  f"{segment.paddr + segment.memsize:#x} overlaps the reset "
+                                  f"vector in the boot ROM ({region.base:#x}-"
+                                  f"{self._reset_vector_end:#x})")
+            offset = paddr - region.base
+            rom.data[offset:offset + len(data)] = list(data)
 
     def device_tree(self, harts: int, bootargs: str = "",
                     initrd: tuple[int, int] | None = None, rng_seed: bytes = b"") -> bytes:
