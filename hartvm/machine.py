@@ -6,8 +6,10 @@ compiled ``run`` is called with a budget that ends at the round's end, and
 what comes back is handled here (MMIO to the bus, WFI, HTIF). A hart in WFI
 sleeps until an interrupt is pending for it; its cycle counter, which is
 also its clock (mtime), moves with the round, or straight to its timer
-deadline. When every hart sleeps, time skips to the earliest deadline, so
-idle guests cost nothing and runs stay reproducible. In realtime mode (an
+deadline. A device's timer (the RTC alarm, ``board.next_event_ns``) is a
+deadline too: harts run up to its cycle, then the device acts. When every
+hart sleeps, time skips to the earliest deadline, so idle guests cost
+nothing and runs stay reproducible. In realtime mode (an
 interactive console) those skips take real time instead, and host input
 can end them.
 
@@ -220,6 +222,9 @@ class Machine:
         round_end = int(self.harts[0].state[L.CYCLE]) + length
         if all(self._asleep(i) for i in range(len(self.harts))):
             deadlines = [d for d in (self._deadline(hart) for hart in self.harts) if d is not None]
+            event = self._event_cycle(self.harts[0])
+            if event is not None:
+                deadlines.append(event)
             if not deadlines:
                 return self._wait_for_input()
             wake = min(deadlines)
@@ -268,15 +273,42 @@ class Machine:
             return None               # disarmed (e.g. mtimecmp = -1)
         return cycle + (deadline - now) * L.CYCLES_PER_TICK - cycle % L.CYCLES_PER_TICK
 
+    def _event_cycle(self, hart: Hart) -> int | None:
+        """The cycle of ``hart`` at which a device's timer is due (the RTC alarm),
+        from the guest time it is due at (hart 0's mtime, see _elapsed_ns)."""
+        due_ns = self.board.next_event_ns()
+        if due_ns is None:
+            return None
+        state = hart.state
+        tick = -(-due_ns // (10**9 // L.TIMEBASE_HZ))
+        now = int(mtime(state))
+        cycle = int(state[L.CYCLE])
+        if tick <= now:
+            return cycle
+        if tick - now > MAX_SLEEP_TICKS:
+            return None               # as a timer that far away: never
+        return cycle + (tick - now) * L.CYCLES_PER_TICK - cycle % L.CYCLES_PER_TICK
+
     def _run_hart(self, index: int, hart: Hart, round_end: int, steps_left: int | None) -> None:
         state = hart.state
         stop_at = None if steps_left is None else hart.steps + steps_left
         while int(state[L.CYCLE]) < round_end and (stop_at is None or hart.steps < stop_at):
+            # A device timer (the RTC alarm) fires at its cycle: the hart runs
+            # up to it, then the device acts before the hart goes on.
+            end = round_end
+            event = self._event_cycle(hart)
+            if event is not None:
+                if event <= int(state[L.CYCLE]):
+                    self.board.expire()
+                elif event < end:
+                    end = event
             if self._asleep(index):
                 deadline = self._deadline(hart)
-                if deadline is None or deadline > round_end:
-                    state[L.CYCLE] = round_end   # time passes while it sleeps
-                    return
+                if deadline is None or deadline > end:
+                    state[L.CYCLE] = end         # time passes while it sleeps
+                    if end == round_end:
+                        return
+                    continue                     # to the device's event
                 state[L.CYCLE] = max(deadline, int(state[L.CYCLE]))
                 self.sleeping[index] = False
             trace = self.io.trace
@@ -284,7 +316,7 @@ class Machine:
                 line, before = hart.trace_line(), state[:64].copy()
                 reason = hart.run(1)
             else:
-                budget = round_end - int(state[L.CYCLE])
+                budget = end - int(state[L.CYCLE])
                 if stop_at is not None:
                     budget = min(budget, stop_at - hart.steps)
                 reason = hart.run(budget)

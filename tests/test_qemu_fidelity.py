@@ -74,3 +74,16 @@ def test_bare_metal_program_gets_the_device_tree(toolchain, qemu, memory):
     result = run_hartvm(elf, "--memory", memory)
     assert (result.stdout, result.returncode) == (expected_output, expected_status)
 
+
+def test_rtc_alarm_interrupts_as_in_qemu(toolchain, qemu):
+    """The Goldfish RTC's alarm raises PLIC source 11 when its time comes,
+    waking a hart in WFI; an alarm already due fires at once, its interrupt
+    latched until CLEAR_INTERRUPT; CLEAR_ALARM disarms. hartvm used to store
+    the alarm and never fire it (the program then waited forever)."""
+    elf = build_c("rtc_alarm")
+    expected_output, expected_status = run_qemu(qemu, elf)
+    assert expected_status == 0
+    assert b"woken by the PLIC: 1, line pending 1, alarm status 0, time past the alarm: yes\n" \
+        in expected_output
+    result = run_hartvm(elf)
+    assert (result.stdout, result.returncode) == (expected_output, expected_status)

@@ -59,7 +59,8 @@ BOARD = (
     Row("syscon", Region(0x0010_0000, 0x1000),
         lambda board, r: Syscon(board.on_exit, board.on_reset)),
     Row("rtc", Region(0x0010_1000, 0x1000, irq=11),
-        lambda board, r: GoldfishRTC(board.rtc_epoch_ns, board.elapsed_ns)),
+        lambda board, r: GoldfishRTC(board.rtc_epoch_ns, board.elapsed_ns,
+                                     board.irq_line(r.irq))),
     # Not in QEMU's map: a free page and a free source.
     Row("vmgenid", Region(0x0010_2000, 0x1000, irq=12),
         lambda board, r: VMGenID(lambda: board.devices["plic"].pulse(r.irq))),
@@ -160,6 +161,15 @@ class VirtBoard:
     def components(self) -> list[tuple[str, object]]:
         """Every device by its name: board devices in table order, then virtio."""
         return list(self.devices.items()) + list(self.virtio.items())
+
+    def next_event_ns(self) -> int | None:
+        """When (guest nanoseconds since reset) a device's timer is next due:
+        the RTC's alarm (the CLINT's timers live in the harts' state)."""
+        return self.devices["rtc"].next_event_ns()
+
+    def expire(self) -> None:
+        """Let the devices whose timers are due act (the RTC raises its alarm)."""
+        self.devices["rtc"].expire()
 
     def reset(self) -> None:
         """A machine reset: devices return to their power-on state (the wall clock runs on)."""

@@ -5,9 +5,10 @@ needs to boot it: the entry point, the end of the memory it occupies, and
 the blobs it wrote (so that a reset can write them again). An ELF is loaded
 by its segments' physical addresses (what lies outside RAM is not written:
 see elf.py; its segments are returned for the boot ROM's part); anything
-else is a raw image loaded at the given address. A RISC-V Linux ``Image`` (its header, Documentation/
-arch/riscv/boot-image-header.rst) also declares how much memory it needs
-beyond its file size, which the initrd must not overlap.
+else is a raw image loaded at the given address. A RISC-V Linux ``Image``
+(its header, Documentation/arch/riscv/boot-image-header.rst) also declares
+how much memory it needs beyond its file size, which the initrd must not
+overlap.
 """
 
 import os

@@ -48,7 +48,8 @@
 
 struct desc { uint64_t addr; uint32_t len; uint16_t flags, next; };
 struct avail { uint16_t flags, idx, ring[QSIZE], used_event; };
-struct used { uint16_t flags, idx; struct { uint32_t id, len; } ring[QSIZE]; uint16_t avail_event; };
+struct used_elem { uint32_t id, len; };
+struct used { uint16_t flags, idx; struct used_elem ring[QSIZE]; uint16_t avail_event; };
 struct header { uint32_t type, reserved; uint64_t sector; };
 
 static struct desc desc[QSIZE] __attribute__((aligned(16)));
