@@ -1,10 +1,11 @@
 """The MMIO bus: physical address ranges mapped to devices.
 
-``attach(base, size, device)`` maps the half-open range [base, base+size).
-Ranges may not overlap and may not be empty. The bus turns an MMIO exit
-of the run loop into a device call with an offset inside the device; an
-address no device claims, or an access size the device does not accept,
-is reported back as an access fault for the guest.
+``attach(base, size, device)`` maps the half-open range [base, base+size)
+and ``detach(base)`` unmaps it. Ranges may not overlap and may not be
+empty. The bus turns an MMIO exit of the run loop into a device call with
+an offset inside the device; an address no device claims, or an access
+size the device does not accept, is reported back as an access fault for
+the guest.
 """
 
 import bisect
@@ -30,6 +31,14 @@ class Bus:
                              f"{type(self._entries[index][2]).__name__}")
         self._bases.insert(index, base)
         self._entries.insert(index, (base, size, device))
+
+    def detach(self, base: int):
+        """Unmap the range that starts at ``base``; returns its device (KeyError if none)."""
+        index = bisect.bisect_left(self._bases, base)
+        if index == len(self._bases) or self._bases[index] != base:
+            raise KeyError(f"no device at {base:#x}")
+        del self._bases[index]
+        return self._entries.pop(index)[2]
 
     def find(self, paddr: int, size: int):
         """(device, offset) for an access of ``size`` bytes at ``paddr``, or (None, 0)."""

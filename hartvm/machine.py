@@ -6,8 +6,10 @@ compiled ``run`` is called with a budget that ends at the round's end, and
 what comes back is handled here (MMIO to the bus, WFI, HTIF). A hart in WFI
 sleeps until an interrupt is pending for it; its cycle counter, which is
 also its clock (mtime), moves with the round, or straight to its timer
-deadline. When every hart sleeps, time skips to the earliest deadline, so
-idle guests cost nothing and runs stay reproducible. In realtime mode (an
+deadline. A device's timer (the RTC alarm, ``board.next_event_ns``) is a
+deadline too: harts run up to its cycle, then the device acts. When every
+hart sleeps, time skips to the earliest deadline, so idle guests cost
+nothing and runs stay reproducible. In realtime mode (an
 interactive console) those skips take real time instead, and host input
 can end them.
 
@@ -29,7 +31,7 @@ import stat
 from dataclasses import dataclass
 from typing import Callable
 
-from .board.boot import LinuxBoot
+from .board.boot import LinuxBoot, bare_metal_fdt
 from .board.virt import MEMORY_MAP, VirtBoard
 from .cpu import layout as L
 from .cpu.csr import mtime
@@ -40,7 +42,7 @@ from .hostio import HostIO
 from .errors import HartvmError, quoted
 from . import limits
 from .limits import DEFAULT_MEMORY, check_harts
-from .loader.image import load_file
+from .loader.image import Blob, load_file
 
 QUANTUM = 100_000        # cycles each hart runs per round (1 ms of guest time at 100 MHz)
 SLICE = 1_000_000        # one hart: cycles per call into the compiled loop
@@ -119,13 +121,19 @@ class Machine:
 
     # --- loading --------------------------------------------------------------
     def load_kernel(self, path: str) -> int:
-        """Bare metal: load an ELF and make the reset vector jump to its entry (M-mode)."""
+        """Bare metal: load an ELF and make the reset vector jump to its entry
+        (M-mode), with the device tree's address in a1, as QEMU gives it."""
         image = load_file(path, self.ram, self.ram.base, "kernel", elf_only=True)
+        fdt_addr = bare_metal_fdt(self.ram, image, path)
+        dtb = self.board.device_tree(len(self.harts), rng_seed=self.rng_seed)
+        if not self.ram.contains(fdt_addr, len(dtb)):
+            raise HartvmError(f"{path}: the device tree does not fit in RAM (use more --memory)")
         if image.tohost is not None and self.ram.contains(image.tohost, 8):
             self.htif = HTIF(self.ram, image.tohost, image.fromhost, self.io.console_write,
                              self._guest_exit)
-        self._blobs = list(image.blobs)
-        self.board.set_boot(image.entry)
+        self._blobs = list(image.blobs) + [Blob(fdt_addr, dtb)]
+        self.board.set_boot(image.entry, fdt_addr)
+        self.board.load_rom(image.segments, path)
         self.reset()
         return image.entry
 
@@ -138,6 +146,8 @@ class Machine:
         fdt_addr = linux.place_fdt(dtb)
         self._blobs = linux.blobs
         self.board.set_boot(linux.firmware.entry, fdt_addr, next_addr=linux.kernel.entry)
+        self.board.load_rom(linux.firmware.segments, firmware)
+        self.board.load_rom(linux.kernel.segments, kernel)
         self.reset()
 
     def reset(self) -> None:
@@ -242,6 +252,9 @@ class Machine:
         round_end = int(self.harts[0].state[L.CYCLE]) + length
         if all(self._asleep(i) for i in range(len(self.harts))):
             deadlines = [d for d in (self._deadline(hart) for hart in self.harts) if d is not None]
+            event = self._event_cycle(self.harts[0])
+            if event is not None:
+                deadlines.append(event)
             if not deadlines:
                 return self._wait_for_input()
             wake = min(deadlines)
@@ -290,15 +303,42 @@ class Machine:
             return None               # disarmed (e.g. mtimecmp = -1)
         return cycle + (deadline - now) * L.CYCLES_PER_TICK - cycle % L.CYCLES_PER_TICK
 
+    def _event_cycle(self, hart: Hart) -> int | None:
+        """The cycle of ``hart`` at which a device's timer is due (the RTC alarm),
+        from the guest time it is due at (hart 0's mtime, see _elapsed_ns)."""
+        due_ns = self.board.next_event_ns()
+        if due_ns is None:
+            return None
+        state = hart.state
+        tick = -(-due_ns // (10**9 // L.TIMEBASE_HZ))
+        now = int(mtime(state))
+        cycle = int(state[L.CYCLE])
+        if tick <= now:
+            return cycle
+        if tick - now > MAX_SLEEP_TICKS:
+            return None               # as a timer that far away: never
+        return cycle + (tick - now) * L.CYCLES_PER_TICK - cycle % L.CYCLES_PER_TICK
+
     def _run_hart(self, index: int, hart: Hart, round_end: int, steps_left: int | None) -> None:
         state = hart.state
         stop_at = None if steps_left is None else hart.steps + steps_left
         while int(state[L.CYCLE]) < round_end and (stop_at is None or hart.steps < stop_at):
+            # A device timer (the RTC alarm) fires at its cycle: the hart runs
+            # up to it, then the device acts before the hart goes on.
+            end = round_end
+            event = self._event_cycle(hart)
+            if event is not None:
+                if event <= int(state[L.CYCLE]):
+                    self.board.expire()
+                elif event < end:
+                    end = event
             if self._asleep(index):
                 deadline = self._deadline(hart)
-                if deadline is None or deadline > round_end:
-                    state[L.CYCLE] = round_end   # time passes while it sleeps
-                    return
+                if deadline is None or deadline > end:
+                    state[L.CYCLE] = end         # time passes while it sleeps
+                    if end == round_end:
+                        return
+                    continue                     # to the device's event
                 state[L.CYCLE] = max(deadline, int(state[L.CYCLE]))
                 self.sleeping[index] = False
             trace = self.io.trace
@@ -306,7 +346,7 @@ class Machine:
                 line, before = hart.trace_line(), state[:64].copy()
                 reason = hart.run(1)
             else:
-                budget = round_end - int(state[L.CYCLE])
+                budget = end - int(state[L.CYCLE])
                 if stop_at is not None:
                     budget = min(budget, stop_at - hart.steps)
                 reason = hart.run(budget)

@@ -114,11 +114,12 @@ def qemu():
 QEMU_CPU = "rv64,v=false,zba=false,zbb=false,zbc=false,zbs=false,svpbmt=false,sstc=false"
 
 
-def run_qemu(qemu_path: str, elf: str, timeout: float = 60):
-    """(stdout bytes, exit status) of a bare-metal ELF under QEMU."""
+def run_qemu(qemu_path: str, elf: str, *extra: str, timeout: float = 60):
+    """(stdout bytes, exit status) of a bare-metal ELF under QEMU; ``extra``
+    options go to QEMU's command line (e.g. a -drive and its -device)."""
     result = subprocess.run(
         [qemu_path, "-M", "virt", "-cpu", QEMU_CPU, "-bios", "none", "-kernel", elf,
-         "-nographic", "-monitor", "none", "-serial", "stdio"],
+         "-nographic", "-monitor", "none", "-serial", "stdio", *extra],
         capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
     return result.stdout, result.returncode
 

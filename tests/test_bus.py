@@ -77,6 +77,19 @@ def test_empty_or_negative_sizes_are_refused(size):
     bus.attach(0x1000, 1, Recorder())               # the slot is still free
 
 
+def test_detach_frees_the_range_for_another_device():
+    bus, (first, second) = bus_with((0x1000, 0x100), (0x2000, 0x100))
+    assert bus.detach(0x1000) is first
+    assert bus.find(0x1000, 1) == (None, 0) and bus.find(0x2000, 1) == (second, 0)
+    with pytest.raises(KeyError):
+        bus.detach(0x1000)                          # nothing there any more
+    with pytest.raises(KeyError):
+        bus.detach(0x2010)                          # inside a range, not its base
+    replacement = Recorder()
+    bus.attach(0x1000, 0x100, replacement)
+    assert bus.find(0x10FF, 1) == (replacement, 0xFF)
+
+
 @pytest.mark.parametrize("base, size", [(-1, 0x10), (2**64 - 0x10, 0x11), (2**64, 1)])
 def test_ranges_outside_the_physical_address_space_are_refused(base, size):
     with pytest.raises(ValueError, match="outside"):

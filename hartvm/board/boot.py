@@ -13,7 +13,8 @@ images where it expects them:
   clobber it, near enough to stay in low memory), and never over the
   kernel's image (its declared size, see loader/image.py);
 - the device tree at the highest 2 MiB-aligned address below
-  ``min(end of RAM, 3 GiB)`` that holds it (``riscv_compute_fdt_addr``);
+  ``min(end of RAM, 3 GiB)`` that holds it (``riscv_compute_fdt_addr``),
+  for a bare-metal program too (``bare_metal_fdt``);
 - the boot ROM at 0x1000: the reset vector followed by the
   ``fw_dynamic_info`` block (``riscv_setup_rom_reset_vec``).
 """
@@ -28,6 +29,7 @@ KERNEL_ALIGN = 2 << 20          # riscv_calc_kernel_start_addr, RV64
 INITRD_OFFSET_MAX = 128 << 20   # riscv_load_initrd: at most 128 MiB after the entry
 FDT_ALIGN = 2 << 20             # riscv_compute_fdt_addr
 FDT_LIMIT = 3 << 30             # riscv_compute_fdt_addr: below 3 GiB (reachable from RV32)
+QEMU_FDT_SIZE = 1 << 20         # the buffer QEMU builds its tree in (see bare_metal_fdt)
 PAGE = 4096
 
 # OpenSBI's fw_dynamic handoff (include/sbi/fw_dynamic.h; QEMU's
@@ -66,6 +68,29 @@ def initrd_start(kernel: LoadedImage, ram_size: int) -> int:
 def fdt_address(ram, dtb_size: int) -> int:
     top = min(ram.base + ram.size, FDT_LIMIT)
     return (top - dtb_size) // FDT_ALIGN * FDT_ALIGN
+
+
+def bare_metal_fdt(ram, image: LoadedImage, path: str) -> int:
+    """Where a bare-metal program's device tree goes (``--bios none``).
+
+    QEMU's virt board places the tree whatever the firmware, even none
+    (``virt_machine_done`` calls ``riscv_load_fdt``), and the program gets
+    its address in a1. ``riscv_load_fdt`` places and reserves the whole
+    1 MiB buffer the tree was built in (``create_device_tree``'s
+    FDT_MAX_SIZE), measured before it is packed; a segment over that range
+    makes QEMU refuse the ELF ("Some ROM regions are overlapping",
+    hw/core/loader.c), which is what a program too large for its RAM meets:
+    so is it here.
+    """
+    address = fdt_address(ram, QEMU_FDT_SIZE)
+    end = min(address + QEMU_FDT_SIZE, ram.base + ram.size)
+    for segment in image.segments:
+        if segment.paddr < end and address < segment.paddr + segment.memsize:
+            raise HartvmError(f"{path}: segment at {segment.paddr:#x}-"
+                              f"{segment.paddr + segment.memsize:#x} overlaps the device tree, "
+                              f"which goes at {address:#x}-{end:#x} as on QEMU's virt board "
+                              f"(use more --memory)")
+    return address
 
 
 class LinuxBoot:

@@ -10,7 +10,8 @@ tree all read the table; each device writes its own device-tree node
 
 Virtio devices go into the eight virtio-mmio slots in the order they are
 attached, each under a name of its own (``console``, ``rng``, ``disk0``, ...)
-that its snapshot section carries.
+that its snapshot section carries. A free slot answers with DeviceID 0, as
+QEMU's do, so that a driver may scan them all.
 
 Beyond QEMU's map, the board has a VM Generation ID (``microsoft,vmgenid``)
 in the free page after the RTC, on the free PLIC source 12: the host changes
@@ -29,9 +30,10 @@ from ..devices.plic import PLIC
 from ..devices.rom import ROM
 from ..devices.syscon import Syscon
 from ..devices.uart16550 import UART16550
-from ..devices.virtio.mmio import VirtioMMIO
+from ..devices.virtio.mmio import EmptySlot, VirtioMMIO
 from ..devices.vmgenid import VMGenID
 from ..errors import HartvmError
+from ..loader.elf import clip
 from ..memory import RAM
 from . import boot, fdt
 
@@ -57,7 +59,8 @@ BOARD = (
     Row("syscon", Region(0x0010_0000, 0x1000),
         lambda board, r: Syscon(board.on_exit, board.on_reset)),
     Row("rtc", Region(0x0010_1000, 0x1000, irq=11),
-        lambda board, r: GoldfishRTC(board.rtc_epoch_ns, board.elapsed_ns)),
+        lambda board, r: GoldfishRTC(board.rtc_epoch_ns, board.elapsed_ns,
+                                     board.irq_line(r.irq))),
     # Not in QEMU's map: a free page and a free source.
     Row("vmgenid", Region(0x0010_2000, 0x1000, irq=12),
         lambda board, r: VMGenID(lambda: board.devices["plic"].pulse(r.irq))),
@@ -130,7 +133,11 @@ class VirtBoard:
             self.bus.attach(row.region.base, row.region.size, device)
             self.devices[row.name] = device
         self.regions = {row.name: row.region for row in BOARD}
+        self._reset_vector_end = MEMORY_MAP["rom"].base    # set_boot sets it
         self.virtio: dict[str, VirtioMMIO] = {}     # name -> transport, in slot order
+        # Every slot answers, as on QEMU's board: DeviceID 0 until a device comes.
+        for region in VIRTIO_SLOTS:
+            self.bus.attach(region.base, region.size, EmptySlot())
 
     def irq_line(self, source: int):
         """``set_irq(level)`` of a PLIC source."""
@@ -145,6 +152,7 @@ class VirtBoard:
             raise HartvmError(f"at most {len(VIRTIO_SLOTS)} virtio devices")
         region = VIRTIO_SLOTS[slot]
         device = VirtioMMIO(self.ram, backend, self.irq_line(region.irq))
+        self.bus.detach(region.base)                # the slot's EmptySlot
         self.bus.attach(region.base, region.size, device)
         self.virtio[name] = device
         self.regions[name] = region
@@ -153,6 +161,15 @@ class VirtBoard:
     def components(self) -> list[tuple[str, object]]:
         """Every device by its name: board devices in table order, then virtio."""
         return list(self.devices.items()) + list(self.virtio.items())
+
+    def next_event_ns(self) -> int | None:
+        """When (guest nanoseconds since reset) a device's timer is next due:
+        the RTC's alarm (the CLINT's timers live in the harts' state)."""
+        return self.devices["rtc"].next_event_ns()
+
+    def expire(self) -> None:
+        """Let the devices whose timers are due act (the RTC raises its alarm)."""
+        self.devices["rtc"].expire()
 
     def reset(self) -> None:
         """A machine reset: devices return to their power-on state (the wall clock runs on)."""
@@ -167,6 +184,29 @@ class VirtBoard:
         rom = self.devices["rom"]
         rom.data[:] = 0
         rom.data[:len(content)] = list(content)
+        self._reset_vector_end = MEMORY_MAP["rom"].base + len(content)
+
+    def load_rom(self, segments, path: str) -> None:
+        """Put the parts of ELF ``segments`` that lie in the boot ROM there
+        (after ``set_boot``), as QEMU does: its loader writes them with
+        ``address_space_write_rom``, which stores into ROM as into RAM. A
+        segment over the reset vector or fw_dynamic_info is refused, as QEMU
+        refuses it ("Some ROM regions are overlapping":
+        ``rom_check_and_register_reset`` in hw/core/loader.c)."""
+        region = MEMORY_MAP["rom"]
+        rom = self.devices["rom"]
+        for segment in segments:
+            piece = clip(segment, region.base, region.size)
+            if piece is None:
+                continue
+            paddr, data = piece
+            if paddr < self._reset_vector_end:
+                raise HartvmError(f"{path}: segment at {segment.paddr:#x}-"
+                                  f"{segment.paddr + segment.memsize:#x} overlaps the reset "
+                                  f"vector in the boot ROM ({region.base:#x}-"
+                                  f"{self._reset_vector_end:#x})")
+            offset = paddr - region.base
+            rom.data[offset:offset + len(data)] = list(data)
 
     def device_tree(self, harts: int, bootargs: str = "",
                     initrd: tuple[int, int] | None = None, rng_seed: bytes = b"") -> bytes:

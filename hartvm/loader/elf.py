@@ -1,9 +1,15 @@
 """Loading RISC-V 64-bit ELF executables into guest memory (pyelftools).
 
-Every PT_LOAD segment is copied to its physical address (``p_paddr``, as
-QEMU's loader does) and must lie entirely inside RAM; the rest of a
-segment beyond its file size is zero-filled. The ``tohost``/``fromhost``
-symbols, when present, are returned for HTIF.
+Every PT_LOAD segment goes to its physical address (``p_paddr``, as
+QEMU's loader does); the rest of a segment beyond its file size is
+zero-filled. What lies in RAM is copied there. What lies outside RAM is
+not an error, as in QEMU: hw/core/loader.c makes each segment a ROM blob
+(``rom_add_elf_program``) and writes it with ``address_space_write_rom``,
+which stores the bytes that land in RAM or ROM and skips the rest (MMIO,
+no memory at all). So an ELF whose first segment holds only its headers,
+below RAM, runs. ``clip`` gives the part of a segment inside a range; the
+board puts the boot ROM's part in place (machine.py). The
+``tohost``/``fromhost`` symbols, when present, are returned for HTIF.
 """
 
 import os
@@ -82,12 +88,24 @@ def read_elf(path: str) -> ElfImage:
     return image
 
 
-def load_elf(image: ElfImage, ram, path: str = "ELF") -> None:
-    """Copy the segments of ``image`` into ``ram``; each must fit in RAM."""
-    for segment in image.segments:
-        if not ram.contains(segment.paddr, segment.memsize):
-            raise HartvmError(
-                f"{path}: segment at {segment.paddr:#x}-{segment.paddr + segment.memsize:#x} "
-                f"is outside RAM ({ram.base:#x}-{ram.base + ram.size:#x})")
-    for segment in image.segments:
-        ram.write(segment.paddr, segment.data + bytes(segment.memsize - len(segment.data)))
+def clip(segment: Segment, base: int, size: int) -> tuple[int, bytes] | None:
+    """The part of ``segment`` (its file bytes, then zeros up to its memory
+    size) inside [base, base + size): (address, bytes), or None. Only that
+    part is ever built, however large the segment claims to be."""
+    start = max(segment.paddr, base)
+    end = min(segment.paddr + segment.memsize, base + size)
+    if start >= end:
+        return None
+    data = segment.data[start - segment.paddr:end - segment.paddr]
+    return start, data + bytes(end - start - len(data))
+
+
+def load_elf(image: ElfImage, ram, path: str = "ELF") -> list[tuple[int, bytes]]:
+    """Copy what lies in RAM of each segment of ``image`` into ``ram``; the
+    rest is left out, as QEMU leaves it (see above). Returns the pieces
+    written, as (address, bytes)."""
+    pieces = [piece for piece in (clip(segment, ram.base, ram.size)
+                                  for segment in image.segments) if piece is not None]
+    for paddr, data in pieces:
+        ram.write(paddr, data)
+    return pieces

@@ -3,10 +3,12 @@
 ``load_file`` copies a file into guest RAM and returns what the machine
 needs to boot it: the entry point, the end of the memory it occupies, and
 the blobs it wrote (so that a reset can write them again). An ELF is loaded
-by its segments' physical addresses; anything else is a raw image loaded at
-the given address. A RISC-V Linux ``Image`` (its header, Documentation/
-arch/riscv/boot-image-header.rst) also declares how much memory it needs
-beyond its file size, which the initrd must not overlap.
+by its segments' physical addresses (what lies outside RAM is not written:
+see elf.py; its segments are returned for the boot ROM's part); anything
+else is a raw image loaded at the given address. A RISC-V Linux ``Image``
+(its header, Documentation/arch/riscv/boot-image-header.rst) also declares
+how much memory it needs beyond its file size, which the initrd must not
+overlap.
 """
 
 import os
@@ -33,6 +35,7 @@ class LoadedImage:
     blobs: list[Blob] = field(default_factory=list)
     tohost: int | None = None
     fromhost: int | None = None
+    segments: list = field(default_factory=list)    # an ELF's, for what lies outside RAM
 
 
 def load_file(path: str, ram, default_paddr: int, role: str, elf_only: bool = False) -> LoadedImage:
@@ -44,11 +47,12 @@ def load_file(path: str, ram, default_paddr: int, role: str, elf_only: bool = Fa
         os.close(fd)
     if head == b"\x7fELF":
         image = read_elf(path)
-        load_elf(image, ram, path)
-        blobs = [Blob(s.paddr, s.data + bytes(s.memsize - len(s.data))) for s in image.segments]
+        blobs = [Blob(paddr, data) for paddr, data in load_elf(image, ram, path)]
+        # Every segment counts, in RAM or not, as QEMU's load_elf counts
+        # them for the highest address it returns.
         end = max(s.paddr + s.memsize for s in image.segments)
         return LoadedImage(image.entry, end, blobs, image.symbols.get("tohost"),
-                           image.symbols.get("fromhost"))
+                           image.symbols.get("fromhost"), image.segments)
     if elf_only:
         raise HartvmError(f"{path}: not an ELF file")
     data = read_bounded(path, role, ram.size)

@@ -72,9 +72,9 @@ def make_syscon(exits, resets):
     return Syscon(exits.append, lambda: resets.append(True))
 
 
-def make_rtc(clock):
-    """``clock[0]``: the guest's elapsed nanoseconds."""
-    return GoldfishRTC(EPOCH_NS, lambda: clock[0])
+def make_rtc(clock, irqs):
+    """``clock[0]``: the guest's elapsed nanoseconds; ``irqs`` gets the line's levels."""
+    return GoldfishRTC(EPOCH_NS, lambda: clock[0], irqs.append)
 
 
 def make_aclint(harts):
@@ -316,15 +316,17 @@ FAIL_WITH_7 = (7 << 16) | 0x3333
 class RtcRig(Rig):
     def __init__(self, tmp_path, like):
         self.clock = [like.clock[0] if like else 5_000_000_123]   # the restored hart's time
-        self.device = make_rtc(self.clock)
+        self.irqs = []
+        self.device = make_rtc(self.clock, self.irqs)
 
     def drive(self):
         d = self.device
         d.write(rtc.TIME_HIGH, 4, 0x1800_0000)     # set the clock
         d.write(rtc.TIME_LOW, 4, 0x1234_5678)
-        d.write(rtc.ALARM_HIGH, 4, 0x1800_0001)
+        d.write(rtc.ALARM_HIGH, 4, 0x1800_0000)    # an alarm already due: fires at once,
+        d.write(rtc.ALARM_LOW, 4, 0x1000_0000)     # its interrupt pending but not enabled
+        d.write(rtc.ALARM_HIGH, 4, 0x1800_0001)    # then one 6.6 s ahead: armed
         d.write(rtc.ALARM_LOW, 4, 0x9ABC_DEF0)
-        d.write(rtc.IRQ_ENABLED, 4, 1)
         self.clock[0] += 1000                      # time passes
 
     def observe(self):
@@ -333,7 +335,13 @@ class RtcRig(Rig):
             rtc.TIME_LOW, rtc.TIME_HIGH, rtc.ALARM_LOW, rtc.ALARM_HIGH, rtc.IRQ_ENABLED,
             rtc.ALARM_STATUS)]
         self.clock[0] += 7
-        return values + [d.read(rtc.TIME_LOW, 4), d.read(rtc.TIME_HIGH, 4)]
+        values += [d.read(rtc.TIME_LOW, 4), d.read(rtc.TIME_HIGH, 4)]
+        d.write(rtc.IRQ_ENABLED, 4, 1)             # the latched interrupt
+        values.append(self.irqs[-1])
+        d.write(rtc.CLEAR_INTERRUPT, 4, 1)
+        values.append(self.irqs[-1])
+        self.clock[0] += 7 * 10**9                 # past the alarm
+        return values + [d.read(rtc.ALARM_STATUS, 4), self.irqs[-1]]
 
 
 def _program(ram):
@@ -857,6 +865,11 @@ HOSTILE = {
         "negative epoch": lambda s: {**s, "epoch_ns": -1},
         "alarm as bytes": lambda s: {**s, "alarm": b"\x01"},
         "irq_enabled as a bool": lambda s: {**s, "irq_enabled": True},
+        "irq_pending as text": lambda s: {**s, "irq_pending": "1"},
+        "alarm_running 2": lambda s: {**s, "alarm_running": 2},
+        "deadline past 64 bits": lambda s: {**s, "alarm_deadline_ns": 1 << 64},
+        "negative deadline": lambda s: {**s, "alarm_deadline_ns": -5},
+        "no deadline": lambda s: {k: v for k, v in s.items() if k != "alarm_deadline_ns"},
     },
     "plic": {
         "priorities as text": _plic_list("priority", "1" * SOURCES),

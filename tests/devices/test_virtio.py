@@ -72,13 +72,32 @@ def test_rng_fills_the_buffer_and_interrupts():
     assert irqs[-1] is False
 
 
-def test_feature_negotiation_refuses_unknown_features():
+def test_feature_negotiation_drops_unoffered_features_as_qemu_does():
+    """QEMU accepts FEATURES_OK whatever the driver asked for, keeping only the
+    offered bits (virtio_set_features_nocheck), VERSION_1 or not."""
     ram = RAM(BASE, 1 << 20)
-    device = mmio.VirtioMMIO(ram, Rng())
+    device = mmio.VirtioMMIO(ram, Rng())            # offers neither bit 3 nor EVENT_IDX
     device.write(0x024, 4, 0)
-    device.write(0x020, 4, 1 << 3)                  # a feature the device did not offer
+    device.write(0x020, 4, 1 << 3 | F_EVENT_IDX)    # word 0 only: no VERSION_1
     device.write(0x070, 4, mmio.STATUS_FEATURES_OK | 3)
-    assert not device.read(0x070, 4) & mmio.STATUS_FEATURES_OK
+    assert device.read(0x070, 4) == mmio.STATUS_FEATURES_OK | 3
+    assert device.driver_features == 0
+    assert not device.queues[0].event_idx
+
+
+def test_free_slots_answer_with_device_id_zero():
+    """As QEMU's transports without a backend: magic, version and vendor, zero
+    elsewhere, writes ignored; a device attached later takes the slot over."""
+    from hartvm import HostIO, Machine
+    machine = Machine(memory_size=1 << 20, io=HostIO(output=lambda data: None))
+    bus = machine.board.bus
+    for slot in range(8):
+        base = 0x1000_1000 + 0x1000 * slot
+        bus.write(base + 0x070, 4, 0xFF)
+        assert [bus.read(base + offset, 4) for offset in (0x000, 0x004, 0x008, 0x00C, 0x070)] \
+            == [mmio.MAGIC, 2, 0, mmio.QEMU_VENDOR_ID, 0]
+    machine.board.attach_virtio("rng", Rng())
+    assert bus.read(0x1000_1008, 4) == 4 and bus.read(0x1000_2008, 4) == 0
 
 
 @pytest.mark.parametrize("chain", [

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, assemble, build_c, run_hartvm
+from conftest import ROOT, assemble, baremetal, build_c, run_hartvm
 
 LOOP = """
     .section .text.init
@@ -79,9 +79,23 @@ def test_truncated_elf(toolchain, tmp_path):
     assert_clean_error(result, str(path))
 
 
-def test_segment_outside_ram(toolchain):
+def test_program_too_large_for_its_ram(toolchain):
+    """Its segment runs over the device tree at the top of RAM: QEMU refuses it
+    for that ("Some ROM regions are overlapping"), and so does hartvm."""
     sieve = build_c("bench-sieve", [os.path.join(ROOT, "benchmarks", "workloads", "sieve.c")])
-    assert_clean_error(hartvm("boot", "--bios", "none", "--memory", "1M", "--kernel", sieve), "outside RAM")
+    assert_clean_error(hartvm("boot", "--bios", "none", "--memory", "1M", "--kernel", sieve),
+                       "overlaps the device tree")
+
+
+def test_segment_over_the_reset_vector(toolchain, tmp_path):
+    """QEMU refuses a segment over its reset vector in the boot ROM; hartvm too."""
+    script, source = tmp_path / "rom.ld", tmp_path / "rom.S"
+    script.write_text("ENTRY(_start) SECTIONS { .text 0x80000000 : { *(.text*) } "
+                      ".rom 0x1010 : { LONG(1) } }")
+    source.write_text(LOOP)
+    elf = str(tmp_path / "rom.elf")
+    baremetal.build([str(source)], elf, runtime=False, linker_script=str(script))
+    assert_clean_error(hartvm("boot", "--bios", "none", "--kernel", elf), "reset vector")
 
 
 @pytest.mark.parametrize("size", ["12Q", "0", "-5M", "1000", "3.5G", "2T"])

@@ -5,6 +5,8 @@ bits, configuration space and what to do with the chains of each queue.
 Guest mistakes never reach the VMM: a malformed descriptor chain or a
 queue placed outside RAM sets DEVICE_NEEDS_RESET in the status register and
 the device stops using its queues until the driver resets it (2.1.2).
+A free slot holds an ``EmptySlot``, which answers as QEMU's transport with
+no backend does.
 """
 
 import logging
@@ -90,6 +92,28 @@ class Backend:
 
     def close(self) -> None:
         """Release host resources (files) when the machine goes away."""
+
+
+class EmptySlot(Device):
+    """A transport with no device behind it, as each free slot of QEMU's virt
+    board is: a driver scanning the slots reads the magic value, the version
+    and the vendor, and DeviceID 0 ("no device"), not an access fault.
+    Everything else reads as zero and writes are ignored, whatever the size
+    (QEMU hw/virtio/virtio-mmio.c: virtio_mmio_read and virtio_mmio_write
+    when ``virtio_bus_get_device`` finds no backend)."""
+    access_sizes = frozenset({1, 2, 4})
+
+    def read(self, offset, size):
+        if offset == MAGIC_VALUE:
+            return MAGIC
+        if offset == VERSION:
+            return TRANSPORT_VERSION
+        if offset == VENDOR_ID:
+            return QEMU_VENDOR_ID
+        return 0
+
+    def write(self, offset, size, value):
+        pass
 
 
 class VirtioMMIO(Device):
@@ -269,10 +293,18 @@ class VirtioMMIO(Device):
             self.backend.reset()
             return
         if value & STATUS_FEATURES_OK and not self.status & STATUS_FEATURES_OK:
-            # Only offered features, and VERSION_1, may be accepted (3.1.1).
-            if self.driver_features & ~self.device_features or \
-                    not self.driver_features & F_VERSION_1:
-                value &= ~STATUS_FEATURES_OK
+            # The spec lets a device refuse FEATURES_OK to a driver that asks
+            # for features it did not offer or leaves out VERSION_1 (3.1.1,
+            # 6.1). QEMU refuses neither, and we follow it: the STATUS write
+            # of virtio_mmio_write (hw/virtio/virtio-mmio.c) calls
+            # virtio_set_features, whose virtio_set_features_nocheck
+            # (hw/virtio/virtio.c) drops the bits not offered and whose
+            # failure is ignored; virtio_set_status validates features only
+            # once VERSION_1 was negotiated, and none of hartvm's devices has
+            # a validate_features that could fail. So a driver that writes
+            # feature word 0 alone, as one written for legacy virtio does,
+            # gets FEATURES_OK and can use its device.
+            self.driver_features &= self.device_features
         self.status = value | (self.status & STATUS_NEEDS_RESET)
         self._set_ring_features()
 
