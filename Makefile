@@ -9,8 +9,9 @@ CROSS_TOOLS := riscv64-linux-gnu-gcc=gcc-riscv64-linux-gnu riscv64-linux-gnu-obj
 QEMU := qemu-system-riscv64=qemu-system-misc
 IMAGE_TOOLS := mmdebstrap=mmdebstrap fakeroot=fakeroot mke2fs=e2fsprogs
 NETWORK := passt=passt
+DEBUGGER := gdb-multiarch=gdb-multiarch
 
-.PHONY: run demo test bench toolchain qemu images network clean
+.PHONY: run demo test bench toolchain qemu images network debugger clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,7 +40,10 @@ images:
 network:
 	@$(NEED) $(NETWORK)
 
-test: $(VENV)/.installed toolchain qemu images network
+debugger:
+	@$(NEED) $(DEBUGGER)
+
+test: $(VENV)/.installed toolchain qemu images network debugger
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed toolchain qemu network

@@ -23,6 +23,9 @@ CFLAGS = ["-mabi=lp64d", "-mcmodel=medany", "-O2", "-g0", "-ffreestanding", "-fn
           "-Wl,--build-id=none", "-Wl,--no-warn-rwx-segments"]
 
 
+DEBUG_FLAGS = ("-g", "-O0")       # after CFLAGS: they win over -O2 -g0
+
+
 class ToolchainMissing(RuntimeError):
     pass
 
@@ -57,10 +60,13 @@ def main():
     parser.add_argument("-o", "--output", required=True)
     parser.add_argument("--march", default=MARCH)
     parser.add_argument("--no-runtime", action="store_true")
+    parser.add_argument("--debug", action="store_true",
+                        help="with debug information and without optimisation (for gdb)")
     parser.add_argument("sources", nargs="+")
     args = parser.parse_args()
     try:
-        build(args.sources, args.output, args.march, runtime=not args.no_runtime)
+        build(args.sources, args.output, args.march, runtime=not args.no_runtime,
+              extra=DEBUG_FLAGS if args.debug else ())
     except (ToolchainMissing, RuntimeError) as error:
         print(error, file=sys.stderr)
         return 1

@@ -18,4 +18,5 @@ GUEST_FAILED = 125       # run, exec, shell: hartvm or the guest failed
 BROKEN_PIPE = 128 + 13   # stdout closed by its reader, as a shell reports SIGPIPE
 INTERRUPTED = 130        # Ctrl-C (128 + SIGINT)
 QUIT = 128 + 1           # Ctrl-A X on a console: the user hung up (as SIGHUP would)
+KILLED = 128 + 9         # boot --gdb: the debugger killed the machine (as SIGKILL would)
 FAILED = 1               # the other commands: with a message

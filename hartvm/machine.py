@@ -59,6 +59,7 @@ class Stop(enum.Enum):
     INSTRUCTION_LIMIT = "limit"        # max_instructions was reached
     HALTED = "halted"                  # every hart waits with nothing to wake it
     STOPPED = "stopped"                # the front end's until() said so
+    BREAKPOINT = "breakpoint"          # a hart reached an ebreak while debugged (breakpoint_hart)
 
 
 @dataclass
@@ -118,6 +119,7 @@ class Machine:
         self.htif: HTIF | None = None
         self._blobs = []                  # what reset copies into RAM again
         self._until: Callable[[], bool] | None = None
+        self.breakpoint_hart: int | None = None    # the hart that stopped at an ebreak
 
     # --- loading --------------------------------------------------------------
     def load_kernel(self, path: str) -> int:
@@ -233,6 +235,8 @@ class Machine:
                 if self._exit_status is not None:
                     status, self._exit_status = self._exit_status, None
                     return RunResult(Stop.EXITED, status, self.instructions - start)
+                if self.breakpoint_hart is not None:
+                    return RunResult(Stop.BREAKPOINT, 0, self.instructions - start)
                 if self._stop_wanted():
                     return RunResult(Stop.STOPPED, 0, self.instructions - start)
                 self.io.flush()
@@ -268,9 +272,16 @@ class Machine:
             if left is not None and left <= 0:
                 break
             self._run_hart(index, hart, round_end, left)
-            if self._exit_status is not None or self._reset_requested:
+            if self._exit_status is not None or self._reset_requested or \
+                    self.breakpoint_hart is not None:
                 break
         return True
+
+    def step(self, index: int) -> None:
+        """Run hart ``index`` alone for one instruction (a debugger's stepi); a hart
+        asleep in WFI sleeps on for at most a round instead."""
+        hart = self.harts[index]
+        self._run_hart(index, hart, int(hart.state[L.CYCLE]) + SLICE, 1)
 
     def warm_up(self) -> None:
         """Load the compiled code now rather than at the first instruction (numba
@@ -356,6 +367,9 @@ class Machine:
                 self.htif.handle()
             elif reason == L.EXIT_WFI:
                 self.sleeping[index] = True
+            elif reason == L.EXIT_EBREAK:
+                self.breakpoint_hart = index      # (only while a debugger is attached)
+                return
             if trace is not None:
                 trace.write(self._trace_line(line, before, state))
             if self._exit_status is not None or self._reset_requested:

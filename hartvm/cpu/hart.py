@@ -94,6 +94,15 @@ class Hart:
         s[L.CYCLE] += 1
         s[L.STEPS] += 1
 
+    def breakpoint_trap(self) -> None:
+        """The ebreak at pc, stopped at for a debugger that set no breakpoint there:
+        the guest's own, so it traps, as a step, as inside the run loop."""
+        s = self.state
+        self.trap(L.CAUSE_BREAKPOINT, int(s[L.PC]))
+        s[L.INSTRET] += 1
+        s[L.CYCLE] += 1
+        s[L.STEPS] += 1
+
     def trap(self, cause: int, tval: int) -> None:
         s = self.state
         s[L.PC] = take_trap(s, cause, _signed(tval), int(s[L.PC]), False) & ~1
@@ -194,3 +203,4 @@ class Hart:
         self.state[L.ROM_SIZE] = 2 * len(self.rom_halfwords)
         self.state[L.TLB:] = 0  # a cache: never trusted from a snapshot
         self.state[L.WATCH_PADDR] = -1   # snapshots hold no HTIF machines
+        self.state[L.DEBUG_EBREAK] = 0   # nor debuggers

@@ -15,7 +15,7 @@ from .alu import illegal, ltu, op, op32, op_imm, op_imm32
 from .csr import mtime
 from .layout import (
     CAUSE_FETCH_ACCESS, CAUSE_ILLEGAL, CSR, CYCLE, CYCLES_PER_TICK, EXIT_BUDGET,
-    EXIT_MMIO, EXIT_REASON, INSTRET, MIP, MIP_MTIP, MTIMECMP, PARCEL, PC, RAM_BASE, STEPS,
+    EXIT_EBREAK, EXIT_MMIO, EXIT_REASON, INSTRET, MIP, MIP_MTIP, MTIMECMP, PARCEL, PC, RAM_BASE, STEPS,
     ROM_BASE, ROM_SIZE,
 )
 from .fpu import fused, load_fp, op_fp, store_fp
@@ -206,8 +206,8 @@ def block(h, m8, m16, m32, m64, rom16, ctable, pc, limit):
             npc = execute(h, m8, m16, m32, m64, ram_base, insn, pc, ilen)
         h[0] = 0
         if npc & 1:
-            if h[EXIT_REASON] == EXIT_MMIO:  # the machine completes the instruction
-                steps -= 1
+            if h[EXIT_REASON] == EXIT_MMIO or h[EXIT_REASON] == EXIT_EBREAK:
+                steps -= 1      # the machine completes it (MMIO), or a debugger stops at it
             else:
                 pc = npc & ~1
             break

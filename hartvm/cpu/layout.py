@@ -39,6 +39,7 @@ ROM_SIZE = 75
 WATCH_PADDR = 76     # HTIF tohost: a RAM store here exits the run loop; -1 off
 PARCEL = 77          # the 16 bits of the compressed instruction being executed
 STEPS = 78           # instructions executed, including those that trapped
+DEBUG_EBREAK = 79    # 1: ebreak leaves the run loop (a debugger's breakpoint) instead of trapping
 
 EXIT_REASON = 80     # why run() returned, one of EXIT_*
 EXIT_PADDR = 81      # MMIO: physical address of the access
@@ -60,6 +61,7 @@ EXIT_BUDGET = 0      # the instruction budget is spent
 EXIT_MMIO = 1        # a load or store to a non-RAM physical address
 EXIT_WFI = 2         # WFI with no interrupt pending
 EXIT_HTIF = 3        # the guest stored to the watched tohost address
+EXIT_EBREAK = 4      # ebreak with DEBUG_EBREAK set: pc is the ebreak's, nothing executed
 
 MMIO_WRITE = 1
 MMIO_UNSIGNED = 2    # zero-extend the loaded value (lbu, lhu, lwu)

@@ -10,7 +10,8 @@ from .jit import jit
 from .alu import illegal
 from .csr import counter_allowed, csr_read, csr_write
 from .layout import (
-    CAUSE_BREAKPOINT, CAUSE_ECALL_U, CSR, EXIT_REASON, EXIT_WFI, MIE, MIP,
+    CAUSE_BREAKPOINT, CAUSE_ECALL_U, CSR, DEBUG_EBREAK, EXIT_EBREAK, EXIT_REASON, EXIT_WFI,
+    MIE, MIP,
     MSTATUS, MSTATUS_TSR, MSTATUS_TVM, MSTATUS_TW, PRIV, PRIV_M, PRIV_S,
     PRIV_U, SATP, FCSR, MSTATUS_FS,
 )
@@ -33,6 +34,9 @@ def _privileged(h, insn, pc, ilen):
     if word == ECALL:
         return take_trap(h, CAUSE_ECALL_U + priv, 0, pc, False)
     if word == EBREAK:
+        if h[DEBUG_EBREAK]:          # a debugger's breakpoint (vmm/debugger.py)
+            h[EXIT_REASON] = EXIT_EBREAK
+            return pc | 1
         return take_trap(h, CAUSE_BREAKPOINT, pc, pc, False)
     if word == MRET:
         if priv != PRIV_M:

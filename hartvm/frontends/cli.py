@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"number of harts (default 1, at most {MAX_HARTS})")
     boot.add_argument("--max-instructions", type=_positive, metavar="N",
                       help=f"stop after N instructions (exit status {exit_status.INSTRUCTION_LIMIT})")
+    boot.add_argument("--gdb", metavar="PORT", type=_port,
+                      help="hold the machine before its first instruction until gdb attaches "
+                           "on 127.0.0.1:PORT (target remote :PORT), as QEMU's -gdb tcp::PORT "
+                           "-S; detaching lets it run on")
     boot.add_argument("--trace", metavar="FILE", nargs="?", const="-",
                       help="write every instruction executed, disassembled, with the registers "
                            "it changed, to FILE (default stderr); slow")
@@ -335,6 +339,12 @@ def _ensure_image(name: str, progress: bool = True) -> None:
         _images().find(name, progress, VM)
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+    return int(text)
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -387,6 +397,14 @@ def _boot(args) -> int:
             io.add_input(0, uart.push_input, lambda: len(uart.host_input),
                          filter=console.filter_input)
             io.realtime = console.interactive
+            if args.gdb is not None:
+                from .gdbstub import debug
+                ended = debug(machine, args.gdb,
+                              announce=lambda line: print(line, file=sys.stderr, flush=True))
+                if ended.kind == "exited":
+                    return ended.status & 0xFF
+                if ended.kind == "killed":
+                    return exit_status.KILLED
             result = machine.run(until=lambda: console.panicked,
                                  max_instructions=args.max_instructions)
     except QuitRequested:

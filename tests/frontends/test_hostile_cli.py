@@ -19,6 +19,7 @@ BAD_VALUES = {
     "_memory": ["", "abc", "-1", "0", "3K", "9" * 30],
     "_positive": ["", "abc", "-1", "0", "1.5"],
     "_seconds": ["", "abc", "-1", "0", "nan", "inf"],
+    "_port": ["", "abc", "-1", "65536", "1.5", "9" * 30],
     "_volume": ["", "/nonexistent:/data", "/etc/passwd:/data", "/tmp", "/tmp:data",
                 "/tmp:/data:rx", "/tmp:/", "/tmp:/data:ro:x"],
     "_image_name": ["", "Debian", "../x", "a/b", "x" * 100, "no-such-image"],

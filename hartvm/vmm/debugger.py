@@ -1,0 +1,421 @@
+"""A debugger's hold on a machine: registers, memory through a hart's own
+translation, breakpoints, stepping, and reverse execution (issue 13).
+
+The GDB stub (frontends/gdbstub.py) is one front end of it; the mechanism is
+the machine's, so that it costs nothing while no debugger is attached:
+
+- Breakpoints are ``ebreak`` instructions (``c.ebreak`` over a compressed
+  instruction) written into guest RAM while the machine runs, and taken out
+  whenever it stops, as GDB itself does with "breakpoint always-inserted
+  off": memory read while stopped is the guest's own. With DEBUG_EBREAK set in
+  the harts' state, an ``ebreak`` leaves the run loop instead of trapping
+  (cpu/system.py); one that is not a breakpoint of ours is the guest's own
+  and traps as it would have. A breakpoint is set at the physical address
+  its virtual address has when it is set (QEMU checks virtual pcs instead:
+  here an address with no mapping yet cannot take one).
+- Reverse execution needs no recording step: a machine without host input is
+  deterministic, so going back to instruction N is restoring the last
+  checkpoint before N and running forward to N with the guest's output
+  muted. Checkpoints (RAM and every component's state, in memory) are taken
+  at attach and then every CHECKPOINT_INTERVAL instructions of forward
+  execution, at most MAX_CHECKPOINTS of them (older ones are thinned out, so
+  memory stays bounded and a step back re-executes at most the distance
+  between two kept checkpoints). ``reverse_continue`` replays each interval
+  between checkpoints, latest first, to find the last breakpoint hit before
+  the present. One hart only for now: with several, the harts' interleaving
+  depends on how execution was cut into runs, so a replay could differ.
+"""
+
+from dataclasses import dataclass
+
+from ..cpu import layout as L
+from ..cpu.csr import csr_read, csr_write
+from ..cpu.disasm import CSRS
+from ..errors import HartvmError
+from ..machine import Stop
+from .snapshot import decode, encode, machine_sections
+
+CHECKPOINT_INTERVAL = 2_000_000     # instructions between checkpoints while running forward
+MAX_CHECKPOINTS = 16
+RUN_CHUNK = 1_000_000               # instructions between looks at the debugger's socket
+EBREAK = (0x00100073).to_bytes(4, "little")
+C_EBREAK = (0x9002).to_bytes(2, "little")
+MASK64 = (1 << 64) - 1
+
+# GDB's register numbers for RISC-V (gdb/riscv-tdep.h): x0-x31, pc, f0-f31, then
+# CSR n as 65 + n, and the privilege level as 65 + 4096.
+PC_REGNUM = 32
+FIRST_FP_REGNUM = 33
+FIRST_CSR_REGNUM = 65
+PRIV_REGNUM = FIRST_CSR_REGNUM + 4096
+
+
+@dataclass
+class Event:
+    """Why the machine stopped: ``kind`` is "breakpoint", "watch" (a write changed
+    watched memory), "step", "interrupt", "exited" (``status``), "halted"
+    (every hart waits forever) or "history" (reverse execution reached the
+    first checkpoint)."""
+    kind: str
+    hart: int = 0
+    status: int = 0
+    address: int = 0       # the watched address a "watch" stop wrote to
+
+
+@dataclass
+class Checkpoint:
+    position: int          # machine.instructions when it was taken
+    sections: bytes        # every component's state, encoded (a deep copy)
+    ram: bytes
+
+
+class Debugger:
+    def __init__(self, machine):
+        self.machine = machine
+        self.breakpoints: dict[int, tuple[int, bytes]] = {}   # vaddr -> (paddr, original)
+        self.watchpoints: dict[int, tuple[int, int]] = {}      # vaddr -> (paddr, length)
+        self.inserted = False
+        self.checkpoints: list[Checkpoint] = []
+        self.reversible = len(machine.harts) == 1 and machine.htif is None
+        if self.reversible:
+            self._checkpoint()
+
+    # --- registers -----------------------------------------------------------
+    def read_register(self, hart_index: int, regnum: int) -> int | None:
+        """GDB register ``regnum`` of the hart as an unsigned value, None if it has none."""
+        state = self.machine.harts[hart_index].state
+        if 0 <= regnum < 32:
+            return int(state[regnum]) & MASK64
+        if regnum == PC_REGNUM:
+            return int(state[L.PC]) & MASK64
+        if FIRST_FP_REGNUM <= regnum < FIRST_FP_REGNUM + 32:
+            return int(state[L.FREG + regnum - FIRST_FP_REGNUM]) & MASK64
+        if regnum == PRIV_REGNUM:
+            return int(state[L.PRIV])
+        if FIRST_CSR_REGNUM <= regnum < PRIV_REGNUM:
+            value, ok = csr_read(state, regnum - FIRST_CSR_REGNUM)
+            return int(value) & MASK64 if ok else None
+        return None
+
+    def write_register(self, hart_index: int, regnum: int, value: int) -> bool:
+        state = self.machine.harts[hart_index].state
+        signed = value - (1 << 64) if value >> 63 else value
+        if 0 < regnum < 32:
+            state[regnum] = signed
+        elif regnum == 0:
+            pass
+        elif regnum == PC_REGNUM:
+            state[L.PC] = signed & ~1
+        elif FIRST_FP_REGNUM <= regnum < FIRST_FP_REGNUM + 32:
+            state[L.FREG + regnum - FIRST_FP_REGNUM] = signed
+        elif FIRST_CSR_REGNUM <= regnum < PRIV_REGNUM:
+            return bool(csr_write(state, regnum - FIRST_CSR_REGNUM, signed))
+        else:
+            return False
+        return True
+
+    @staticmethod
+    def csr_names() -> dict[int, str]:
+        return dict(CSRS)
+
+    # --- memory ----------------------------------------------------------------
+    def translate(self, hart_index: int, vaddr: int) -> int | None:
+        """The physical address of ``vaddr`` as the hart sees it now (its privilege
+        and satp; M-mode sees physical memory), or None. A read-only page walk:
+        unlike the hart's own, it sets no A or D bits (privileged spec 12.3.2)."""
+        hart = self.machine.harts[hart_index]
+        vaddr &= MASK64
+        satp = hart.csr(L.SATP)
+        levels = {8: 3, 9: 4, 10: 5}.get(satp >> 60)
+        if hart.priv == L.PRIV_M or satp >> 60 == 0:
+            return vaddr
+        if levels is None:
+            return None
+        bits = 12 + 9 * levels
+        top = vaddr >> (bits - 1)
+        if top not in (0, (1 << (65 - bits)) - 1):
+            return None                     # not sign-extended: no page maps it
+        ram = self.machine.ram
+        table = (satp & ((1 << 44) - 1)) << 12
+        for level in reversed(range(levels)):
+            entry = table + ((vaddr >> (12 + 9 * level)) & 0x1FF) * 8
+            if not ram.contains(entry, 8):
+                return None
+            pte = ram.read_u64(entry)
+            if not pte & 1:
+                return None
+            ppn = (pte >> 10) & ((1 << 44) - 1)
+            if pte & 0xA:                    # R or X: a leaf (a superpage above level 0)
+                mask = (1 << (12 + 9 * level)) - 1
+                return ((ppn << 12) & ~mask) | (vaddr & mask)
+            table = ppn << 12
+        return None
+
+    def read_memory(self, hart_index: int, vaddr: int, length: int) -> bytes | None:
+        """``length`` bytes at ``vaddr`` (RAM only: a read must not reach a device), or None."""
+        return self._memory(hart_index, vaddr, length, None)
+
+    def write_memory(self, hart_index: int, vaddr: int, data: bytes) -> bool:
+        return self._memory(hart_index, vaddr, len(data), data) is not None
+
+    def _memory(self, hart_index, vaddr, length, data):
+        ram, out, done = self.machine.ram, bytearray(), 0
+        while done < length:
+            address = vaddr + done
+            piece = min(length - done, 0x1000 - (address & 0xFFF))
+            paddr = self.translate(hart_index, address)
+            if paddr is None or not ram.contains(paddr, piece):
+                return None
+            if data is None:
+                out += ram.read(paddr, piece)
+            else:
+                ram.write(paddr, data[done:done + piece])
+            done += piece
+        return bytes(out)
+
+    # --- breakpoints -------------------------------------------------------------
+    def add_breakpoint(self, hart_index: int, vaddr: int, kind: int) -> bool:
+        """A breakpoint at ``vaddr``; ``kind`` is its length (2: c.ebreak, 4: ebreak)."""
+        if kind not in (2, 4):
+            return False
+        paddr = self.translate(hart_index, vaddr)
+        if paddr is None or not self.machine.ram.contains(paddr, kind):
+            return False
+        self.breakpoints[vaddr & MASK64] = (paddr, self.machine.ram.read(paddr, kind))
+        return True
+
+    def remove_breakpoint(self, vaddr: int) -> bool:
+        return self.breakpoints.pop(vaddr & MASK64, None) is not None
+
+    def add_watchpoint(self, hart_index: int, vaddr: int, length: int) -> bool:
+        """Stop after a write that changes the ``length`` bytes at ``vaddr``. While
+        one is set the machine runs an instruction at a time and compares (in
+        the stub, thousands of times faster than GDB's own software
+        watchpoints, which ask for every step over the wire)."""
+        paddr = self.translate(hart_index, vaddr)
+        if not 0 < length <= 8 or paddr is None or \
+                not self.machine.ram.contains(paddr, length):
+            return False
+        self.watchpoints[vaddr & MASK64] = (paddr, length)
+        return True
+
+    def remove_watchpoint(self, vaddr: int) -> bool:
+        return self.watchpoints.pop(vaddr & MASK64, None) is not None
+
+    def _watched(self) -> list[bytes]:
+        return [self.machine.ram.read(paddr, length) for paddr, length in self.watchpoints.values()]
+
+    def _insert(self) -> None:
+        ram = self.machine.ram
+        for paddr, original in self.breakpoints.values():
+            ram.write(paddr, EBREAK if len(original) == 4 else C_EBREAK)
+        self.inserted = True
+        for hart in self.machine.harts:
+            hart.state[L.DEBUG_EBREAK] = 1
+
+    def _take_out(self) -> None:
+        for hart in self.machine.harts:
+            hart.state[L.DEBUG_EBREAK] = 0
+        if self.inserted:
+            # Latest first: two breakpoints at one address keep the guest's bytes.
+            for paddr, original in reversed(list(self.breakpoints.values())):
+                self.machine.ram.write(paddr, original)
+            self.inserted = False
+
+    def _at_breakpoint(self, hart_index: int) -> bool:
+        pc = self.machine.harts[hart_index].pc
+        return pc in self.breakpoints
+
+    # --- forward ---------------------------------------------------------------------
+    @property
+    def position(self) -> int:
+        return self.machine.instructions
+
+    def step(self, hart_index: int) -> Event:
+        self._maybe_checkpoint()
+        self.machine.step(hart_index)
+        return self._ended() or Event("step", hart_index)
+
+    def resume(self, interrupted=lambda: False, stop_at: int | None = None) -> Event:
+        """Run every hart until a breakpoint, ``interrupted()`` (checked between
+        rounds and whenever a wake-up descriptor of the machine's io is
+        readable), the guest's end, or the position ``stop_at``."""
+        machine = self.machine
+        for index in range(len(machine.harts)):
+            if self._at_breakpoint(index):      # step off it, with the guest's bytes there
+                self.machine.step(index)
+                ended = self._ended()
+                if ended:
+                    return ended
+        while True:
+            self._maybe_checkpoint()
+            if self.watchpoints:
+                event = self._watch(interrupted)
+                if event is not None:
+                    return event
+                continue
+            chunk = RUN_CHUNK
+            if stop_at is not None:
+                chunk = min(chunk, stop_at - self.position)
+                if chunk <= 0:
+                    return Event("step")
+            self._insert()
+            machine.breakpoint_hart = None
+            try:
+                result = machine.run(until=interrupted, max_instructions=chunk)
+            finally:
+                self._take_out()
+            if result.stop is Stop.BREAKPOINT:
+                index, machine.breakpoint_hart = machine.breakpoint_hart, None
+                if self._at_breakpoint(index):
+                    return Event("breakpoint", index)
+                machine.harts[index].breakpoint_trap()    # the guest's own ebreak
+                continue
+            if result.stop is Stop.STOPPED:
+                return Event("interrupt")
+            ended = self._ended(result)
+            if ended:
+                return ended
+
+    def _watch(self, interrupted) -> Event | None:
+        """Up to RUN_CHUNK instructions one at a time, breakpoints and watched
+        memory checked after each; None if none of them stopped it.
+
+        A write that changes watched memory is undone (the harts' state and the
+        bytes around the watched range, all a store can reach) and reported
+        before it happens, as QEMU reports a RISC-V watchpoint: GDB's RISC-V
+        target has non-steppable watchpoints (riscv-tdep.c), so it steps over
+        the store itself to show the old and new values."""
+        machine, ram = self.machine, self.machine.ram
+        windows = []
+        for paddr, length in self.watchpoints.values():
+            start = max(ram.base, paddr - 7)
+            windows.append((start, min(ram.base + ram.size, paddr + length + 7) - start))
+        for count in range(RUN_CHUNK):
+            if count % 1000 == 999 and interrupted():
+                return Event("interrupt")
+            states = [hart.state.copy() for hart in machine.harts]
+            around = [ram.read(start, length) for start, length in windows]
+            before = self._watched()
+            result = machine.run(max_instructions=1)
+            ended = self._ended(result)
+            if ended:
+                return ended
+            hart = next((i for i, h in enumerate(machine.harts)
+                         if h.steps != int(states[i][L.STEPS])), 0)
+            for (vaddr, _), old, new in zip(self.watchpoints.items(), before, self._watched()):
+                if old != new:
+                    for state, saved in zip((h.state for h in machine.harts), states):
+                        state[:] = saved
+                    for (start, _), data in zip(windows, around):
+                        ram.write(start, data)
+                    return Event("watch", hart, address=vaddr)
+            if self._at_breakpoint(hart):
+                return Event("breakpoint", hart)
+        return None
+
+    def _ended(self, result=None) -> Event | None:
+        if result is not None and result.stop is Stop.EXITED:
+            return Event("exited", status=result.status)
+        if result is not None and result.stop is Stop.HALTED:
+            return Event("halted")
+        return None
+
+    # --- backward ------------------------------------------------------------------------
+    def _checkpoint(self) -> None:
+        machine = self.machine
+        if self.inserted:
+            raise AssertionError("a checkpoint with breakpoints in memory")
+        sections = encode([[name, state] for name, _, state in machine_sections(machine)])
+        ram = machine.ram.read(machine.ram.base, machine.ram.size)
+        self.checkpoints.append(Checkpoint(self.position, sections, ram))
+        if len(self.checkpoints) > MAX_CHECKPOINTS:
+            # Keep the first and the latest; drop every second one in between.
+            kept = self.checkpoints[1:-1:2]
+            self.checkpoints = [self.checkpoints[0], *kept, self.checkpoints[-1]]
+
+    def _maybe_checkpoint(self) -> None:
+        if self.reversible and (not self.checkpoints or
+                                self.position - self.checkpoints[-1].position >=
+                                CHECKPOINT_INTERVAL):
+            self._checkpoint()
+
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        machine = self.machine
+        machine.ram.write(machine.ram.base, checkpoint.ram)
+        parts = dict([("machine", machine)] + machine.components())
+        blobs = machine._blobs
+        for name, state in decode(checkpoint.sections):
+            parts[name].restore(state)
+        machine._blobs = blobs               # (restore forgets what a reset reloads)
+
+    def _replay_to(self, target: int) -> None:
+        """The machine as it was at position ``target`` (at or after the first checkpoint)."""
+        checkpoint = max((c for c in self.checkpoints if c.position <= target),
+                         key=lambda c: c.position)
+        self._restore(checkpoint)
+        io = self.machine.io
+        output = io.output
+        io.output = lambda data: None        # what the guest wrote then was shown then
+        try:
+            left = target - self.position
+            if left > 0:
+                self.machine.run(max_instructions=left)
+        finally:
+            io.output = output
+
+    def _check_reversible(self) -> None:
+        if not self.reversible:
+            raise HartvmError("reverse execution needs a machine with one hart (--smp 1) "
+                              "and no HTIF")
+
+    def reverse_step(self, hart_index: int) -> Event:
+        self._check_reversible()
+        if self.position <= self.checkpoints[0].position:
+            return Event("history", hart_index)
+        self._replay_to(self.position - 1)
+        return Event("step", hart_index)
+
+    def reverse_continue(self) -> Event:
+        """Back to the last breakpoint hit before now, or to the start of history."""
+        self._check_reversible()
+        present = self.position
+        for checkpoint in sorted(self.checkpoints, key=lambda c: -c.position):
+            if checkpoint.position >= present:
+                continue
+            hits = self._hits_between(checkpoint, present)
+            if hits:
+                self._replay_to(hits[-1])
+                return Event("breakpoint", 0)
+            present = checkpoint.position
+        self._replay_to(self.checkpoints[0].position)
+        return Event("history", 0)
+
+    def _hits_between(self, checkpoint: Checkpoint, end: int) -> list[int]:
+        """Positions in [checkpoint, end) at which a breakpoint was reached."""
+        self._restore(checkpoint)
+        hits = []
+        io = self.machine.io
+        output = io.output
+        io.output = lambda data: None
+        try:
+            while self.position < end:
+                if self._at_breakpoint(0):
+                    hits.append(self.position)
+                    self.machine.step(0)
+                    continue
+                self._insert()
+                self.machine.breakpoint_hart = None
+                try:
+                    result = self.machine.run(max_instructions=end - self.position)
+                finally:
+                    self._take_out()
+                if result.stop is Stop.BREAKPOINT:
+                    self.machine.breakpoint_hart = None
+                    if not self._at_breakpoint(0):
+                        self.machine.harts[0].breakpoint_trap()
+                elif result.stop is not Stop.INSTRUCTION_LIMIT:
+                    break
+        finally:
+            io.output = output
+        return [hit for hit in hits if hit < end]

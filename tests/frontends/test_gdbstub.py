@@ -1,0 +1,147 @@
+"""The GDB stub (``hartvm boot --gdb PORT``), driven by Debian's gdb-multiarch in
+batch mode on a bare-metal C program with debug info: a conditional
+breakpoint, variables, a watchpoint on the right store, stepi and
+reverse-stepi around it, reverse-continue to earlier breakpoint hits with
+the earlier values, registers and CSRs, monitor commands, threads, and the
+program running to its end after detach. Then hostile clients."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import PROGRAMS, ROOT, _build_dir
+from hartvm.cpu.layout import MISA_VALUE
+
+GDB = shutil.which("gdb-multiarch")
+
+
+@pytest.fixture(scope="module")
+def debuggee(toolchain):
+    assert GDB, "gdb-multiarch not found: install Debian's gdb-multiarch (make test does)"
+    output = os.path.join(_build_dir(), "debuggee-g.elf")
+    subprocess.run([sys.executable, os.path.join(ROOT, "baremetal", "build.py"), "--debug",
+                    "-o", output, os.path.join(PROGRAMS, "debuggee.c")], check=True)
+    return output
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _session(elf: str, commands: list[str], *extra: str) -> tuple[str, bytes, int]:
+    """gdb's output for ``commands`` against a fresh ``boot --gdb``; the VM's
+    console output and exit status."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hartvm", "boot", "--bios", "none", "--kernel", elf,
+         "--memory", "16M", "--gdb", str(port), *extra],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    try:
+        script = ["set pagination off", "set confirm off",
+                  f"target remote :{port}", *commands]
+        arguments = [GDB, "-nx", "-batch"]
+        for line in script:
+            arguments += ["-ex", line]
+        # gdb retries the connection while hartvm starts (remotetimeout).
+        gdb = subprocess.run(arguments + ["-ex", "detach", elf], capture_output=True, text=True,
+                             timeout=180, env={**os.environ, "HOME": ROOT})
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return gdb.stdout + gdb.stderr, output, process.returncode
+
+
+def _connect_when_listening(port: int, process) -> socket.socket:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=5)
+        except OSError:
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.2)
+    raise AssertionError("the stub never listened")
+
+
+def _values(text: str) -> list[str]:
+    """What gdb's ``print`` commands showed, in order ("$1 = 3" -> "3")."""
+    return [line.split(" = ", 1)[1] for line in text.splitlines()
+            if line.startswith("$") and " = " in line]
+
+
+def test_breakpoints_watchpoints_and_reverse_execution(debuggee):
+    text, console, status = _session(debuggee, [
+        "break add_square if i == 3", "continue", "print i", "print total",
+        "watch total", "continue",            # fires on the store of total += 9
+        "print total", "reverse-stepi", "print total", "stepi", "print total",
+        "delete 2", "break add_square",
+        "reverse-continue", "print i", "print total",   # back to this call's start
+        "reverse-continue", "print i", "print total",   # and to the call before
+        "p/x $pc", "p $priv", "p/x $misa",
+        "info threads", "monitor info",
+    ])
+    breakpoint = text.split("Breakpoint 1 at ", 1)[1].split(":", 1)[0]
+    assert _values(text) == ["3", "5", "14", "5", "14", "3", "5", "2", "1", breakpoint, "3",
+                             hex(MISA_VALUE & (2**64 - 1))], text
+    assert "Old value = 5" in text and "New value = 14" in text, text
+    assert "Thread 1" in text and "harts: 1" in text, text
+    # Detached, the program runs on to its end, as it would have.
+    assert console == b"total 140\n" and status == 0, (console, status, text)
+
+
+def test_every_hart_is_a_thread_and_registers_can_be_written(debuggee):
+    text, console, status = _session(debuggee, [
+        "info threads", "break add_square", "continue", "set var $a0 = 6", "set var i = 6",
+        "p $a0", "set var total = 100", "delete", "continue",
+    ], "--smp", "2")
+    assert "Thread 1" in text and "Thread 2" in text, text
+    assert _values(text) == ["6"], text
+    # add_square(6) instead of (0): 36, then 1..7 (140 - 0): 100 + 36 + 140 = 276.
+    assert console == b"total 276\n" and status == 0, (console, text)
+
+
+def test_hostile_clients_break_only_their_session(debuggee):
+    """Garbage, bad checksums, huge and malformed packets, then a disconnect: the
+    stub answers what it can and the machine runs on to its end."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hartvm", "boot", "--bios", "none", "--kernel", debuggee,
+         "--memory", "16M", "--gdb", str(port)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    try:
+        sock = _connect_when_listening(port, process)
+        packets = [b"garbage", b"$g#00", b"$m0,ffffffffffff#00", b"$mzz#00", b"$p99999#00",
+                   b"$Z0,1,4#00", b"$Hgff#00", b"$qXfer:features:read:target.xml:x#00",
+                   b"$M80000000,4:zz#00", b"$qRcmd,zz#00", b"$" + b"a" * 100000 + b"#00",
+                   b"$bs#00"]
+        for packet in packets:
+            sock.sendall(packet)
+        time.sleep(1)
+        sock.close()
+        console, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert console == b"total 140\n" and process.returncode == 0
+
+
+def test_a_port_in_use_is_one_line(debuggee):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "hartvm", "boot", "--bios", "none", "--kernel", debuggee,
+             "--gdb", str(port)], capture_output=True, text=True, timeout=120, cwd=ROOT,
+            stdin=subprocess.DEVNULL)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith(f"hartvm: --gdb {port}: ")
