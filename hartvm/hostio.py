@@ -106,6 +106,7 @@ class HostIO:
         self.inputs: list[Input] = []
         self.outputs: list[Output] = []
         self.wake_fds: list[int] = []
+        self.deliveries = 0             # polls that moved host input to a device
 
     def console_write(self, data: bytes) -> None:
         """What devices write the console with: ``output`` as it is now (a front
@@ -157,8 +158,10 @@ class HostIO:
             writers[fd].flush()
         for fd in ready:
             source = wanted.get(fd)
-            if source is not None and not source.drain():
-                self.remove_input(source)
+            if source is not None:
+                self.deliveries += 1
+                if not source.drain():
+                    self.remove_input(source)
         return bool(ready or writable)
 
     @staticmethod

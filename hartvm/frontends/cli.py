@@ -201,6 +201,10 @@ def _vm_parsers(commands) -> None:
     _guest_options(up)
     up.add_argument("--from", dest="snapshot", metavar="SNAPSHOT",
                     help="restore this snapshot directory instead of the default guest")
+    up.add_argument("--gdb", metavar="PORT", type=_port,
+                    help="let gdb attach on 127.0.0.1:PORT at any time (target remote :PORT): "
+                         "the VM stops on attach and runs on when gdb detaches; its commands "
+                         "wait while it is stopped")
     exec_ = commands.add_parser(
         "exec", help="run a command in a long-running VM",
         usage="hartvm exec [options] NAME -- CMD [ARG...]",
@@ -396,9 +400,10 @@ def _boot(args) -> int:
             uart = machine.board.devices["uart0"]
             io.add_input(0, uart.push_input, lambda: len(uart.host_input),
                          filter=console.filter_input)
-            io.realtime = console.interactive
+            # Under a debugger guest time follows instructions, so that it can go back.
+            io.realtime = console.interactive and args.gdb is None
             if args.gdb is not None:
-                from .gdbstub import debug
+                from ..vmm.gdbstub import debug
                 ended = debug(machine, args.gdb,
                               announce=lambda line: print(line, file=sys.stderr, flush=True))
                 if ended.kind == "exited":
@@ -569,7 +574,8 @@ def _up(args) -> int:
         _ensure_image(args.image)
     vm = RemoteVM.up(name=args.name, memory=args.memory, smp=args.smp, drives=args.drive,
                      snapshot=args.snapshot, volumes=args.volume, image=args.image,
-                     disk_size=args.disk_size, network=args.network, publish=args.publish)
+                     disk_size=args.disk_size, network=args.network, publish=args.publish,
+                     gdb=args.gdb)
     print(vm.name)
     return 0
 

@@ -51,13 +51,14 @@ class RemoteVM(FileTransfer):
     def up(cls, name: str | None = None, memory="256M", smp: int = 1, drives=(),
            snapshot=None, progress: bool = True, pool: bool = False,
            volumes=(), image: str = "busybox", disk_size=None,
-           network: str = NO_NETWORK, publish=()) -> "RemoteVM":
+           network: str = NO_NETWORK, publish=(), gdb: int | None = None) -> "RemoteVM":
         """Start a VM in a process of its own (from ``snapshot`` if given, else the
         default guest) and return its handle once it answers. Its hostname is its
         name. ``pool``: start the run pool (see RunPool) instead, with a network
         card unplugged unless ``network`` is "none". ``volumes``: host
         directories shared for the VM's life (volumes.py); ``network``,
-        ``publish``: its network and published ports (network.py)."""
+        ``publish``: its network and published ports (network.py). ``gdb``: a
+        TCP port on 127.0.0.1 where gdb may attach at any time (gdbstub.py)."""
         size = guest_memory_size(memory)
         check_harts(smp)
         check_mode(network)
@@ -65,6 +66,8 @@ class RemoteVM(FileTransfer):
         volumes = [volume.as_request() for volume in parse_volumes(volumes)]
         images.check_name(image)
         disk_size = limits.disk_size(disk_size)
+        if gdb is not None and (type(gdb) is not int or not 0 < gdb < 65536 or pool):
+            raise HartvmError(f"bad gdb port {shown(gdb)}: 1 to 65535, not for a run pool")
         drives = [_absolute_drive(spec) for spec in drive_specs(drives)]
         # Everything is checked before the name is claimed: a refusal leaves nothing.
         if snapshot is not None:
@@ -82,7 +85,7 @@ class RemoteVM(FileTransfer):
                   "memory": size, "smp": smp, "drives": drives, "pool": pool,
                   "volumes": volumes, "image": image,
                   "disk_size": disk_size,
-                  "network": network, "publish": published,
+                  "network": network, "publish": published, "gdb": gdb,
                   "hostname": "hartvm" if pool else name}
         try:
             with open(directory / registry.LOG, "ab") as log:

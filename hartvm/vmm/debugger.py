@@ -1,7 +1,7 @@
 """A debugger's hold on a machine: registers, memory through a hart's own
 translation, breakpoints, stepping, and reverse execution (issue 13).
 
-The GDB stub (frontends/gdbstub.py) is one front end of it; the mechanism is
+The GDB stub (gdbstub.py) is one front end of it; the mechanism is
 the machine's, so that it costs nothing while no debugger is attached:
 
 - Breakpoints are ``ebreak`` instructions (``c.ebreak`` over a compressed
@@ -23,9 +23,14 @@ the machine's, so that it costs nothing while no debugger is attached:
   between two kept checkpoints). ``reverse_continue`` replays each interval
   between checkpoints, latest first, to find the last breakpoint hit before
   the present. One hart only for now: with several, the harts' interleaving
-  depends on how execution was cut into runs, so a replay could differ.
+  depends on how execution was cut into runs, so a replay could differ. Nor
+  in realtime mode (idle time follows the host's clock). Host input (keys
+  typed on the console, a command's bytes) is not recorded yet: history
+  starts again after each (a replay would miss it), and none is read while
+  replaying.
 """
 
+import contextlib
 from dataclasses import dataclass
 
 from ..cpu import layout as L
@@ -67,6 +72,7 @@ class Checkpoint:
     position: int          # machine.instructions when it was taken
     sections: bytes        # every component's state, encoded (a deep copy)
     ram: bytes
+    deliveries: int        # the machine's io.deliveries then
 
 
 class Debugger:
@@ -76,7 +82,8 @@ class Debugger:
         self.watchpoints: dict[int, tuple[int, int]] = {}      # vaddr -> (paddr, length)
         self.inserted = False
         self.checkpoints: list[Checkpoint] = []
-        self.reversible = len(machine.harts) == 1 and machine.htif is None
+        self.reversible = len(machine.harts) == 1 and machine.htif is None and \
+            not machine.io.realtime
         if self.reversible:
             self._checkpoint()
 
@@ -328,16 +335,19 @@ class Debugger:
             raise AssertionError("a checkpoint with breakpoints in memory")
         sections = encode([[name, state] for name, _, state in machine_sections(machine)])
         ram = machine.ram.read(machine.ram.base, machine.ram.size)
-        self.checkpoints.append(Checkpoint(self.position, sections, ram))
+        self.checkpoints.append(Checkpoint(self.position, sections, ram, machine.io.deliveries))
         if len(self.checkpoints) > MAX_CHECKPOINTS:
             # Keep the first and the latest; drop every second one in between.
             kept = self.checkpoints[1:-1:2]
             self.checkpoints = [self.checkpoints[0], *kept, self.checkpoints[-1]]
 
     def _maybe_checkpoint(self) -> None:
-        if self.reversible and (not self.checkpoints or
-                                self.position - self.checkpoints[-1].position >=
-                                CHECKPOINT_INTERVAL):
+        if not self.reversible:
+            return
+        if self.checkpoints and self.checkpoints[-1].deliveries != self.machine.io.deliveries:
+            self.checkpoints = []            # host input came: history starts again here
+        if not self.checkpoints or \
+                self.position - self.checkpoints[-1].position >= CHECKPOINT_INTERVAL:
             self._checkpoint()
 
     def _restore(self, checkpoint: Checkpoint) -> None:
@@ -354,20 +364,27 @@ class Debugger:
         checkpoint = max((c for c in self.checkpoints if c.position <= target),
                          key=lambda c: c.position)
         self._restore(checkpoint)
-        io = self.machine.io
-        output = io.output
-        io.output = lambda data: None        # what the guest wrote then was shown then
-        try:
+        with self._replaying():
             left = target - self.position
             if left > 0:
                 self.machine.run(max_instructions=left)
+
+    @contextlib.contextmanager
+    def _replaying(self):
+        """Output muted (what the guest wrote then was shown then) and no host input read."""
+        io = self.machine.io
+        output, inputs, deliveries = io.output, io.inputs, io.deliveries
+        io.output, io.inputs = (lambda data: None), []
+        try:
+            yield
         finally:
-            io.output = output
+            io.output, io.inputs, io.deliveries = output, inputs, deliveries
 
     def _check_reversible(self) -> None:
         if not self.reversible:
-            raise HartvmError("reverse execution needs a machine with one hart (--smp 1) "
-                              "and no HTIF")
+            raise HartvmError("reverse execution needs a machine with one hart (--smp 1), "
+                              "no HTIF, and guest time that follows instructions")
+        self._maybe_checkpoint()             # (a fresh history if host input came)
 
     def reverse_step(self, hart_index: int) -> Event:
         self._check_reversible()
@@ -395,10 +412,7 @@ class Debugger:
         """Positions in [checkpoint, end) at which a breakpoint was reached."""
         self._restore(checkpoint)
         hits = []
-        io = self.machine.io
-        output = io.output
-        io.output = lambda data: None
-        try:
+        with self._replaying():
             while self.position < end:
                 if self._at_breakpoint(0):
                     hits.append(self.position)
@@ -416,6 +430,4 @@ class Debugger:
                         self.machine.harts[0].breakpoint_trap()
                 elif result.stop is not Stop.INSTRUCTION_LIMIT:
                     break
-        finally:
-            io.output = output
         return [hit for hit in hits if hit < end]

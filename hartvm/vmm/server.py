@@ -40,7 +40,7 @@ from pathlib import Path
 from ..code_digest import code_digest
 from ..errors import HartvmError
 from ..exit_status import GUEST_FAILED as EXIT_FAILED, TIMEOUT as EXIT_TIMEOUT
-from . import protocol, registry
+from . import gdbstub, protocol, registry
 from .results import CommandTimeout, GuestError, Interrupted
 from .vm import VM, booted_snapshot
 from .volumes import from_request
@@ -70,6 +70,7 @@ class Server:
         self.waiting = collections.deque()   # (connection, request) that came meanwhile
         self.client_lost = False
         self.stop_requested = False      # a stop came while a command ran
+        self.debug_listener = None       # where gdb attaches (up --gdb)
 
     # --- life cycle ----------------------------------------------------------------
     def listen(self) -> None:
@@ -109,6 +110,9 @@ class Server:
                         self._dispatch(connection, request)
                     continue
                 self.vm.idle(until=self._connection_waiting)
+                if self._readable(self.debug_listener):
+                    self._debug()
+                    continue
                 connection, _ = self.listener.accept()
                 with connection:
                     request = self._read_request(connection)
@@ -132,14 +136,38 @@ class Server:
                 registry.remove(self.directory)
 
     def _close_listener(self) -> None:
-        """Close the control socket, which is no wake-up of the VM's any more."""
-        fd = self.listener.fileno()
-        if fd in self.vm.io.wake_fds:
-            self.vm.io.wake_fds.remove(fd)
-        self.listener.close()
+        """Close the control socket (and gdb's), which are no wake-ups of the VM's
+        any more (a clone's are its parent's: it has none of its own)."""
+        for listener in (self.listener, self.debug_listener):
+            if listener is None:
+                continue
+            fd = listener.fileno()
+            if fd in self.vm.io.wake_fds:
+                self.vm.io.wake_fds.remove(fd)
+            listener.close()
+        self.debug_listener = None
 
     def _connection_waiting(self) -> bool:
-        return bool(select.select([self.listener], [], [], 0)[0])
+        return self._readable(self.listener) or self._readable(self.debug_listener)
+
+    @staticmethod
+    def _readable(sock) -> bool:
+        return sock is not None and bool(select.select([sock], [], [], 0)[0])
+
+    def listen_for_gdb(self, port: int) -> None:
+        self.debug_listener = gdbstub.listen(port)
+        self.vm.io.wake_fds.append(self.debug_listener.fileno())
+
+    def _debug(self) -> None:
+        """A gdb session, between commands: the VM stops on attach, and runs on
+        (its commands served again) when gdb detaches or goes away."""
+        client, _ = self.debug_listener.accept()
+        with client:
+            ended = gdbstub.GdbStub(self.vm.machine).serve(gdbstub.Connection(client))
+        if ended.kind == "killed":
+            raise StopRequested()
+        if ended.kind in ("exited", "halted"):
+            raise GuestError("the guest ended while gdb debugged it")
 
     # --- requests ----------------------------------------------------------------------
     @staticmethod
@@ -491,6 +519,8 @@ def main() -> int:
         else:
             server = Server(vm, directory.name, directory)
             server.start()
+            if config.get("gdb"):
+                server.listen_for_gdb(config["gdb"])
     except BaseException as error:  # noqa: BLE001 - reported to the starting hartvm
         message = str(error) if isinstance(error, HartvmError) else repr(error)
         os.write(ready_fd, f"{message}\n".encode())

@@ -459,7 +459,7 @@ class VM(FileTransfer):
     def up(name: str | None = None, memory="256M", smp: int = 1, drives=(),
            snapshot=None, progress: bool = True, volumes=(),
            image: str = images.BUSYBOX, disk_size=None, network: str = NO_NETWORK,
-           publish=()) -> RemoteVM:
+           publish=(), gdb: int | None = None) -> RemoteVM:
         """A long-running VM in a process of its own: returns its ``RemoteVM`` handle
         (see client.py), which has this class's ``run``, ``snapshot`` and ``fork``."""
         if snapshot is None:
@@ -467,7 +467,7 @@ class VM(FileTransfer):
         return RemoteVM.up(name=name, memory=memory, smp=smp, drives=drives,
                            snapshot=snapshot, progress=progress, volumes=volumes,
                            image=image, disk_size=disk_size, network=network,
-                           publish=publish)
+                           publish=publish, gdb=gdb)
 
     def fork(self, count: int = 1) -> list["VM"]:
         """``count`` clones of this VM in this process, each with its own identity.

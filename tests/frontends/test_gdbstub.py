@@ -145,3 +145,35 @@ def test_a_port_in_use_is_one_line(debuggee):
             stdin=subprocess.DEVNULL)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith(f"hartvm: --gdb {port}: ")
+
+
+def test_gdb_attaches_to_a_running_linux_vm_and_detaches(state_dir):
+    """``hartvm up --gdb PORT``: gdb attaches at any time (the VM stops), lists every
+    hart, stops at a kernel function's address (from /proc/kallsyms: Debian's
+    System.map is a stub, the real one is in the -dbg package), and on detach
+    the VM runs on."""
+    assert GDB, "gdb-multiarch not found: install Debian's gdb-multiarch (make test does)"
+    from hartvm import RemoteVM
+    port = _free_port()
+    subprocess.run([sys.executable, "-m", "hartvm", "up", "--name", "dbg", "--smp", "2",
+                    "--gdb", str(port)], check=True, cwd=ROOT, timeout=300, capture_output=True)
+    vm = RemoteVM("dbg")
+    try:
+        symbols = vm.run(["grep", " __riscv_sys_clock_nanosleep$", "/proc/kallsyms"]).stdout
+        address = "0x" + symbols.split()[0].decode()
+        # Something that calls it again and again while gdb waits (its output
+        # goes nowhere: it outlives the command).
+        vm.run(["sh", "-c", "while :; do sleep 0.2; done >/dev/null 2>&1 &"], check=True)
+        script = ["set pagination off", "set confirm off", f"target remote :{port}",
+                  "info threads", f"break *{address}", "continue", "p/x $pc", "p $priv",
+                  "detach"]
+        arguments = [GDB, "-nx", "-batch"]
+        for line in script:
+            arguments += ["-ex", line]
+        gdb = subprocess.run(arguments, capture_output=True, text=True, timeout=180)
+        text = gdb.stdout + gdb.stderr
+        assert "Thread 1" in text and "Thread 2" in text, text
+        assert _values(text) == [address, "1"], text       # there, in S-mode
+        assert vm.run(["echo", "runs on"]).stdout == b"runs on\n"
+    finally:
+        vm.stop()

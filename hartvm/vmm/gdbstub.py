@@ -25,7 +25,7 @@ import socket
 from xml.sax.saxutils import escape as xml_escape
 
 from ..errors import HartvmError
-from ..vmm.debugger import (Debugger, Event, FIRST_CSR_REGNUM, FIRST_FP_REGNUM, PC_REGNUM,
+from .debugger import (Debugger, Event, FIRST_CSR_REGNUM, FIRST_FP_REGNUM, PC_REGNUM,
                             PRIV_REGNUM)
 
 MAX_PACKET = 0x4000
