@@ -123,8 +123,8 @@ class Machine:
 
     # --- loading --------------------------------------------------------------
     def load_kernel(self, path: str) -> int:
-        """Bare metal: load an ELF and make the reset vector jump to its entry
-        (M-mode), with the device tree's address in a1, as QEMU gives it."""
+        """Bare metal: load an ELF and start it as QEMU's virt board does with
+        ``-bios none`` (M-mode, the device tree's address in a1)."""
         image = load_file(path, self.ram, self.ram.base, "kernel", elf_only=True)
         fdt_addr = bare_metal_fdt(self.ram, image, path)
         dtb = self.board.device_tree(len(self.harts), rng_seed=self.rng_seed)
@@ -134,7 +134,12 @@ class Machine:
             self.htif = HTIF(self.ram, image.tohost, image.fromhost, self.io.console_write,
                              self._guest_exit)
         self._blobs = list(image.blobs) + [Blob(fdt_addr, dtb)]
-        self.board.set_boot(image.entry, fdt_addr)
+        # QEMU's reset vector jumps to the start of RAM (start_addr), whatever the
+        # ELF's entry, with fw_dynamic_info's next_addr the ELF's lowest load
+        # address: riscv_load_kernel returns kernel_load_base (hw/riscv/boot.c,
+        # virt_machine_done in hw/riscv/virt.c; seen with QEMU 7.2).
+        lowest = min(segment.paddr for segment in image.segments)
+        self.board.set_boot(self.ram.base, fdt_addr, next_addr=lowest)
         self.board.load_rom(image.segments, path)
         self.reset()
         return image.entry

@@ -87,3 +87,19 @@ def test_rtc_alarm_interrupts_as_in_qemu(toolchain, qemu):
         in expected_output
     result = run_hartvm(elf)
     assert (result.stdout, result.returncode) == (expected_output, expected_status)
+
+
+def test_bare_metal_start_is_the_start_of_ram(toolchain, qemu):
+    """With -bios none QEMU's reset vector jumps to the start of RAM, with the
+    ELF's entry point in fw_dynamic_info (a2); hartvm used to jump to the entry."""
+    elf = baremetal.build([os.path.join(PROGRAMS, "entry_after_ram_base.S")],
+                          os.path.join(ROOT, "build", "tests", "entry_after_ram_base.elf"),
+                          runtime=False, extra=("-Wl,-e,entry",))
+    header = subprocess.run([baremetal.CROSS + "readelf", "-h", elf], capture_output=True,
+                            text=True, check=True).stdout
+    entry = int(header.split("Entry point address:")[1].split()[0], 16)
+    assert entry > 0x80000000                               # not the start of RAM
+    expected_output, expected_status = run_qemu(qemu, elf)
+    assert expected_status == 0
+    result = run_hartvm(elf)
+    assert (result.stdout, result.returncode) == (expected_output, expected_status)
