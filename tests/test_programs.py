@@ -67,3 +67,14 @@ def test_sstc_matches_qemu(toolchain, qemu):
     result = run_hartvm(elf)
     assert (result.stdout, result.returncode) == (expected_output, expected_status)
 
+
+def test_sv57_matches_qemu(toolchain, qemu):
+    """Sv57 as QEMU 7.2 translates it: five-level walks, A/D, a petapage and
+    the page faults of non-canonical addresses."""
+    elf = build_c("sv57")
+    expected_output, expected_status = run_qemu(qemu, elf)
+    assert expected_status == 0
+    assert b"satp mode after writing Sv57: a\n" in expected_output
+    assert b"low: 5757" in expected_output and b"petapage: 2560\n" in expected_output
+    result = run_hartvm(elf)
+    assert (result.stdout, result.returncode) == (expected_output, expected_status)

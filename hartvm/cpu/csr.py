@@ -19,7 +19,7 @@ software cannot write STIP.
 import numpy as np
 from .jit import jit
 from .trap import effective_mip
-from .mmu import SATP_MODE_BARE, SATP_MODE_SV39, SATP_MODE_SV48, tlb_flush
+from .mmu import SATP_MODE_BARE, SATP_MODE_SV39, SATP_MODE_SV48, SATP_MODE_SV57, tlb_flush
 
 from .layout import (
     CSR, CYCLE, CYCLES_PER_TICK, INSTRET, MCAUSE, MCOUNTEREN, MCOUNTINHIBIT,
@@ -168,10 +168,11 @@ def csr_write(h, number, value):
         set_mstatus(h, new)
     elif number == SATP:
         mode = (value >> 60) & 0xF
-        # Bare, Sv39 and Sv48; a write of another mode has no effect (4.1.11).
+        # Bare, Sv39, Sv48 and Sv57, as QEMU 7.2 (valid_vm_1_10_64 in
+        # target/riscv/csr.c); a write of another mode has no effect (4.1.11).
         if mode == SATP_MODE_BARE:
             h[CSR + SATP] = 0
-        elif mode == SATP_MODE_SV39 or mode == SATP_MODE_SV48:
+        elif mode == SATP_MODE_SV39 or mode == SATP_MODE_SV48 or mode == SATP_MODE_SV57:
             h[CSR + SATP] = value & SATP_WRITABLE
         tlb_flush(h)
     elif number == MTVEC or number == STVEC:
