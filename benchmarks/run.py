@@ -33,7 +33,7 @@ import throughput  # noqa: E402
 
 WORKLOADS = os.path.join(ROOT, "benchmarks", "workloads")
 OUT = os.path.join(ROOT, "build", "bench")
-QEMU_CPU = "rv64,v=false,zba=false,zbb=false,zbc=false,zbs=false,svpbmt=false,sstc=false"
+QEMU_CPU = "rv64,v=false,zba=false,zbb=false,zbc=false,zbs=false,svpbmt=false"
 FLOATING_POINT = {"nbody"}   # the others are integer workloads
 STATS = re.compile(rb"hartvm: (\d+) instructions in ([0-9.]+) s")
 

@@ -37,7 +37,7 @@ REPEAT = 3
 STDIN_COMMAND = ["dd", f"bs={BLOCK}", "iflag=fullblock", "of=/dev/null"]
 STDOUT_COMMAND = ["dd", "if=/dev/zero", f"bs={BLOCK}", f"count={SIZE // BLOCK}"]
 STDIN_PROOF = f"{SIZE // BLOCK}+0 records in".encode()
-QEMU_CPU = "rv64,v=false,zba=false,zbb=false,zbc=false,zbs=false,svpbmt=false,sstc=false"
+QEMU_CPU = "rv64,v=false,zba=false,zbb=false,zbc=false,zbs=false,svpbmt=false"
 PORTS = ("control", "stdin", "stdout", "stderr", "signal")
 TAG = "hartvm"          # the 9p mount tag (vmm/shared_folders.py)
 QEMU_BOOT_TIMEOUT = 300

@@ -69,6 +69,19 @@ class RunResult:
     instructions: int = 0
 
 
+def _timer_cycle(state, compare: int) -> int | None:
+    """The cycle at which the hart's mtime reaches the timer compare value
+    ``compare`` (unsigned; now, if it has), or None if that is too far away to
+    ever come (a disarmed timer, e.g. -1)."""
+    now = int(mtime(state)) & (2**64 - 1)
+    cycle = int(state[L.CYCLE])
+    if compare <= now:
+        return cycle
+    if compare - now > MAX_SLEEP_TICKS:
+        return None
+    return cycle + (compare - now) * L.CYCLES_PER_TICK - cycle % L.CYCLES_PER_TICK
+
+
 def _check_memory_file(fd, size: int) -> None:
     """``memory_fd`` must be an open file of exactly the RAM's size."""
     if type(fd) is not int or not 0 <= fd < 1 << 31:
@@ -306,18 +319,17 @@ class Machine:
         return self.sleeping[index]
 
     def _deadline(self, hart: Hart) -> int | None:
-        """The cycle at which the hart's timer interrupt becomes pending, if enabled."""
+        """The cycle at which one of the hart's enabled timer interrupts becomes
+        pending: the ACLINT's (mtimecmp, MTIE) or Sstc's (stimecmp, STIE, while
+        menvcfg.STCE is set); None if neither is enabled and armed."""
         state = hart.state
-        if not state[L.CSR + L.MIE] & L.MIP_MTIP:
-            return None
-        now = int(mtime(state)) & (2**64 - 1)
-        deadline = int(state[L.MTIMECMP]) & (2**64 - 1)
-        cycle = int(state[L.CYCLE])
-        if deadline <= now:
-            return cycle
-        if deadline - now > MAX_SLEEP_TICKS:
-            return None               # disarmed (e.g. mtimecmp = -1)
-        return cycle + (deadline - now) * L.CYCLES_PER_TICK - cycle % L.CYCLES_PER_TICK
+        enabled = int(state[L.CSR + L.MIE])
+        deadlines = []
+        if enabled & L.MIP_MTIP:
+            deadlines.append(_timer_cycle(state, int(state[L.MTIMECMP]) & (2**64 - 1)))
+        if enabled & L.MIP_STIP and state[L.CSR + L.MENVCFG] & L.MENVCFG_STCE:
+            deadlines.append(_timer_cycle(state, int(state[L.CSR + L.STIMECMP]) & (2**64 - 1)))
+        return min((d for d in deadlines if d is not None), default=None)
 
     def _event_cycle(self, hart: Hart) -> int | None:
         """The cycle of ``hart`` at which a device's timer is due (the RTC alarm),

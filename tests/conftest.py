@@ -111,7 +111,7 @@ def qemu():
     return path
 
 
-QEMU_CPU = "rv64,v=false,zba=false,zbb=false,zbc=false,zbs=false,svpbmt=false,sstc=false"
+QEMU_CPU = "rv64,v=false,zba=false,zbb=false,zbc=false,zbs=false,svpbmt=false"
 
 
 def run_qemu(qemu_path: str, elf: str, *extra: str, timeout: float = 60):

@@ -52,3 +52,29 @@ def test_traps_program_output(toolchain):
     assert "trap 4: mcause 2 mtval ffffffff" in lines
     assert lines[-1] == "8 traps, mstatus.MPP 0"  # mret leaves MPP at U
     assert result.returncode == 0
+
+
+def test_sstc_matches_qemu(toolchain, qemu):
+    """Sstc as QEMU 7.2 runs it (QEMU_CPU leaves sstc on): stimecmp from M- and
+    S-mode, mcounteren.TM and menvcfg.STCE, STIP from the time, a delegated
+    supervisor timer interrupt."""
+    elf = build_c("sstc")
+    expected_output, expected_status = run_qemu(qemu, elf)
+    assert expected_status == 0
+    assert b"S-mode stimecmp with TM=1 STCE=1: 0 illegal\n" in expected_output
+    assert b"S-mode stimecmp with TM=0 STCE=1: 2 illegal\n" in expected_output
+    assert b"S-mode timer interrupt: scause 8000000000000005, on time 1" in expected_output
+    result = run_hartvm(elf)
+    assert (result.stdout, result.returncode) == (expected_output, expected_status)
+
+
+def test_sv57_matches_qemu(toolchain, qemu):
+    """Sv57 as QEMU 7.2 translates it: five-level walks, A/D, a petapage and
+    the page faults of non-canonical addresses."""
+    elf = build_c("sv57")
+    expected_output, expected_status = run_qemu(qemu, elf)
+    assert expected_status == 0
+    assert b"satp mode after writing Sv57: a\n" in expected_output
+    assert b"low: 5757" in expected_output and b"petapage: 2560\n" in expected_output
+    result = run_hartvm(elf)
+    assert (result.stdout, result.returncode) == (expected_output, expected_status)

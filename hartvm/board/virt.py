@@ -72,7 +72,11 @@ BOARD = (
 MEMORY_MAP: dict[str, Region] = {row.name: row.region for row in BOARD}
 VIRTIO_SLOTS = tuple(Region(0x1000_1000 + i * 0x1000, 0x1000, irq=1 + i) for i in range(8))
 DRAM_BASE = 0x8000_0000
-MMU_TYPE = "riscv,sv48"        # the widest mode the MMU implements (Sv39 and Sv48)
+# The MMU implements Sv39, Sv48 and Sv57; the device tree says Sv48 as QEMU
+# 7.2's virt board does for every RV64 hart (hw/riscv/virt.c,
+# create_fdt_socket_cpus). Linux 6.12 does not read it: it takes the widest
+# mode satp accepts, Sv57, on QEMU 7.2 and on hartvm alike.
+MMU_TYPE = "riscv,sv48"
 
 
 class DeviceTree:

@@ -9,12 +9,17 @@ illegal-instruction exception (the caller raises it when ``ok`` is False).
 Counters: ``h[CYCLE]`` and ``h[INSTRET]`` count from reset and also drive
 ``mtime``; a write to ``mcycle``/``minstret`` stores an offset in that CSR's
 slot so that the time base is not disturbed.
+
+Sstc (privileged spec chapter "Sstc"): ``stimecmp`` is a plain CSR; while
+``menvcfg.STCE`` is set, the run loop drives ``mip.STIP`` from
+``time >= stimecmp`` as it drives MTIP from the ACLINT's mtimecmp, and
+software cannot write STIP.
 """
 
 import numpy as np
 from .jit import jit
 from .trap import effective_mip
-from .mmu import SATP_MODE_BARE, SATP_MODE_SV39, SATP_MODE_SV48, tlb_flush
+from .mmu import SATP_MODE_BARE, SATP_MODE_SV39, SATP_MODE_SV48, SATP_MODE_SV57, tlb_flush
 
 from .layout import (
     CSR, CYCLE, CYCLES_PER_TICK, INSTRET, MCAUSE, MCOUNTEREN, MCOUNTINHIBIT,
@@ -26,6 +31,7 @@ from .layout import (
     PMPADDR0, PMPCFG0, SATP, SCAUSE, SCOUNTEREN, SENVCFG, SEPC, SIE, SIP,
     SSCRATCH, SSTATUS, STVAL, STVEC, S_INTERRUPTS, ALL_INTERRUPTS, MIP_SSIP,
     CYCLE_CSR, TIME_CSR, INSTRET_CSR, TIME_OFFSET, PRIV, PRIV_M, PRIV_S,
+    STIMECMP, COUNTEREN_TM, MENVCFG_STCE, MIP_STIP,
 )
 
 ALL = -1
@@ -38,6 +44,9 @@ MSTATUS_WRITABLE = MSTATUS_SIE | MSTATUS_MIE | MSTATUS_SPIE | MSTATUS_MPIE | MST
 DELEGABLE_EXCEPTIONS = 0b1011_0011_1111_1111
 PMPADDR_MASK = (1 << 54) - 1
 SATP_WRITABLE = (0xF << 60) | (0xFFFF << 44) | ((1 << 44) - 1)  # MODE, ASID, PPN
+# menvcfg: FIOM and STCE. QEMU 7.2's write_menvcfg (target/riscv/csr.c) also
+# lets CBIE, CBCFE, CBZE and PBMTE be written; hartvm has no Zicbo* or Svpbmt.
+MENVCFG_WRITABLE = 1 | MENVCFG_STCE
 
 
 def _tables():
@@ -45,10 +54,11 @@ def _tables():
     writable = {
         MSTATUS: MSTATUS_WRITABLE, MISA: 0, MEDELEG: DELEGABLE_EXCEPTIONS,
         MIDELEG: S_INTERRUPTS, MIE: ALL_INTERRUPTS, MTVEC: ALL, MCOUNTEREN: 0xFFFFFFFF,
-        MENVCFG: 1, MCOUNTINHIBIT: 0, MSCRATCH: ALL, MEPC: ALL, MCAUSE: ALL, MTVAL: ALL,
+        MENVCFG: MENVCFG_WRITABLE, MCOUNTINHIBIT: 0, MSCRATCH: ALL, MEPC: ALL, MCAUSE: ALL,
+        MTVAL: ALL,
         MIP: S_INTERRUPTS, MVENDORID: 0, MARCHID: 0, MIMPID: 0, MHARTID: 0, MCONFIGPTR: 0,
         SSTATUS: 0, SIE: 0, STVEC: ALL, SCOUNTEREN: 0xFFFFFFFF, SENVCFG: 1, SSCRATCH: ALL,
-        SEPC: ALL, SCAUSE: ALL, STVAL: ALL, SIP: 0, SATP: ALL,
+        SEPC: ALL, SCAUSE: ALL, STVAL: ALL, SIP: 0, SATP: ALL, STIMECMP: ALL,
         MCYCLE: ALL, MINSTRET: ALL, CYCLE_CSR: 0, TIME_CSR: 0, INSTRET_CSR: 0,
         PMPCFG0: ALL, PMPCFG0 + 2: ALL, FFLAGS: 0x1F, FRM: 0x7, FCSR: 0xFF,
     }
@@ -85,6 +95,17 @@ def counter_allowed(h, number):
     if not h[CSR + MCOUNTEREN] & bit:
         return False
     return priv == PRIV_S or bool(h[CSR + SCOUNTEREN] & bit)
+
+
+@jit
+def stimecmp_allowed(h):
+    """Sstc: may the current privilege access stimecmp? M-mode always; S-mode
+    only with mcounteren.TM and menvcfg.STCE both set (privileged spec, Sstc),
+    as QEMU 7.2's ``sstc`` predicate (target/riscv/csr.c). U-mode never reaches
+    here: stimecmp is a supervisor CSR."""
+    if h[PRIV] == PRIV_M:
+        return True
+    return bool(h[CSR + MCOUNTEREN] & COUNTEREN_TM) and h[CSR + MENVCFG] < 0   # STCE: bit 63
 
 
 @jit
@@ -133,6 +154,13 @@ def csr_write(h, number, value):
     elif number == SIP:
         writable = h[CSR + MIDELEG] & MIP_SSIP
         h[CSR + MIP] = (h[CSR + MIP] & ~writable) | (value & writable)
+    elif number == MIP:
+        writable = CSR_WRITABLE[MIP]
+        if h[CSR + MENVCFG] & MENVCFG_STCE:
+            # Sstc: stimecmp drives STIP, software cannot write it (QEMU 7.2's
+            # rmw_mip64 in target/riscv/csr.c drops STIP from the mask likewise).
+            writable &= ~MIP_STIP
+        h[CSR + MIP] = (h[CSR + MIP] & ~writable) | (value & writable)
     elif number == MSTATUS:
         new = (h[CSR + MSTATUS] & ~MSTATUS_WRITABLE) | (value & MSTATUS_WRITABLE)
         if (new & MSTATUS_MPP) == (2 << 11):  # MPP=2 is reserved: keep the old mode
@@ -140,10 +168,11 @@ def csr_write(h, number, value):
         set_mstatus(h, new)
     elif number == SATP:
         mode = (value >> 60) & 0xF
-        # Bare, Sv39 and Sv48; a write of another mode has no effect (4.1.11).
+        # Bare, Sv39, Sv48 and Sv57, as QEMU 7.2 (valid_vm_1_10_64 in
+        # target/riscv/csr.c); a write of another mode has no effect (4.1.11).
         if mode == SATP_MODE_BARE:
             h[CSR + SATP] = 0
-        elif mode == SATP_MODE_SV39 or mode == SATP_MODE_SV48:
+        elif mode == SATP_MODE_SV39 or mode == SATP_MODE_SV48 or mode == SATP_MODE_SV57:
             h[CSR + SATP] = value & SATP_WRITABLE
         tlb_flush(h)
     elif number == MTVEC or number == STVEC:

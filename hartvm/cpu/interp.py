@@ -7,6 +7,8 @@ reason. Interrupts are checked between blocks: a block ends when the budget
 or the next timer deadline is reached, or when an instruction returns an
 odd pc (a CSR write, a trap return, WFI, an MMIO access) so that anything
 that may change which interrupts are deliverable is seen at once.
+The timers are the ACLINT's mtimecmp (mip.MTIP) and, while menvcfg.STCE is
+set, Sstc's stimecmp (mip.STIP); each is a deadline at which a block ends.
 """
 
 from .jit import jit, jit_inline
@@ -15,8 +17,8 @@ from .alu import illegal, ltu, op, op32, op_imm, op_imm32
 from .csr import mtime
 from .layout import (
     CAUSE_FETCH_ACCESS, CAUSE_ILLEGAL, CSR, CYCLE, CYCLES_PER_TICK, EXIT_BUDGET,
-    EXIT_EBREAK, EXIT_MMIO, EXIT_REASON, INSTRET, MIP, MIP_MTIP, MTIMECMP, PARCEL, PC, RAM_BASE, STEPS,
-    ROM_BASE, ROM_SIZE,
+    EXIT_EBREAK, EXIT_MMIO, EXIT_REASON, INSTRET, MENVCFG, MIP, MIP_MTIP, MIP_STIP, MTIMECMP,
+    PARCEL, PC, RAM_BASE, STEPS, STIMECMP, ROM_BASE, ROM_SIZE,
 )
 from .fpu import fused, load_fp, op_fp, store_fp
 from .loadstore import amo, load, store
@@ -218,6 +220,21 @@ def block(h, m8, m16, m32, m64, rom16, ctable, pc, limit):
     return steps, pc
 
 
+@jit_inline
+def timer(h, now, compare, bit, limit):
+    """Set mip ``bit`` while ``now >= compare`` (unsigned), clear it before;
+    return ``limit`` cut to the steps left until the cycle where now reaches compare."""
+    if ltu(now, compare):
+        h[CSR + MIP] &= ~bit
+        ticks = compare - now        # positive: compare is ahead
+        if 0 < ticks <= limit:
+            # stop exactly at the cycle where the time reaches compare
+            limit = min(limit, ticks * CYCLES_PER_TICK - h[CYCLE] % CYCLES_PER_TICK)
+    else:
+        h[CSR + MIP] |= bit
+    return limit
+
+
 @jit
 def run(h, m8, m16, m32, m64, rom16, ctable, budget):
     """Execute up to ``budget`` instructions; return the EXIT_* reason."""
@@ -226,15 +243,10 @@ def run(h, m8, m16, m32, m64, rom16, ctable, budget):
     done = 0
     while done < budget:
         now = mtime(h)
-        limit = budget - done
-        if ltu(now, h[MTIMECMP]):
-            h[CSR + MIP] &= ~MIP_MTIP
-            ticks = h[MTIMECMP] - now    # positive: mtimecmp is ahead
-            if 0 < ticks <= limit:
-                # stop exactly at the cycle where mtime reaches mtimecmp
-                limit = min(limit, ticks * CYCLES_PER_TICK - h[CYCLE] % CYCLES_PER_TICK)
-        else:
-            h[CSR + MIP] |= MIP_MTIP
+        limit = timer(h, now, h[MTIMECMP], MIP_MTIP, budget - done)
+        if h[CSR + MENVCFG] < 0:
+            # menvcfg.STCE (bit 63): Sstc's stimecmp drives STIP (privileged spec, Sstc)
+            limit = timer(h, now, h[CSR + STIMECMP], MIP_STIP, limit)
         irq = pending_interrupt(h)
         if irq >= 0:
             pc = take_trap(h, irq, 0, pc, True) & ~1

@@ -89,6 +89,7 @@ SEPC = 0x141
 SCAUSE = 0x142
 STVAL = 0x143
 SIP = 0x144
+STIMECMP = 0x14D     # Sstc: supervisor timer compare (RV64: one 64-bit CSR)
 SATP = 0x180
 MVENDORID = 0xF11
 MARCHID = 0xF12
@@ -133,6 +134,10 @@ MSTATUS_TSR = 1 << 22
 MSTATUS_UXL = 2 << 32   # XLEN 64 for U-mode, read-only
 MSTATUS_SXL = 2 << 34   # XLEN 64 for S-mode, read-only
 
+# --- counter enables and environment configuration (privileged spec 3.1.11, 3.1.18) ---
+COUNTEREN_TM = 1 << 1    # mcounteren/scounteren.TM: time (and, with Sstc, stimecmp)
+MENVCFG_STCE = -(1 << 63)  # menvcfg bit 63, Sstc: stimecmp drives mip.STIP
+
 # --- interrupts (privileged spec 3.1.9) ---------------------------------------
 IRQ_SSI = 1
 IRQ_MSI = 3
@@ -173,9 +178,10 @@ CYCLES_PER_TICK = 10       # the hart is modelled at 100 MHz, one instruction a 
 # --- the ISA: one list, from which misa and the device tree's riscv,isa come ----
 # What the hart implements, in the canonical order of the ISA manual's naming
 # rules (unprivileged spec, chapter "ISA Extension Naming Conventions"):
-# single letters first, then the Z extensions. As TinyEMU does, the
+# single letters first, then the Z extensions, then the S extensions (Sstc:
+# privileged spec chapter "Sstc"). As TinyEMU does, the
 # device tree's ``riscv,isa`` string and ``misa`` are both built from it.
-EXTENSIONS = ("i", "m", "a", "f", "d", "c", "zicsr", "zifencei", "zicntr")
+EXTENSIONS = ("i", "m", "a", "f", "d", "c", "zicsr", "zifencei", "zicntr", "sstc")
 PRIVILEGE_MODES = "su"        # misa's S and U bits: supervisor and user modes
 
 
@@ -188,7 +194,7 @@ def _misa(letters: str) -> int:
 
 
 def isa_string() -> str:
-    """The ``riscv,isa`` string: rv64 + letters + _z extensions."""
+    """The ``riscv,isa`` string: rv64 + letters + _z and _s extensions."""
     return "rv64" + "".join(e for e in EXTENSIONS if len(e) == 1) + \
         "".join("_" + e for e in EXTENSIONS if len(e) > 1)
 

@@ -1,7 +1,7 @@
-"""Address translation (Bare, Sv39, Sv48) and guest RAM access from inside the run loop.
+"""Address translation (Bare, Sv39, Sv48, Sv57) and guest RAM access from inside the run loop.
 
 ``translate`` maps a virtual address to a physical one for a fetch, load or
-store, following privileged spec 4.3-4.5: the page-table walk, permission
+store, following privileged spec 4.3-4.6: the page-table walk, permission
 checks with U/SUM/MXR and MPRV, superpage alignment, and the hardware update
 of the A and D bits. Walks are cached in a software TLB stored in the hart
 state (one direct-mapped table per access kind). A TLB tag holds the whole
@@ -33,6 +33,7 @@ ACCESS_STORE = 2
 SATP_MODE_BARE = 0
 SATP_MODE_SV39 = 8
 SATP_MODE_SV48 = 9
+SATP_MODE_SV57 = 10
 PPN_MASK = (1 << 44) - 1
 
 PTE_V = 1 << 0
@@ -98,11 +99,14 @@ def _access_fault(access):
 
 @jit
 def walk(h, m64, ram_base, vaddr, access, priv, satp):
-    """The page-table walk of privileged spec 4.3.2 for Sv39 and Sv48."""
+    """The page-table walk of privileged spec 4.3.2 for Sv39, Sv48 and Sv57
+    (3, 4 and 5 levels: QEMU 7.2's get_physical_address, target/riscv/cpu_helper.c)."""
     mode = (satp >> 60) & 0xF
-    levels = 3 if mode == SATP_MODE_SV39 else 4
+    # csr_write stores no other mode; a restored snapshot's satp may hold any
+    # (hostile input), which walks as Sv57 rather than past the tables.
+    levels = 3 if mode == SATP_MODE_SV39 else 4 if mode == SATP_MODE_SV48 else 5
     va_bits = 12 + 9 * levels
-    # The address must be sign-extended from its top valid bit (4.4.1, 4.5.1).
+    # The address must be sign-extended from its top valid bit (4.4.1, 4.5.1, 4.6.1).
     top = vaddr >> (va_bits - 1)
     if top != 0 and top != -1:
         return 0, _fault(access)

@@ -8,12 +8,12 @@ loop re-evaluates pending interrupts before the next instruction.
 from .jit import jit
 
 from .alu import illegal
-from .csr import counter_allowed, csr_read, csr_write
+from .csr import counter_allowed, csr_read, csr_write, stimecmp_allowed
 from .layout import (
     CAUSE_BREAKPOINT, CAUSE_ECALL_U, CSR, DEBUG_EBREAK, EXIT_EBREAK, EXIT_REASON, EXIT_WFI,
     MIE, MIP,
     MSTATUS, MSTATUS_TSR, MSTATUS_TVM, MSTATUS_TW, PRIV, PRIV_M, PRIV_S,
-    PRIV_U, SATP, FCSR, MSTATUS_FS,
+    PRIV_U, SATP, FCSR, MSTATUS_FS, STIMECMP,
 )
 from .mmu import tlb_flush
 from .trap import effective_mip, mret, sret, take_trap
@@ -77,6 +77,8 @@ def system(h, insn, pc, ilen):
     if number == SATP and priv == PRIV_S and h[CSR + MSTATUS] & MSTATUS_TVM:
         return illegal(h, insn, pc, ilen)
     if 0xC00 <= number <= 0xC1F and not counter_allowed(h, number):
+        return illegal(h, insn, pc, ilen)
+    if number == STIMECMP and not stimecmp_allowed(h):
         return illegal(h, insn, pc, ilen)
     if number <= FCSR and not h[CSR + MSTATUS] & MSTATUS_FS:
         return illegal(h, insn, pc, ilen)  # fflags, frm, fcsr with the FPU off

@@ -1,4 +1,4 @@
-"""Sv39 and Sv48: page-table walks, every page-fault kind, A/D updates, SUM/MXR/MPRV.
+"""Sv39, Sv48 and Sv57: page-table walks, every page-fault kind, A/D updates, SUM/MXR/MPRV.
 
 Page tables are written into guest RAM from Python (an independent
 implementation of the PTE format of privileged spec 4.3-4.5); the snippet
@@ -21,10 +21,10 @@ M_HANDLER = "    la t0, 3f\n    csrw mtvec, t0\n"
 
 
 class PageTables:
-    def __init__(self, ram, levels):
+    def __init__(self, ram, levels, base=TABLES):
         self.ram = ram
         self.levels = levels
-        self.next_page = TABLES
+        self.next_page = base
         self.root = self._new_table()
 
     def _new_table(self):
@@ -34,7 +34,8 @@ class PageTables:
         return page
 
     def map(self, vaddr, paddr, flags, level=0):
-        """Map one page (level 0: 4 KiB, 1: 2 MiB, 2: 1 GiB) with a leaf PTE of ``flags``."""
+        """Map one page (level 0: 4 KiB, 1: 2 MiB, 2: 1 GiB, 3: 512 GiB, 4: 256 TiB)
+        with a leaf PTE of ``flags``."""
         table = self.root
         for current in range(self.levels - 1, level, -1):
             entry = table + ((vaddr >> (12 + 9 * current)) & 511) * 8
@@ -48,7 +49,7 @@ class PageTables:
         return entry
 
     def satp(self):
-        mode = 8 if self.levels == 3 else 9
+        mode = {3: 8, 4: 9, 5: 10}[self.levels]     # Sv39, Sv48, Sv57
         return (mode << 60) | (self.root >> 12)
 
 
@@ -101,7 +102,7 @@ def test_translated_load_store(asm_program):
     assert hart.x(MCAUSE) == 2**64 - 1                 # no trap
 
 
-@pytest.mark.parametrize("levels", [3, 4])
+@pytest.mark.parametrize("levels", [3, 4, 5])
 def test_load_page_fault_on_unmapped_address(asm_program, levels):
     machine, _ = run(asm_program, "    li a0, 0x40005000\n    ld a2, 16(a0)", levels=levels)
     hart = machine.harts[0]
@@ -304,14 +305,124 @@ def test_satp_keeps_only_supported_modes(asm_program):
     li a0, (8 << 60) | 0x80400
     csrw satp, a0
     csrr a2, satp
-    li a0, (10 << 60) | 0x123    /* Sv57: not supported, the write is ignored */
+    li a0, (10 << 60) | 0x80401  /* Sv57, as QEMU 7.2 (target/riscv/csr.c valid_vm_1_10_64) */
     csrw satp, a0
     csrr a3, satp
+    li a0, (11 << 60) | 0x123    /* Sv64: not supported, the write is ignored */
+    csrw satp, a0
+    csrr a4, satp
     csrw satp, zero
     """)
     machine.run(max_instructions=10_000)
     hart = machine.harts[0]
-    assert hart.x(12) == (8 << 60) | 0x80400 and hart.x(13) == (8 << 60) | 0x80400
+    assert hart.x(12) == (8 << 60) | 0x80400
+    assert hart.x(13) == hart.x(14) == (10 << 60) | 0x80401
+
+
+# Sv57 (privileged spec 4.6): addresses that only five levels can translate,
+# above Sv48's 2^47 and below -2^47; the root table is indexed by bits 56:48.
+SV57_LOW = 0x00AB_CDEF_1234_5000      # bit 56 clear, bits 55:47 not all clear
+SV57_HIGH = 0xFFAB_CDEF_1234_6000     # bits 63:56 set, bits 55:47 not all set
+
+
+@pytest.mark.parametrize("vaddr", [SV57_LOW, SV57_HIGH], ids=hex)
+def test_sv57_translates_addresses_beyond_sv48(asm_program, vaddr):
+    def setup(tables):
+        tables.map(vaddr, DATA + 0x3000, R | W | A | D)
+        tables.ram.write_u64(DATA + 0x3008, 0x5757)
+
+    machine, _ = run(asm_program, f"""
+    li a0, {vaddr}
+    ld a2, 8(a0)
+    li a1, 0x1234
+    sd a1, 16(a0)
+    """, levels=5, setup=setup)
+    hart = machine.harts[0]
+    assert hart.x(MCAUSE) == 2**64 - 1 and hart.x(12) == 0x5757
+    assert machine.ram.read_u64(DATA + 0x3010) == 0x1234
+    # the same address is not canonical for Sv48: a page fault
+    machine, _ = run(asm_program, f"    li a0, {vaddr}\n    ld a2, 8(a0)", levels=4,
+                     setup=setup)
+    assert machine.harts[0].x(MCAUSE) == L.CAUSE_LOAD_PAGE
+
+
+@pytest.mark.parametrize("vaddr", [
+    0x0100_0000_0000_0000,            # bit 56 set, bits 63:57 clear
+    0xFE00_0000_0000_1000,            # bit 56 clear, bits 63:57 set
+    0x8000_0000_8000_0000,            # only bit 63 of the upper bits
+    0x0200_0000_8000_0000,            # the identity map's address with bit 57 set
+], ids=hex)
+@pytest.mark.parametrize("access, cause", [
+    ("ld a2, 0(a0)", L.CAUSE_LOAD_PAGE), ("sd a2, 0(a0)", L.CAUSE_STORE_PAGE),
+    ("amoadd.d a2, a1, (a0)", L.CAUSE_STORE_PAGE),
+])
+def test_sv57_non_canonical_address_faults(asm_program, vaddr, access, cause):
+    """Bits 63:57 must equal bit 56, whatever the tables hold (4.6.1)."""
+    machine, _ = run(asm_program, f"    li a0, {vaddr}\n    {access}", levels=5)
+    hart = machine.harts[0]
+    assert hart.x(MCAUSE) == cause and hart.x(MTVAL) == vaddr
+
+
+def test_sv57_fetch_from_non_canonical_address_faults(asm_program):
+    vaddr = 0x0100_0000_8000_0000
+    machine, _ = run(asm_program, f"""
+    li a0, {vaddr}
+    jr a0
+    .align 2
+3:  csrr s9, mcause
+    csrr s10, mepc
+    csrr s11, mtval
+    """, levels=5, prologue=M_HANDLER)
+    hart = machine.harts[0]
+    assert hart.x(MCAUSE) == L.CAUSE_FETCH_PAGE
+    assert hart.x(MEPC) == vaddr and hart.x(MTVAL) == vaddr
+
+
+def test_sv57_petapage_maps_256_tib(asm_program):
+    """A leaf in the root table of Sv57 maps 2^48 bytes: here physical 0 up,
+    so RAM at 0x80000000 shows through at SV57_LOW's petapage + 0x80000000."""
+    base = SV57_LOW & ~((1 << 48) - 1)
+
+    def setup(tables):
+        tables.map(base, 0, R | W | A | D, level=4)
+        tables.ram.write_u64(DATA + 0x40, 0x2560)
+
+    machine, _ = run(asm_program, f"    li a0, {base + DATA + 0x40}\n    ld a2, 0(a0)",
+                     levels=5, setup=setup)
+    assert machine.harts[0].x(MCAUSE) == 2**64 - 1 and machine.harts[0].x(12) == 0x2560
+
+
+def test_sv57_misaligned_petapage_faults(asm_program):
+    base = SV57_LOW & ~((1 << 48) - 1)
+    machine, _ = run(asm_program, f"    li a0, {base}\n    ld a2, 0(a0)", levels=5,
+                     setup=lambda t: t.map(base, DATA, R | W | A | D, level=4))
+    assert machine.harts[0].x(MCAUSE) == L.CAUSE_LOAD_PAGE
+
+
+def test_switching_from_sv57_to_sv48_forgets_sv57_translations(asm_program):
+    """What Sv57 translated (and the TLB holds) is a page fault once satp says
+    Sv48, even with Sv48 tables that map the address's low 48 bits."""
+    def setup(tables):
+        tables.map(SV57_LOW, DATA, R | W | A | D)
+        tables.ram.write_u64(DATA, 48)
+
+    def registers(tables):
+        sv48 = PageTables(tables.ram, 4, base=TABLES + 0x10_0000)
+        sv48.map(0x8000_0000, 0x8000_0000, R | W | X | A | D, level=2)
+        sv48.map(0, 0, R | W | A | D, level=2)
+        sv48.map(SV57_LOW, DATA, R | W | A | D)
+        return {18: sv48.satp()}                        # s2
+
+    machine, _ = run(asm_program, f"""
+    li a0, {SV57_LOW}
+    ld a2, 0(a0)             /* 48, and now in the TLB */
+    csrw satp, s2
+    li a3, 0
+    ld a3, 0(a0)             /* not canonical for Sv48 */
+    """, levels=5, setup=setup, registers=registers)
+    hart = machine.harts[0]
+    assert hart.x(12) == 48 and hart.x(13) == 0
+    assert hart.x(MCAUSE) == L.CAUSE_LOAD_PAGE and hart.x(MTVAL) == SV57_LOW
 
 
 def test_instruction_across_pages_jumping_back_runs_from_the_first_frame(asm_program):
