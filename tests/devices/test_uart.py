@@ -2,9 +2,9 @@
 
 from hartvm.devices.uart16550 import UART16550
 
-
-def test_receive_interrupt_reaches_the_hart_through_the_plic(asm_program):
-    machine = asm_program("""
+# The trap vector at label 3, and the UART's interrupt (PLIC source 10)
+# enabled with priority 1 for hart 0's M-mode context; s8 counts.
+UART_IRQ_SETUP = """
     li s8, 0
     la t0, 3f
     csrw mtvec, t0
@@ -13,7 +13,12 @@ def test_receive_interrupt_reaches_the_hart_through_the_plic(asm_program):
     sw t1, 0(t0)            /* PLIC priority of the UART (source 10) */
     li t0, 0x0c002000
     li t1, 1 << 10
-    sw t1, 0(t0)            /* enable it for hart 0, M-mode */
+    sw t1, 0(t0)            /* enabled for hart 0, M-mode */
+"""
+
+
+def test_receive_interrupt_reaches_the_hart_through_the_plic(asm_program):
+    machine = asm_program(UART_IRQ_SETUP + """
     li t0, 0x10000001
     li t1, 1
     sb t1, 0(t0)            /* UART IER: received data available */
@@ -108,16 +113,7 @@ def test_the_line_is_signalled_where_qemu_signals_it():
 def test_a_thre_interrupt_left_standing_comes_once(asm_program):
     """A handler that reads LSR but never IIR leaves THRE due: the line stays
     high and no access raises it again, so the PLIC offers it once (QEMU)."""
-    machine = asm_program("""
-    li s8, 0
-    la t0, 3f
-    csrw mtvec, t0
-    li t0, 0x0c000000 + 4 * 10
-    li t1, 1
-    sw t1, 0(t0)            /* PLIC priority of the UART (source 10) */
-    li t0, 0x0c002000
-    li t1, 1 << 10
-    sw t1, 0(t0)            /* enabled for hart 0, M-mode */
+    machine = asm_program(UART_IRQ_SETUP + """
     li t0, 0x800
     csrs mie, t0            /* MEIE */
     csrsi mstatus, 8
