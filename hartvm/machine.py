@@ -295,11 +295,14 @@ class Machine:
                 break
         return True
 
-    def step(self, index: int) -> None:
+    def step(self, index: int) -> int | None:
         """Run hart ``index`` alone for one instruction (a debugger's stepi); a hart
-        asleep in WFI sleeps on for at most a round instead."""
+        asleep in WFI sleeps on for at most a round instead. The guest's exit
+        status if that instruction ended it, else None."""
         hart = self.harts[index]
         self._run_hart(index, hart, int(hart.state[L.CYCLE]) + SLICE, 1)
+        status, self._exit_status = self._exit_status, None
+        return status
 
     def warm_up(self) -> None:
         """Load the compiled code now rather than at the first instruction (numba

@@ -240,8 +240,8 @@ class Debugger:
 
     def step(self, hart_index: int) -> Event:
         self._maybe_checkpoint()
-        self.machine.step(hart_index)
-        return self._ended() or Event("step", hart_index)
+        status = self.machine.step(hart_index)
+        return Event("step", hart_index) if status is None else Event("exited", status=status)
 
     def resume(self, interrupted=lambda: False, stop_at: int | None = None) -> Event:
         """Run every hart until a breakpoint, ``interrupted()`` (checked between
@@ -250,10 +250,9 @@ class Debugger:
         machine = self.machine
         for index in range(len(machine.harts)):
             if self._at_breakpoint(index):      # step off it, with the guest's bytes there
-                self.machine.step(index)
-                ended = self._ended()
-                if ended:
-                    return ended
+                status = self.machine.step(index)
+                if status is not None:
+                    return Event("exited", status=status)
         while True:
             self._maybe_checkpoint()
             if self.watchpoints:
@@ -321,10 +320,11 @@ class Debugger:
                 return Event("breakpoint", hart)
         return None
 
-    def _ended(self, result=None) -> Event | None:
-        if result is not None and result.stop is Stop.EXITED:
+    @staticmethod
+    def _ended(result) -> Event | None:
+        if result.stop is Stop.EXITED:
             return Event("exited", status=result.status)
-        if result is not None and result.stop is Stop.HALTED:
+        if result.stop is Stop.HALTED:
             return Event("halted")
         return None
 

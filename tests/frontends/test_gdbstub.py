@@ -177,3 +177,19 @@ def test_gdb_attaches_to_a_running_linux_vm_and_detaches(state_dir):
         assert vm.run(["echo", "runs on"]).stdout == b"runs on\n"
     finally:
         vm.stop()
+
+
+def test_stepping_to_the_guest_s_end_reports_its_exit(debuggee):
+    """stepi over the instruction that ends the guest says so (gdb's W packet)."""
+    from hartvm import HostIO, Machine
+    from hartvm.vmm.debugger import Debugger
+    output = []
+    machine = Machine(memory_size=16 << 20, io=HostIO(output=output.append))
+    machine.load_kernel(debuggee)
+    debugger = Debugger(machine)
+    for _ in range(200_000):
+        event = debugger.step(0)
+        if event.kind != "step":
+            break
+    assert (event.kind, event.status) == ("exited", 0)
+    assert b"".join(output) == b"total 140\n"
