@@ -38,6 +38,7 @@ from .cpu.csr import mtime
 from .cpu.hart import Hart
 from .cpu.trap import effective_mip
 from .devices.htif import HTIF
+from .hooks import Hook, Hooks
 from .hostio import HostIO
 from .errors import HartvmError, quoted
 from . import limits
@@ -60,6 +61,7 @@ class Stop(enum.Enum):
     HALTED = "halted"                  # every hart waits with nothing to wake it
     STOPPED = "stopped"                # the front end's until() said so
     BREAKPOINT = "breakpoint"          # a hart reached an ebreak while debugged (breakpoint_hart)
+    HOOK = "hook"                      # a hook called stop() (hooks.py)
 
 
 @dataclass
@@ -133,6 +135,24 @@ class Machine:
         self._blobs = []                  # what reset copies into RAM again
         self._until: Callable[[], bool] | None = None
         self.breakpoint_hart: int | None = None    # the hart that stopped at an ebreak
+        self.hooks = Hooks()
+        self.hook_stop = False            # a hook asked run() to stop
+        # Harts stopped by a hook before a watched access: the kind of access.
+        self._past_watch: dict[int, int] = {}
+
+    # --- hooks (hooks.py) --------------------------------------------------------
+    def hook_code(self, address: int, fn: Callable) -> Hook:
+        """``fn(hart)`` before the instruction at ``address`` executes."""
+        return self.hooks.code(address, fn)
+
+    def hook_memory(self, start: int, end: int, fn: Callable, access: str = "w") -> Hook:
+        """``fn(hart, access)`` before a load ("r"), store ("w") or either ("rw") touches
+        [start, end)."""
+        return self.hooks.memory(start, end, fn, access)
+
+    def hook_trap(self, fn: Callable) -> Hook:
+        """``fn(hart, trap)`` after a hart has entered a trap handler."""
+        return self.hooks.trap(fn)
 
     # --- loading --------------------------------------------------------------
     def load_kernel(self, path: str) -> int:
@@ -237,6 +257,7 @@ class Machine:
             raise HartvmError(f"until must be a callable, not a {type(until).__name__}")
         start = self.instructions
         self._until = until
+        self.hooks.arm(self.harts)
         try:
             while True:
                 executed = self.instructions - start
@@ -255,6 +276,9 @@ class Machine:
                     return RunResult(Stop.EXITED, status, self.instructions - start)
                 if self.breakpoint_hart is not None:
                     return RunResult(Stop.BREAKPOINT, 0, self.instructions - start)
+                if self.hook_stop:
+                    self.hook_stop = False
+                    return RunResult(Stop.HOOK, 0, self.instructions - start)
                 if self._stop_wanted():
                     return RunResult(Stop.STOPPED, 0, self.instructions - start)
                 self.io.flush()
@@ -291,7 +315,7 @@ class Machine:
                 break
             self._run_hart(index, hart, round_end, left)
             if self._exit_status is not None or self._reset_requested or \
-                    self.breakpoint_hart is not None:
+                    self.breakpoint_hart is not None or self.hook_stop:
                 break
         return True
 
@@ -300,7 +324,9 @@ class Machine:
         asleep in WFI sleeps on for at most a round instead. The guest's exit
         status if that instruction ended it, else None."""
         hart = self.harts[index]
+        self.hooks.arm(self.harts)
         self._run_hart(index, hart, int(hart.state[L.CYCLE]) + SLICE, 1)
+        self.hook_stop = False
         status, self._exit_status = self._exit_status, None
         return status
 
@@ -375,25 +401,58 @@ class Machine:
             trace = self.io.trace
             if trace is not None:
                 line, before = hart.trace_line(), state[:64].copy()
+            if index in self._past_watch:
+                reason = self._past_watched_access(index, hart, self._past_watch.pop(index))
+            elif trace is not None:
                 reason = hart.run(1)
             else:
                 budget = end - int(state[L.CYCLE])
                 if stop_at is not None:
                     budget = min(budget, stop_at - hart.steps)
                 reason = hart.run(budget)
-            if reason == L.EXIT_MMIO:
-                self._mmio(hart)
-            elif reason == L.EXIT_HTIF and self.htif is not None:
-                self.htif.handle()
-            elif reason == L.EXIT_WFI:
-                self.sleeping[index] = True
-            elif reason == L.EXIT_EBREAK:
-                self.breakpoint_hart = index      # (only while a debugger is attached)
-                return
-            if trace is not None:
+            stopped = self._serve(index, hart, reason)
+            if trace is not None and hart.steps != int(before[L.STEPS]):
                 trace.write(self._trace_line(line, before, state))
-            if self._exit_status is not None or self._reset_requested:
+            if stopped or self._exit_status is not None or self._reset_requested:
                 return
+
+    def _serve(self, index: int, hart: Hart, reason: int) -> bool:
+        """Do what the hart left its loop for; True if it must stop for the
+        front end (a debugger's breakpoint, a hook's stop)."""
+        state = hart.state
+        if reason == L.EXIT_MMIO:
+            self._mmio(hart)
+        elif reason == L.EXIT_HTIF and self.htif is not None:
+            self.htif.handle()
+        elif reason == L.EXIT_WFI:
+            self.sleeping[index] = True
+        elif reason == L.EXIT_EBREAK:
+            self.breakpoint_hart = index          # (only while a debugger is attached)
+            return True
+        elif reason == L.EXIT_WATCH:
+            kind = int(state[L.EXIT_FLAGS])
+            self.hooks.watch_hit(self, index)
+            if self.hook_stop:
+                self._past_watch[index] = kind    # made when the hart runs again
+                return True
+            return self._serve(index, hart, self._past_watched_access(index, hart, kind))
+        if state[L.EXIT_REASON] == L.EXIT_TRAP:   # (also set by a trap the MMIO raised)
+            self.hooks.trap_taken(self, index)
+        return self.hook_stop
+
+    @staticmethod
+    def _past_watched_access(index: int, hart: Hart, kind: int) -> int:
+        """Run the hart for one instruction with the watches of one ``kind`` of
+        access off, so that the access its hooks have seen is made (and the
+        others that instruction makes are still watched). Its exit reason."""
+        kinds = hart.state[L.WATCHES + 2:L.WATCHES + 3 * L.WATCH_ENTRIES:3]
+        saved = kinds.copy()
+        kinds &= ~(1 << kind)
+        try:
+            return hart.run(1)
+        finally:
+            kinds[:] = saved
+            hart.state[L.TLB:L.WATCHES] = 0   # (that step may have cached a watched page)
 
     @staticmethod
     def _trace_line(line: str, before, state) -> str:

@@ -9,11 +9,13 @@ the state for snapshots.
 import numpy as np
 
 from . import layout as L
+from .checks import HOST_CHECKS
 from .compressed import EXPANSION_TABLE
 from .csr import csr_read
 from .disasm import disassemble
 from .fpu import write_result
 from .interp import fetch, run
+from .mmu import tlb_flush
 from .trap import take_trap
 
 MASK64 = 2**64 - 1
@@ -107,7 +109,57 @@ class Hart:
         s = self.state
         s[L.PC] = take_trap(s, cause, _signed(tval), int(s[L.PC]), False) & ~1
 
+    def arm(self, watches: np.ndarray, host_checks: int) -> None:
+        """The host's checks (checks.py): the WATCHES table and the HOST_CHECKS bits
+        that are on. The TLB is flushed when they change: it may hold pages that
+        are watched now."""
+        s = self.state
+        checks = (int(s[L.CHECKS]) & ~HOST_CHECKS) | host_checks
+        table = s[L.WATCHES:L.WATCHES + 3 * L.WATCH_ENTRIES]
+        if checks != s[L.CHECKS] or not np.array_equal(table, watches):
+            table[:] = watches
+            s[L.CHECKS] = checks
+            tlb_flush(s)
+
     # --- inspection ---------------------------------------------------------
+    def translate(self, vaddr: int, fetch: bool = False) -> int | None:
+        """The physical address of ``vaddr`` for a load (or a ``fetch``) as the hart
+        sees it now (its privilege, MPRV and satp; translation off: the address
+        itself), or None.
+        A read-only page walk: unlike the hart's own, it sets no A or D bits and
+        fills no TLB entry (privileged spec 12.3.2), so a debugger or a hook
+        that reads memory leaves no trace in the guest."""
+        vaddr &= MASK64
+        satp = self.csr(L.SATP)
+        priv = self.priv
+        status = self.csr(L.MSTATUS)
+        if priv == L.PRIV_M and status & L.MSTATUS_MPRV and not fetch:
+            priv = (status & L.MSTATUS_MPP) >> L.MSTATUS_MPP_SHIFT
+        if priv == L.PRIV_M or satp >> 60 == 0:
+            return vaddr
+        levels = {8: 3, 9: 4, 10: 5}.get(satp >> 60)
+        if levels is None:
+            return None
+        bits = 12 + 9 * levels
+        top = vaddr >> (bits - 1)
+        if top not in (0, (1 << (65 - bits)) - 1):
+            return None                     # not sign-extended: no page maps it
+        ram = self.ram
+        table = (satp & ((1 << 44) - 1)) << 12
+        for level in reversed(range(levels)):
+            entry = table + ((vaddr >> (12 + 9 * level)) & 0x1FF) * 8
+            if not ram.contains(entry, 8):
+                return None
+            pte = ram.read_u64(entry)
+            if not pte & 1:
+                return None
+            ppn = (pte >> 10) & ((1 << 44) - 1)
+            if pte & 0xA:                    # R or X: a leaf (a superpage above level 0)
+                mask = (1 << (12 + 9 * level)) - 1
+                return ((ppn << 12) & ~mask) | (vaddr & mask)
+            table = ppn << 12
+        return None
+
     def peek_instruction(self):
         """(bits, length) of the instruction at pc, or (cause, 0) if fetching it faults."""
         word, length, _ = fetch(self.state, self.ram.m16, self.ram.m64, self.rom_halfwords,
@@ -204,3 +256,4 @@ class Hart:
         self.state[L.TLB:] = 0  # a cache: never trusted from a snapshot
         self.state[L.WATCH_PADDR] = -1   # snapshots hold no HTIF machines
         self.state[L.DEBUG_EBREAK] = 0   # nor debuggers
+        self.state[L.CHECKS] = 0         # nor hooks (the machine arms its own)

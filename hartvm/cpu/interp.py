@@ -16,13 +16,13 @@ from .jit import jit, jit_inline
 from .alu import illegal, ltu, op, op32, op_imm, op_imm32
 from .csr import mtime
 from .layout import (
-    CAUSE_FETCH_ACCESS, CAUSE_ILLEGAL, CSR, CYCLE, CYCLES_PER_TICK, EXIT_BUDGET,
-    EXIT_EBREAK, EXIT_MMIO, EXIT_REASON, INSTRET, MENVCFG, MIP, MIP_MTIP, MIP_STIP, MTIMECMP,
+    CAUSE_FETCH_ACCESS, CAUSE_ILLEGAL, CHECKS, CSR, CYCLE, CYCLES_PER_TICK, EXIT_BUDGET,
+    EXIT_EBREAK, EXIT_MMIO, EXIT_REASON, EXIT_WATCH, INSTRET, MENVCFG, MIP, MIP_MTIP, MIP_STIP, MTIMECMP,
     PARCEL, PC, RAM_BASE, STEPS, STIMECMP, ROM_BASE, ROM_SIZE,
 )
 from .fpu import fused, load_fp, op_fp, store_fp
 from .loadstore import amo, load, store
-from .mmu import ACCESS_FETCH, translate
+from .mmu import ACCESS_FETCH, code_page_cached, translate
 from .system import system
 from .trap import pending_interrupt, take_trap
 
@@ -47,7 +47,7 @@ def fetch(h, m16, m64, rom16, ram_base, pc):
     (ISA spec 1.5); otherwise the next parcel holds the upper half, which
     may lie on the next page and so is translated on its own.
     """
-    paddr, fault = translate(h, m64, ram_base, pc, ACCESS_FETCH)
+    paddr, fault = translate(h, m64, ram_base, pc, ACCESS_FETCH, 2)
     if fault >= 0:
         return fault, 0, pc
     low = parcel(h, m16, rom16, ram_base, paddr)
@@ -59,7 +59,7 @@ def fetch(h, m16, m64, rom16, ram_base, pc):
     # to it (the second page of a straddling instruction may lie anywhere).
     high_paddr = paddr + 2
     if pc & 0xFFF == 0xFFE:
-        high_paddr, fault = translate(h, m64, ram_base, pc + 2, ACCESS_FETCH)
+        high_paddr, fault = translate(h, m64, ram_base, pc + 2, ACCESS_FETCH, 2)
         if fault >= 0:
             return fault, 0, pc + 2
     high = parcel(h, m16, rom16, ram_base, high_paddr)
@@ -186,9 +186,14 @@ def block(h, m8, m16, m32, m64, rom16, ctable, pc, limit):
         if ilen == 0:
             word, ilen, paddr = fetch(h, m16, m64, rom16, ram_base, pc)
             if ilen == 0:
-                pc = take_trap(h, word, paddr, pc, False) & ~1
+                npc = take_trap(h, word, paddr, pc, False)
+                if h[EXIT_REASON] == EXIT_WATCH:
+                    steps -= 1      # the machine makes the fetch (checks.py)
+                else:
+                    pc = npc & ~1
                 break
-            if 0 <= paddr - ram_base < 2 * m16.size:
+            if 0 <= paddr - ram_base < 2 * m16.size and \
+                    (h[CHECKS] == 0 or code_page_cached(h, pc)):
                 code_page = pc >> 12
                 code_index = (paddr - ram_base - offset) >> 1
         insn = word
@@ -208,8 +213,10 @@ def block(h, m8, m16, m32, m64, rom16, ctable, pc, limit):
             npc = execute(h, m8, m16, m32, m64, ram_base, insn, pc, ilen)
         h[0] = 0
         if npc & 1:
-            if h[EXIT_REASON] == EXIT_MMIO or h[EXIT_REASON] == EXIT_EBREAK:
-                steps -= 1      # the machine completes it (MMIO), or a debugger stops at it
+            reason = h[EXIT_REASON]
+            if reason == EXIT_MMIO or reason == EXIT_EBREAK or reason == EXIT_WATCH:
+                # the machine completes it (MMIO, a watched access), or a debugger stops at it
+                steps -= 1
             else:
                 pc = npc & ~1
             break
@@ -250,6 +257,8 @@ def run(h, m8, m16, m32, m64, rom16, ctable, budget):
         irq = pending_interrupt(h)
         if irq >= 0:
             pc = take_trap(h, irq, 0, pc, True) & ~1
+            if h[EXIT_REASON] != EXIT_BUDGET:
+                break           # the host hooks traps (EXIT_TRAP)
         steps, pc = block(h, m8, m16, m32, m64, rom16, ctable, pc, limit)
         done += steps
         if h[EXIT_REASON] != EXIT_BUDGET:

@@ -12,6 +12,8 @@ Slots below are indexes into that array:
 * ``CSR + n``  CSR number ``n`` (0..4095), so a CSR is stored at a fixed slot
   given by its number; CSRs with side effects are handled in ``csr.py``
 * ``TLB...``   the software TLB of ``mmu.py`` (a cache: cleared on restore)
+* ``WATCHES...`` the addresses the host watches (``checks.py``; the host's, not
+  the guest's: cleared on restore, armed again by the machine)
 
 Also here: CSR numbers, trap causes and ``mstatus``/``mip`` bit masks
 (RISC-V privileged spec 1.12, sections 2.2, 3.1).
@@ -50,11 +52,14 @@ EXIT_FLAGS = 85      # MMIO: combination of MMIO_* flags
 EXIT_ILEN = 86       # MMIO: length of the instruction (2 or 4)
 EXIT_VADDR = 87      # MMIO: virtual address of the access (mtval if it faults)
 SEIP_LINE = 88       # the PLIC's supervisor external interrupt line (ORed into mip.SEIP)
+CHECKS = 89          # which checks the MMU's slow path makes: a set of checks.CHECK_* bits
 
 CSR = 4096
 TLB = CSR + 4096     # software TLB: for fetch, load, store: TLB_ENTRIES tags, then pages
 TLB_ENTRIES = 256
-STATE_SIZE = TLB + 3 * 2 * TLB_ENTRIES
+WATCHES = TLB + 3 * 2 * TLB_ENTRIES   # WATCH_ENTRIES of (start, end, access bits)
+WATCH_ENTRIES = 32
+STATE_SIZE = WATCHES + 3 * WATCH_ENTRIES
 
 # --- exit reasons of run() ---------------------------------------------------
 EXIT_BUDGET = 0      # the instruction budget is spent
@@ -62,6 +67,9 @@ EXIT_MMIO = 1        # a load or store to a non-RAM physical address
 EXIT_WFI = 2         # WFI with no interrupt pending
 EXIT_HTIF = 3        # the guest stored to the watched tohost address
 EXIT_EBREAK = 4      # ebreak with DEBUG_EBREAK set: pc is the ebreak's, nothing executed
+EXIT_WATCH = 5       # an access the host watches, before it is made: EXIT_VADDR, _SIZE, _FLAGS (access kind)
+EXIT_TRAP = 6        # a trap was taken while the host hooks traps: EXIT_VALUE cause, EXIT_VADDR
+                     # tval, EXIT_PADDR the pc it was raised at, EXIT_FLAGS the privilege it came from
 
 MMIO_WRITE = 1
 MMIO_UNSIGNED = 2    # zero-extend the loaded value (lbu, lhu, lwu)
@@ -169,6 +177,7 @@ CAUSE_ECALL_M = 11
 CAUSE_FETCH_PAGE = 12
 CAUSE_LOAD_PAGE = 13
 CAUSE_STORE_PAGE = 15
+WATCH_HIT = 64       # not a cause: the MMU's slow path met a watched address (take_trap exits)
 INTERRUPT_BIT = np.int64(-9223372036854775808)  # bit 63 of mcause
 
 # --- timing ----------------------------------------------------------------

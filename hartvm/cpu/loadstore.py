@@ -44,7 +44,7 @@ def load_value(h, m8, m16, m32, m64, ram_base, vaddr, size, pc):
     """
     if vaddr & 0xFFF > 4096 - size:
         return split_access(h, m8, m16, m32, m64, ram_base, vaddr, size, 0, pc, False)
-    paddr, fault = translate(h, m64, ram_base, vaddr, ACCESS_LOAD)
+    paddr, fault = translate(h, m64, ram_base, vaddr, ACCESS_LOAD, size)
     if fault >= 0:
         return take_trap(h, fault, vaddr, pc, False), paddr, 2
     offset = ram_offset(m8, ram_base, paddr, size)
@@ -58,7 +58,7 @@ def store_value(h, m8, m16, m32, m64, ram_base, vaddr, size, value, pc):
     """Write ``size`` bytes at ``vaddr``: status as in ``load_value`` (first item is the trap pc)."""
     if vaddr & 0xFFF > 4096 - size:
         return split_access(h, m8, m16, m32, m64, ram_base, vaddr, size, value, pc, True)
-    paddr, fault = translate(h, m64, ram_base, vaddr, ACCESS_STORE)
+    paddr, fault = translate(h, m64, ram_base, vaddr, ACCESS_STORE, size)
     if fault >= 0:
         return take_trap(h, fault, vaddr, pc, False), paddr, 2
     offset = ram_offset(m8, ram_base, paddr, size)
@@ -78,10 +78,11 @@ def split_access(h, m8, m16, m32, m64, ram_base, vaddr, size, value, pc, write):
     """
     access = ACCESS_STORE if write else ACCESS_LOAD
     next_page = (vaddr | 0xFFF) + 1
-    first, fault = translate(h, m64, ram_base, vaddr, access)
+    first, fault = translate(h, m64, ram_base, vaddr, access, 4096 - (vaddr & 0xFFF))
     if fault >= 0:
         return take_trap(h, fault, vaddr, pc, False), 0, 2
-    second, fault = translate(h, m64, ram_base, next_page, access)
+    second, fault = translate(h, m64, ram_base, next_page, access,
+                              size - (4096 - (vaddr & 0xFFF)))
     if fault >= 0:  # mtval: the address of the part that faulted (priv 3.1.16)
         return take_trap(h, fault, next_page, pc, False), 0, 2
     first_bytes = 4096 - (vaddr & 0xFFF)
@@ -198,7 +199,8 @@ def amo(h, m8, m16, m32, m64, ram_base, insn, pc, ilen):
     if vaddr & (size - 1):
         cause = CAUSE_LOAD_MISALIGNED if is_load else CAUSE_STORE_MISALIGNED
         return take_trap(h, cause, vaddr, pc, False)
-    paddr, fault = translate(h, m64, ram_base, vaddr, ACCESS_LOAD if is_load else ACCESS_STORE)
+    paddr, fault = translate(h, m64, ram_base, vaddr, ACCESS_LOAD if is_load else ACCESS_STORE,
+                             size)
     if fault >= 0:
         return take_trap(h, fault, vaddr, pc, False)
     offset = ram_offset(m8, ram_base, paddr, size)

@@ -18,10 +18,11 @@ from ``h`` must be read again after every register write (they might
 alias), and this check runs for every load, store and fetch.
 """
 
+from .checks import address_checks, cacheable
 from .jit import jit, jit_inline
 from .layout import (
     CAUSE_FETCH_ACCESS, CAUSE_FETCH_PAGE, CAUSE_LOAD_ACCESS, CAUSE_LOAD_PAGE,
-    CAUSE_STORE_ACCESS, CAUSE_STORE_PAGE, CSR, MSTATUS, MSTATUS_MPP,
+    CAUSE_STORE_ACCESS, CAUSE_STORE_PAGE, CHECKS, CSR, MSTATUS, MSTATUS_MPP,
     MSTATUS_MPP_SHIFT, MSTATUS_MPRV, MSTATUS_MXR, MSTATUS_SUM, PRIV, PRIV_M,
     PRIV_S, PRIV_U, SATP, TLB, TLB_ENTRIES,
 )
@@ -58,16 +59,18 @@ def effective_priv(h, access):
 
 
 @jit_inline
-def translate(h, m64, ram_base, vaddr, access):
-    """(paddr, fault cause or -1) for ``vaddr``; the TLB is tried before a walk."""
+def translate(h, m64, ram_base, vaddr, access, size):
+    """(paddr, fault cause or -1) for a ``size``-byte access at ``vaddr``; the TLB
+    is tried before a walk. With translation off the address is the physical one,
+    unless a check is on (checks.py): then the TLB is tried there too."""
     priv = effective_priv(h, access)
     satp = h[CSR + SATP]
-    if priv == PRIV_M or satp == 0:
+    if (priv == PRIV_M or satp == 0) and h[CHECKS] == 0:
         return vaddr, -1
     slot = TLB + access * 2 * TLB_ENTRIES + ((vaddr >> 12) & (TLB_ENTRIES - 1))
     if h[slot] == tlb_tag(h, vaddr, access, priv):
         return h[slot + TLB_ENTRIES] | (vaddr & 0xFFF), -1
-    return walk(h, m64, ram_base, vaddr, access, priv, satp)
+    return slow_translate(h, m64, ram_base, vaddr, access, priv, satp, size)
 
 
 @jit_inline
@@ -100,7 +103,8 @@ def _access_fault(access):
 @jit
 def walk(h, m64, ram_base, vaddr, access, priv, satp):
     """The page-table walk of privileged spec 4.3.2 for Sv39, Sv48 and Sv57
-    (3, 4 and 5 levels: QEMU 7.2's get_physical_address, target/riscv/cpu_helper.c)."""
+    (3, 4 and 5 levels: QEMU 7.2's get_physical_address, target/riscv/cpu_helper.c):
+    (paddr, fault cause or -1, the leaf PTE)."""
     mode = (satp >> 60) & 0xF
     # csr_write stores no other mode; a restored snapshot's satp may hold any
     # (hostile input), which walks as Sv57 rather than past the tables.
@@ -109,7 +113,7 @@ def walk(h, m64, ram_base, vaddr, access, priv, satp):
     # The address must be sign-extended from its top valid bit (4.4.1, 4.5.1, 4.6.1).
     top = vaddr >> (va_bits - 1)
     if top != 0 and top != -1:
-        return 0, _fault(access)
+        return 0, _fault(access), 0
     table = (satp & PPN_MASK) << 12
     ram_words = m64.size
     level = levels - 1
@@ -117,14 +121,14 @@ def walk(h, m64, ram_base, vaddr, access, priv, satp):
         pte_addr = table + ((vaddr >> (12 + 9 * level)) & 511) * 8
         index = (pte_addr - ram_base) >> 3
         if pte_addr < ram_base or index >= ram_words:
-            return 0, _access_fault(access)   # the table is not in RAM
+            return 0, _access_fault(access), 0   # the table is not in RAM
         pte = m64[index]
         if not pte & PTE_V or (not pte & PTE_R and pte & PTE_W) or pte & PTE_RESERVED:
-            return 0, _fault(access)
+            return 0, _fault(access), 0
         if pte & (PTE_R | PTE_X):
             break
         if level == 0 or pte & (PTE_A | PTE_D | PTE_U):
-            return 0, _fault(access)           # a pointer must have A, D, U clear
+            return 0, _fault(access), 0           # a pointer must have A, D, U clear
         table = ((pte >> 10) & PPN_MASK) << 12
         level -= 1
     # Leaf: permission checks (4.3.1, 4.3.2 step 5).
@@ -136,31 +140,60 @@ def walk(h, m64, ram_base, vaddr, access, priv, satp):
     else:
         allowed = pte & PTE_W
     if not allowed:
-        return 0, _fault(access)
+        return 0, _fault(access), 0
     if pte & PTE_U:
         if priv == PRIV_S and (access == ACCESS_FETCH or not status & MSTATUS_SUM):
-            return 0, _fault(access)
+            return 0, _fault(access), 0
     elif priv == PRIV_U:
-        return 0, _fault(access)
+        return 0, _fault(access), 0
     ppn = (pte >> 10) & PPN_MASK
     low_ppn_mask = (1 << (9 * level)) - 1
     if ppn & low_ppn_mask:
-        return 0, _fault(access)               # misaligned superpage
+        return 0, _fault(access), 0               # misaligned superpage
     # Hardware A/D update (Svadu behaviour, as QEMU does it).
     update = PTE_A | (PTE_D if access == ACCESS_STORE else 0)
     if pte & update != update:
         pte |= update
         m64[index] = pte
     page = ((ppn & ~low_ppn_mask) | ((vaddr >> 12) & low_ppn_mask)) << 12
+    return page | (vaddr & 0xFFF), -1, pte
+
+
+@jit
+def slow_translate(h, m64, ram_base, vaddr, access, priv, satp, size):
+    """A TLB miss: the checks that are on (checks.py), the walk, and a TLB entry
+    for the page if no check can fire on it."""
+    checks = h[CHECKS]
+    if checks:
+        cause = address_checks(h, vaddr, size, access)
+        if cause >= 0:
+            return 0, cause
+    if priv == PRIV_M or satp == 0:
+        paddr, pte = vaddr, 0
+    else:
+        paddr, fault, pte = walk(h, m64, ram_base, vaddr, access, priv, satp)
+        if fault >= 0:
+            return 0, fault
+    if checks and not cacheable(h, vaddr, paddr, access, priv):
+        return paddr, -1
     slot = TLB + access * 2 * TLB_ENTRIES + ((vaddr >> 12) & (TLB_ENTRIES - 1))
     h[slot] = tlb_tag(h, vaddr, access, priv)
-    h[slot + TLB_ENTRIES] = page
-    if access == ACCESS_LOAD and pte & PTE_D and pte & PTE_W:
+    h[slot + TLB_ENTRIES] = paddr & -4096
+    if access == ACCESS_LOAD and pte & PTE_D and pte & PTE_W and \
+            (not checks or cacheable(h, vaddr, paddr, ACCESS_STORE, priv)):
         # A later store to this page needs no walk either.
         store_slot = slot + 2 * TLB_ENTRIES
-        h[store_slot] = h[slot]
-        h[store_slot + TLB_ENTRIES] = page
-    return page | (vaddr & 0xFFF), -1
+        h[store_slot] = tlb_tag(h, vaddr, ACCESS_STORE, priv)
+        h[store_slot + TLB_ENTRIES] = paddr & -4096
+    return paddr, -1
+
+
+@jit_inline
+def code_page_cached(h, pc):
+    """Is the page of ``pc`` in the fetch TLB? While checks are on, only such a
+    page may be the run loop's code page (checks.py)."""
+    slot = TLB + ((pc >> 12) & (TLB_ENTRIES - 1))
+    return h[slot] == tlb_tag(h, pc, ACCESS_FETCH, h[PRIV])
 
 
 @jit

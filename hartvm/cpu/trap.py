@@ -6,10 +6,12 @@ trap return changes the privilege and maybe the address space, so the run
 loop must end its block (and forget its cached code page).
 """
 
+from .checks import CHECK_TRAPS
 from .jit import jit
 
 from .layout import (
-    CSR, INTERRUPT_BIT, MCAUSE, MEDELEG, MEPC, MIDELEG, MIE, MIP, MSTATUS,
+    CHECKS, EXIT_FLAGS, EXIT_PADDR, EXIT_REASON, EXIT_TRAP, EXIT_VADDR, EXIT_VALUE, EXIT_WATCH,
+    WATCH_HIT, CSR, INTERRUPT_BIT, MCAUSE, MEDELEG, MEPC, MIDELEG, MIE, MIP, MSTATUS,
     MSTATUS_MIE, MSTATUS_MPIE, MSTATUS_MPP, MSTATUS_MPP_SHIFT, MSTATUS_MPRV,
     MSTATUS_SIE, MSTATUS_SPIE, MSTATUS_SPP, MTVAL, MTVEC, PRIV, PRIV_M, PRIV_S,
     PRIV_U, SCAUSE, SEPC, STVAL, STVEC, IRQ_MEI, IRQ_MSI, IRQ_MTI, IRQ_SEI,
@@ -20,6 +22,10 @@ from .layout import (
 @jit
 def take_trap(h, cause, tval, pc, interrupt):
     """Enter the trap handler for ``cause`` raised at ``pc``; return the handler's pc."""
+    if cause == WATCH_HIT:
+        # Not a trap: an access the host watches (checks.py), left for the machine to serve.
+        h[EXIT_REASON] = EXIT_WATCH
+        return pc | 1
     priv = h[PRIV]
     if not interrupt:
         h[INSTRET] -= 1  # the run loop counts every step; a trapping one does not retire
@@ -50,6 +56,13 @@ def take_trap(h, cause, tval, pc, interrupt):
         h[CSR + MSTATUS] = status & ~MSTATUS_MIE
         h[PRIV] = PRIV_M
         tvec = h[CSR + MTVEC]
+    if h[CHECKS] & CHECK_TRAPS:
+        # The host hooks traps (Machine.hook_trap): leave the run loop in the handler.
+        h[EXIT_REASON] = EXIT_TRAP
+        h[EXIT_VALUE] = mcause
+        h[EXIT_VADDR] = tval
+        h[EXIT_PADDR] = pc
+        h[EXIT_FLAGS] = priv
     base = tvec & ~3
     if interrupt and (tvec & 3) == 1:  # vectored mode
         return (base + 4 * cause) | 1

@@ -13,6 +13,9 @@ the machine's, so that it costs nothing while no debugger is attached:
   and traps as it would have. A breakpoint is set at the physical address
   its virtual address has when it is set (QEMU checks virtual pcs instead:
   here an address with no mapping yet cannot take one).
+- Watchpoints (write, read, access) are the machine's memory hooks
+  (hooks.py): only the watched page leaves the TLB (cpu/checks.py), and the
+  machine stops before the access.
 - Reverse execution needs no recording step: a machine without host input is
   deterministic, so going back to instruction N is restoring the last
   checkpoint before N and running forward to N with the guest's output
@@ -21,8 +24,8 @@ the machine's, so that it costs nothing while no debugger is attached:
   execution, at most MAX_CHECKPOINTS of them (older ones are thinned out, so
   memory stays bounded and a step back re-executes at most the distance
   between two kept checkpoints). ``reverse_continue`` replays each interval
-  between checkpoints, latest first, to find the last breakpoint hit before
-  the present. One hart only for now: with several, the harts' interleaving
+  between checkpoints, latest first, to find the last breakpoint or
+  watchpoint hit before the present. One hart only for now: with several, the harts' interleaving
   depends on how execution was cut into runs, so a replay could differ. Nor
   in realtime mode (idle time follows the host's clock). Host input (keys
   typed on the console, a command's bytes) is not recorded yet: history
@@ -37,6 +40,7 @@ from ..cpu import layout as L
 from ..cpu.csr import csr_read, csr_write
 from ..cpu.disasm import CSRS
 from ..errors import HartvmError
+from ..hooks import Hook
 from ..machine import Stop
 from .snapshot import decode, encode, machine_sections
 
@@ -57,14 +61,15 @@ PRIV_REGNUM = FIRST_CSR_REGNUM + 4096
 
 @dataclass
 class Event:
-    """Why the machine stopped: ``kind`` is "breakpoint", "watch" (a write changed
-    watched memory), "step", "interrupt", "exited" (``status``), "halted"
+    """Why the machine stopped: ``kind`` is "breakpoint", "watch" (an access to
+    watched memory is next), "step", "interrupt", "exited" (``status``), "halted"
     (every hart waits forever) or "history" (reverse execution reached the
     first checkpoint)."""
     kind: str
     hart: int = 0
     status: int = 0
-    address: int = 0       # the watched address a "watch" stop wrote to
+    address: int = 0       # the watchpoint's address, for a "watch" stop
+    access: str = "w"      # and the accesses it watches: "w", "r" or "rw"
 
 
 @dataclass
@@ -79,7 +84,8 @@ class Debugger:
     def __init__(self, machine):
         self.machine = machine
         self.breakpoints: dict[int, tuple[int, bytes]] = {}   # vaddr -> (paddr, original)
-        self.watchpoints: dict[int, tuple[int, int]] = {}      # vaddr -> (paddr, length)
+        self.watchpoints: dict[tuple[int, str], Hook] = {}     # (vaddr, access) -> its hook
+        self.watch_hit: tuple[int, int, str] | None = None     # (hart, vaddr, access) of a stop
         self.inserted = False
         self.checkpoints: list[Checkpoint] = []
         self.reversible = len(machine.harts) == 1 and machine.htif is None and \
@@ -127,36 +133,8 @@ class Debugger:
 
     # --- memory ----------------------------------------------------------------
     def translate(self, hart_index: int, vaddr: int) -> int | None:
-        """The physical address of ``vaddr`` as the hart sees it now (its privilege
-        and satp; M-mode sees physical memory), or None. A read-only page walk:
-        unlike the hart's own, it sets no A or D bits (privileged spec 12.3.2)."""
-        hart = self.machine.harts[hart_index]
-        vaddr &= MASK64
-        satp = hart.csr(L.SATP)
-        levels = {8: 3, 9: 4, 10: 5}.get(satp >> 60)
-        if hart.priv == L.PRIV_M or satp >> 60 == 0:
-            return vaddr
-        if levels is None:
-            return None
-        bits = 12 + 9 * levels
-        top = vaddr >> (bits - 1)
-        if top not in (0, (1 << (65 - bits)) - 1):
-            return None                     # not sign-extended: no page maps it
-        ram = self.machine.ram
-        table = (satp & ((1 << 44) - 1)) << 12
-        for level in reversed(range(levels)):
-            entry = table + ((vaddr >> (12 + 9 * level)) & 0x1FF) * 8
-            if not ram.contains(entry, 8):
-                return None
-            pte = ram.read_u64(entry)
-            if not pte & 1:
-                return None
-            ppn = (pte >> 10) & ((1 << 44) - 1)
-            if pte & 0xA:                    # R or X: a leaf (a superpage above level 0)
-                mask = (1 << (12 + 9 * level)) - 1
-                return ((ppn << 12) & ~mask) | (vaddr & mask)
-            table = ppn << 12
-        return None
+        """The physical address of ``vaddr`` as the hart sees it now, or None (Hart.translate)."""
+        return self.machine.harts[hart_index].translate(vaddr)
 
     def read_memory(self, hart_index: int, vaddr: int, length: int) -> bytes | None:
         """``length`` bytes at ``vaddr`` (RAM only: a read must not reach a device), or None."""
@@ -194,23 +172,32 @@ class Debugger:
     def remove_breakpoint(self, vaddr: int) -> bool:
         return self.breakpoints.pop(vaddr & MASK64, None) is not None
 
-    def add_watchpoint(self, hart_index: int, vaddr: int, length: int) -> bool:
-        """Stop after a write that changes the ``length`` bytes at ``vaddr``. While
-        one is set the machine runs an instruction at a time and compares (in
-        the stub, thousands of times faster than GDB's own software
-        watchpoints, which ask for every step over the wire)."""
-        paddr = self.translate(hart_index, vaddr)
-        if not 0 < length <= 8 or paddr is None or \
-                not self.machine.ram.contains(paddr, length):
+    def add_watchpoint(self, vaddr: int, length: int, access: str = "w") -> bool:
+        """Stop before a store ("w"), load ("r") or either ("rw") touches the
+        ``length`` bytes at ``vaddr`` (as the harts see it). A machine memory
+        hook (hooks.py): only the watched page leaves the TLB. GDB's RISC-V
+        target has non-steppable watchpoints (riscv-tdep.c): told of one
+        before the access, as QEMU tells it, GDB steps over the access itself
+        to show the old and new values."""
+        if not 0 < length <= 1 << 20 or (vaddr, access) in self.watchpoints:
             return False
-        self.watchpoints[vaddr & MASK64] = (paddr, length)
+        vaddr &= MASK64
+
+        def hit(view, _access):
+            self.watch_hit = (view.index, vaddr, access)
+            view.stop()
+        try:
+            self.watchpoints[(vaddr, access)] = self.machine.hook_memory(
+                vaddr, min(vaddr + length, 1 << 64), hit, access)
+        except HartvmError:
+            return False                      # (too many at once)
         return True
 
-    def remove_watchpoint(self, vaddr: int) -> bool:
-        return self.watchpoints.pop(vaddr & MASK64, None) is not None
-
-    def _watched(self) -> list[bytes]:
-        return [self.machine.ram.read(paddr, length) for paddr, length in self.watchpoints.values()]
+    def remove_watchpoint(self, vaddr: int, access: str = "w") -> bool:
+        hook = self.watchpoints.pop((vaddr & MASK64, access), None)
+        if hook is not None:
+            hook.remove()
+        return hook is not None
 
     def _insert(self) -> None:
         ram = self.machine.ram
@@ -239,14 +226,20 @@ class Debugger:
         return self.machine.instructions
 
     def step(self, hart_index: int) -> Event:
+        """One instruction of the hart (a watchpoint before it does not stop it)."""
         self._maybe_checkpoint()
+        hart = self.machine.harts[hart_index]
+        steps = hart.steps
         status = self.machine.step(hart_index)
+        if status is None and hart.steps == steps and self.watch_hit is not None:
+            self.watch_hit = None             # stopped before a watched access: make it
+            status = self.machine.step(hart_index)
         return Event("step", hart_index) if status is None else Event("exited", status=status)
 
     def resume(self, interrupted=lambda: False, stop_at: int | None = None) -> Event:
-        """Run every hart until a breakpoint, ``interrupted()`` (checked between
-        rounds and whenever a wake-up descriptor of the machine's io is
-        readable), the guest's end, or the position ``stop_at``."""
+        """Run every hart until a breakpoint or watchpoint, ``interrupted()``
+        (checked between rounds and whenever a wake-up descriptor of the
+        machine's io is readable), the guest's end, or the position ``stop_at``."""
         machine = self.machine
         for index in range(len(machine.harts)):
             if self._at_breakpoint(index):      # step off it, with the guest's bytes there
@@ -255,20 +248,23 @@ class Debugger:
                     return Event("exited", status=status)
         while True:
             self._maybe_checkpoint()
-            if self.watchpoints:
-                event = self._watch(interrupted)
-                if event is not None:
-                    return event
-                continue
-            chunk = RUN_CHUNK
+            end = self.position + RUN_CHUNK
             if stop_at is not None:
-                chunk = min(chunk, stop_at - self.position)
-                if chunk <= 0:
+                end = min(end, stop_at)
+                if end <= self.position:
                     return Event("step")
+            event = self._run(end, interrupted)
+            if event is not None:
+                return event
+
+    def _run(self, end: int, interrupted=None) -> Event | None:
+        """Run to position ``end`` with the breakpoints in: what stopped it before, or None."""
+        machine = self.machine
+        while self.position < end:
             self._insert()
             machine.breakpoint_hart = None
             try:
-                result = machine.run(until=interrupted, max_instructions=chunk)
+                result = machine.run(until=interrupted, max_instructions=end - self.position)
             finally:
                 self._take_out()
             if result.stop is Stop.BREAKPOINT:
@@ -276,49 +272,18 @@ class Debugger:
                 if self._at_breakpoint(index):
                     return Event("breakpoint", index)
                 machine.harts[index].breakpoint_trap()    # the guest's own ebreak
-                continue
-            if result.stop is Stop.STOPPED:
+            elif result.stop is Stop.HOOK:
+                return self._watch_event()
+            elif result.stop is Stop.STOPPED:
                 return Event("interrupt")
-            ended = self._ended(result)
-            if ended:
-                return ended
-
-    def _watch(self, interrupted) -> Event | None:
-        """Up to RUN_CHUNK instructions one at a time, breakpoints and watched
-        memory checked after each; None if none of them stopped it.
-
-        A write that changes watched memory is undone (the harts' state and the
-        bytes around the watched range, all a store can reach) and reported
-        before it happens, as QEMU reports a RISC-V watchpoint: GDB's RISC-V
-        target has non-steppable watchpoints (riscv-tdep.c), so it steps over
-        the store itself to show the old and new values."""
-        machine, ram = self.machine, self.machine.ram
-        windows = []
-        for paddr, length in self.watchpoints.values():
-            start = max(ram.base, paddr - 7)
-            windows.append((start, min(ram.base + ram.size, paddr + length + 7) - start))
-        for count in range(RUN_CHUNK):
-            if count % 1000 == 999 and interrupted():
-                return Event("interrupt")
-            states = [hart.state.copy() for hart in machine.harts]
-            around = [ram.read(start, length) for start, length in windows]
-            before = self._watched()
-            result = machine.run(max_instructions=1)
-            ended = self._ended(result)
-            if ended:
-                return ended
-            hart = next((i for i, h in enumerate(machine.harts)
-                         if h.steps != int(states[i][L.STEPS])), 0)
-            for (vaddr, _), old, new in zip(self.watchpoints.items(), before, self._watched()):
-                if old != new:
-                    for state, saved in zip((h.state for h in machine.harts), states):
-                        state[:] = saved
-                    for (start, _), data in zip(windows, around):
-                        ram.write(start, data)
-                    return Event("watch", hart, address=vaddr)
-            if self._at_breakpoint(hart):
-                return Event("breakpoint", hart)
+            elif result.stop is not Stop.INSTRUCTION_LIMIT:
+                return self._ended(result)
         return None
+
+    def _watch_event(self) -> Event:
+        hart, address, access = self.watch_hit
+        self.watch_hit = None
+        return Event("watch", hart, address=address, access=access)
 
     @staticmethod
     def _ended(result) -> Event | None:
@@ -365,9 +330,11 @@ class Debugger:
                          key=lambda c: c.position)
         self._restore(checkpoint)
         with self._replaying():
-            left = target - self.position
-            if left > 0:
-                self.machine.run(max_instructions=left)
+            while self.position < target:
+                result = self.machine.run(max_instructions=target - self.position)
+                if result.stop is not Stop.HOOK:     # (a watchpoint's: run on)
+                    break
+            self.watch_hit = None
 
     @contextlib.contextmanager
     def _replaying(self):
@@ -394,7 +361,7 @@ class Debugger:
         return Event("step", hart_index)
 
     def reverse_continue(self) -> Event:
-        """Back to the last breakpoint hit before now, or to the start of history."""
+        """Back to the last breakpoint or watchpoint hit before now, or to the start of history."""
         self._check_reversible()
         present = self.position
         for checkpoint in sorted(self.checkpoints, key=lambda c: -c.position):
@@ -402,32 +369,26 @@ class Debugger:
                 continue
             hits = self._hits_between(checkpoint, present)
             if hits:
-                self._replay_to(hits[-1])
-                return Event("breakpoint", 0)
+                position, event = hits[-1]
+                self._replay_to(position)
+                return event
             present = checkpoint.position
         self._replay_to(self.checkpoints[0].position)
         return Event("history", 0)
 
-    def _hits_between(self, checkpoint: Checkpoint, end: int) -> list[int]:
-        """Positions in [checkpoint, end) at which a breakpoint was reached."""
+    def _hits_between(self, checkpoint: Checkpoint, end: int) -> list[tuple[int, Event]]:
+        """The breakpoints and watchpoints reached in [checkpoint, end), with their positions."""
         self._restore(checkpoint)
         hits = []
         with self._replaying():
             while self.position < end:
                 if self._at_breakpoint(0):
-                    hits.append(self.position)
+                    hits.append((self.position, Event("breakpoint", 0)))
                     self.machine.step(0)
                     continue
-                self._insert()
-                self.machine.breakpoint_hart = None
-                try:
-                    result = self.machine.run(max_instructions=end - self.position)
-                finally:
-                    self._take_out()
-                if result.stop is Stop.BREAKPOINT:
-                    self.machine.breakpoint_hart = None
-                    if not self._at_breakpoint(0):
-                        self.machine.harts[0].breakpoint_trap()
-                elif result.stop is not Stop.INSTRUCTION_LIMIT:
+                event = self._run(end)
+                if event is None or event.kind not in ("breakpoint", "watch"):
                     break
-        return [hit for hit in hits if hit < end]
+                if event.kind == "watch":          # (a breakpoint is counted above)
+                    hits.append((self.position, event))
+        return hits

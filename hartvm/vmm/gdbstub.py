@@ -8,8 +8,8 @@ fcsr, the CSRs this hart implements, and the privilege level, numbered as
 GDB numbers them for RISC-V, so ``info registers``, ``info all-registers``
 and ``p $mstatus`` work. Memory goes through the selected hart's translation
 (vmm/debugger.py). Breakpoints: ``Z0``/``Z1`` (both as ebreaks in memory);
-write watchpoints ``Z2`` (the stub steps and compares); read and access
-watchpoints are not offered yet. ``c``/``s``/``vCont``, Ctrl-C, and ``bs``/``bc`` (reverse-stepi
+write, read and access watchpoints ``Z2``/``Z3``/``Z4`` (machine memory hooks,
+on the MMU's slow path). ``c``/``s``/``vCont``, Ctrl-C, and ``bs``/``bc`` (reverse-stepi
 and reverse-continue; GDB builds reverse-step, -next and -finish on them),
 ``D`` (detach: the machine runs on), ``monitor info``. All-stop mode: while
 one hart is stopped, all are.
@@ -35,6 +35,9 @@ XREG_NAMES = ["zero", "ra", "sp", "gp", "tp", "t0", "t1", "t2", "fp", "s1"] + \
 FREG_NAMES = [f"ft{i}" for i in range(8)] + ["fs0", "fs1"] + [f"fa{i}" for i in range(8)] + \
     [f"fs{i}" for i in range(2, 12)] + [f"ft{i}" for i in range(8, 12)]
 FP_CSRS = {1: "fflags", 2: "frm", 3: "fcsr"}
+# Z2, Z3, Z4: write, read and access watchpoints, and how a stop names each.
+WATCH_KINDS = {b"2": "w", b"3": "r", b"4": "rw"}
+STOP_WATCH = {"w": b"watch", "r": b"rwatch", "rw": b"awatch"}
 
 
 class Disconnected(Exception):
@@ -229,7 +232,7 @@ class GdbStub:
         self.thread = event.hart
         signal = SIGINT if event.kind in ("interrupt", "halted") else SIGTRAP
         extra = b"replaylog:begin;" if event.kind == "history" else \
-            b"watch:%x;" % event.address if event.kind == "watch" else b""
+            b"%s:%x;" % (STOP_WATCH[event.access], event.address) if event.kind == "watch" else b""
         return b"T%02xthread:%x;%s" % (signal, event.hart + 1, extra)
 
     def _resume(self) -> bytes:
@@ -340,18 +343,18 @@ class GdbStub:
         address, size = int(address, 16), int(size, 16)
         if kind in (b"0", b"1"):
             ok = self.debugger.add_breakpoint(self.thread, address, size)
-        elif kind == b"2":
-            ok = self.debugger.add_watchpoint(self.thread, address, size)
+        elif kind in WATCH_KINDS:
+            ok = self.debugger.add_watchpoint(address, size, WATCH_KINDS[kind])
         else:
-            return b""                   # read and access watchpoints: not offered
+            return b""
         return b"OK" if ok else b"E01"
 
     def z(self, body: bytes):
         kind, address = body.split(b",")[:2]
         if kind in (b"0", b"1"):
             self.debugger.remove_breakpoint(int(address, 16))
-        elif kind == b"2":
-            self.debugger.remove_watchpoint(int(address, 16))
+        elif kind in WATCH_KINDS:
+            self.debugger.remove_watchpoint(int(address, 16), WATCH_KINDS[kind])
         else:
             return b""
         return b"OK"

@@ -97,6 +97,23 @@ def test_breakpoints_watchpoints_and_reverse_execution(debuggee):
     assert console == b"total 140\n" and status == 0, (console, status, text)
 
 
+def test_read_and_access_watchpoints_and_reverse_to_a_write(debuggee):
+    text, console, status = _session(debuggee, [
+        "break add_square if i == 3", "continue", "delete",
+        "rwatch total", "continue", "print total",        # total += ...: loads 5
+        "delete", "awatch squares[4]", "continue",        # the store of 16, in call 4
+        "continue", "print i",                            # and its load
+        "delete", "watch total", "reverse-continue",      # back to call 3's store
+        "print i", "print total",
+    ])
+    assert "Hardware read watchpoint 2: total\n\nValue = 5" in text, text
+    assert "Old value = 0\nNew value = 16" in text and "Value = 16" in text, text
+    # Going back, GDB shows the later value first: the store of 14 is undone.
+    assert "Old value = 14\nNew value = 5" in text, text
+    assert _values(text) == ["5", "4", "3", "5"], text
+    assert console == b"total 140\n" and status == 0, (console, status, text)
+
+
 def test_every_hart_is_a_thread_and_registers_can_be_written(debuggee):
     text, console, status = _session(debuggee, [
         "info threads", "break add_square", "continue", "set var $a0 = 6", "set var i = 6",

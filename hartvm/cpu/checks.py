@@ -1,0 +1,61 @@
+"""Checks on the MMU's slow path: addresses the host watches (and, as they come, PMP and triggers).
+
+A check that costs something on every access would slow every guest that
+never uses it. So, as QEMU flags the TLB entries of watched pages
+(TLB_WATCHPOINT, accel/tcg/cputlb.c), checks are made only where the TLB
+is missed: ``h[CHECKS]`` says which checks are on, and while any is on,
+an access with translation off (M-mode, satp Bare) goes through the TLB
+too, and a page goes into the TLB (or becomes the run loop's code page)
+only if no check can fire on it. While ``h[CHECKS]`` is 0, nothing
+changes on any path but one compare when translation is off.
+
+Watches are the host's: ``Machine.hook_code``/``hook_memory`` and a
+debugger's watchpoints put ranges of addresses, as the hart sees them
+(virtual when translation is on), in the ``WATCHES`` table of the state
+with the kinds of access they watch. An access that touches one leaves
+the run loop before it is made (``EXIT_WATCH``); the machine calls the
+hooks, then makes the access with the watches off for that one
+instruction.
+"""
+
+from .jit import jit
+from .layout import (
+    CHECKS, EXIT_FLAGS, EXIT_SIZE, EXIT_VADDR, WATCH_ENTRIES, WATCH_HIT, WATCHES,
+)
+
+CHECK_WATCH = 1      # the host watches addresses (the WATCHES table)
+CHECK_TRAPS = 2      # the host hooks every trap: take_trap leaves the run loop (EXIT_TRAP)
+HOST_CHECKS = CHECK_WATCH | CHECK_TRAPS
+
+
+@jit
+def watched(h, start, end, access):
+    """Does an entry of the WATCHES table watch an ``access`` to [start, end)?"""
+    bit = 1 << access
+    for i in range(WATCH_ENTRIES):
+        slot = WATCHES + 3 * i
+        if h[slot + 2] & bit and start < h[slot + 1] and h[slot] < end:
+            return True
+    return False
+
+
+@jit
+def address_checks(h, vaddr, size, access):
+    """Checks on the address an access uses, before it is translated: WATCH_HIT
+    (with the access described in EXIT_VADDR, _SIZE, _FLAGS) or -1."""
+    if h[CHECKS] & CHECK_WATCH and watched(h, vaddr, vaddr + size, access):
+        h[EXIT_VADDR] = vaddr
+        h[EXIT_SIZE] = size
+        h[EXIT_FLAGS] = access
+        return WATCH_HIT
+    return -1
+
+
+@jit
+def cacheable(h, vaddr, paddr, access, priv):
+    """May the page of ``vaddr`` (at ``paddr``) go into the TLB for ``access``,
+    so that later accesses to it skip every check?"""
+    page = vaddr & -4096
+    if h[CHECKS] & CHECK_WATCH and watched(h, page, page + 4096, access):
+        return False
+    return True
