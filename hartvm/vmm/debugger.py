@@ -88,6 +88,7 @@ class Debugger:
         self.watch_hit: tuple[int, int, str] | None = None     # (hart, vaddr, access) of a stop
         self.inserted = False
         self.checkpoints: list[Checkpoint] = []
+        self.saved: dict[str, Checkpoint] = {}       # by name: monitor savevm/loadvm
         self.reversible = len(machine.harts) == 1 and machine.htif is None and \
             not machine.io.realtime
         if self.reversible:
@@ -294,17 +295,35 @@ class Debugger:
         return None
 
     # --- backward ------------------------------------------------------------------------
-    def _checkpoint(self) -> None:
+    def _capture(self) -> Checkpoint:
         machine = self.machine
         if self.inserted:
             raise AssertionError("a checkpoint with breakpoints in memory")
         sections = encode([[name, state] for name, _, state in machine_sections(machine)])
         ram = machine.ram.read(machine.ram.base, machine.ram.size)
-        self.checkpoints.append(Checkpoint(self.position, sections, ram, machine.io.deliveries))
+        return Checkpoint(self.position, sections, ram, machine.io.deliveries)
+
+    def _checkpoint(self) -> None:
+        self.checkpoints.append(self._capture())
         if len(self.checkpoints) > MAX_CHECKPOINTS:
             # Keep the first and the latest; drop every second one in between.
             kept = self.checkpoints[1:-1:2]
             self.checkpoints = [self.checkpoints[0], *kept, self.checkpoints[-1]]
+
+    # --- named snapshots (QEMU's monitor savevm and loadvm, in memory) -----------------
+    def save_vm(self, name: str) -> None:
+        self.saved[name] = self._capture()
+
+    def load_vm(self, name: str) -> bool:
+        """The machine as ``save_vm(name)`` found it; False if there is no such one.
+        Reverse history goes on from there: what came after is forgotten."""
+        saved = self.saved.get(name)
+        if saved is None:
+            return False
+        self._restore(saved)
+        self.machine.io.deliveries = saved.deliveries
+        self.checkpoints = [c for c in self.checkpoints if c.position <= saved.position]
+        return True
 
     def _maybe_checkpoint(self) -> None:
         if not self.reversible:

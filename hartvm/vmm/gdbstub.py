@@ -11,7 +11,8 @@ and ``p $mstatus`` work. Memory goes through the selected hart's translation
 write, read and access watchpoints ``Z2``/``Z3``/``Z4`` (machine memory hooks,
 on the MMU's slow path). ``c``/``s``/``vCont``, Ctrl-C, and ``bs``/``bc`` (reverse-stepi
 and reverse-continue; GDB builds reverse-step, -next and -finish on them),
-``D`` (detach: the machine runs on), ``monitor info``. All-stop mode: while
+``D`` (detach: the machine runs on), ``monitor info``, ``phys``, ``savevm``,
+``loadvm`` and, in a VM, ``snapshot``. All-stop mode: while
 one hart is stopped, all are.
 
 A debugger on the network is a debugger of the guest, and more: the stub
@@ -182,8 +183,11 @@ class GdbStub:
     until the debugger detaches or goes away (the machine runs on) or kills it;
     it returns the last event ("killed" for a kill; "exited" if the guest ended)."""
 
-    def __init__(self, machine):
+    def __init__(self, machine, snapshot=None):
+        """``snapshot(path)``, if given, saves the machine as a snapshot directory
+        (``monitor snapshot PATH``: a VM's, which ``hartvm restore`` runs)."""
         self.machine = machine
+        self.snapshot = snapshot
         self.debugger = Debugger(machine)
         self.thread = 0          # the hart that g, p, m and friends read (Hg)
         self.last = Event("interrupt")
@@ -412,9 +416,23 @@ class GdbStub:
             if not machine.ram.contains(address, length):
                 return b"E14"
             text = machine.ram.read(address, length).hex(" ") + "\n"
+        elif words[:1] == ["savevm"] and len(words) == 2:
+            debugger.save_vm(words[1])
+            text = f"saved {words[1]} at instruction {debugger.position}\n"
+        elif words[:1] == ["loadvm"] and len(words) == 2:
+            if debugger.load_vm(words[1]):
+                # (GDB keeps what it read: "maintenance flush register-cache" after this)
+                text = f"loaded {words[1]}: instruction {debugger.position}\n"
+            else:
+                text = f"no snapshot named {words[1]}\n"
+        elif words[:1] == ["snapshot"] and len(words) == 2 and self.snapshot is not None:
+            self.snapshot(words[1])          # (a HartvmError is the reply's error)
+            text = f"snapshot written to {words[1]}\n"
         else:
             text = ("monitor commands: info (the machine), phys ADDRESS LENGTH (physical "
-                    "memory, in hex)\n")
+                    "memory, in hex), savevm NAME and loadvm NAME (snapshots in memory)" +
+                    (", snapshot PATH (the VM's, for hartvm restore)" if self.snapshot else "") +
+                    "\n")
         return text.encode().hex().encode()
 
 

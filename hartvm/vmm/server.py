@@ -163,7 +163,8 @@ class Server:
         (its commands served again) when gdb detaches or goes away."""
         client, _ = self.debug_listener.accept()
         with client:
-            ended = gdbstub.GdbStub(self.vm.machine).serve(gdbstub.Connection(client))
+            ended = gdbstub.GdbStub(self.vm.machine, self.vm.snapshot).serve(
+                gdbstub.Connection(client))
         if ended.kind == "killed":
             raise StopRequested()
         if ended.kind in ("exited", "halted"):

@@ -114,6 +114,24 @@ def test_read_and_access_watchpoints_and_reverse_to_a_write(debuggee):
     assert console == b"total 140\n" and status == 0, (console, status, text)
 
 
+def test_monitor_savevm_and_loadvm_go_back_to_a_named_point(debuggee):
+    # GDB keeps what it read: after loadvm it must forget it (as with QEMU's loadvm).
+    forget = ["maintenance flush register-cache", "maintenance flush dcache"]
+    text, console, status = _session(debuggee, [
+        "break add_square", "continue", "continue", "continue", "print i",
+        "monitor savevm third", "continue", "continue", "print i",
+        "monitor loadvm third", *forget, "print i", "print total", "p/x $pc",
+        "reverse-stepi", "p/x $pc", "monitor loadvm fourth", "monitor help",
+    ])
+    values = _values(text)
+    assert values[:4] == ["2", "4", "2", "1"], text
+    assert 0 < int(values[4], 16) - int(values[5], 16) <= 4, text    # history goes on
+    assert "saved third at instruction" in text and "loaded third: instruction" in text, text
+    assert "no snapshot named fourth" in text and "savevm NAME and loadvm NAME" in text, text
+    assert "snapshot PATH" not in text, text          # a VM's only
+    assert console == b"total 140\n" and status == 0, (console, status, text)
+
+
 def test_every_hart_is_a_thread_and_registers_can_be_written(debuggee):
     text, console, status = _session(debuggee, [
         "info threads", "break add_square", "continue", "set var $a0 = 6", "set var i = 6",
@@ -164,13 +182,13 @@ def test_a_port_in_use_is_one_line(debuggee):
     assert result.stderr.strip().splitlines()[-1].startswith(f"hartvm: --gdb {port}: ")
 
 
-def test_gdb_attaches_to_a_running_linux_vm_and_detaches(state_dir):
+def test_gdb_attaches_to_a_running_linux_vm_and_detaches(state_dir, tmp_path):
     """``hartvm up --gdb PORT``: gdb attaches at any time (the VM stops), lists every
     hart, stops at a kernel function's address (from /proc/kallsyms: Debian's
     System.map is a stub, the real one is in the -dbg package), and on detach
     the VM runs on."""
     assert GDB, "gdb-multiarch not found: install Debian's gdb-multiarch (make test does)"
-    from hartvm import RemoteVM
+    from hartvm import VM, RemoteVM
     port = _free_port()
     subprocess.run([sys.executable, "-m", "hartvm", "up", "--name", "dbg", "--smp", "2",
                     "--gdb", str(port)], check=True, cwd=ROOT, timeout=300, capture_output=True)
@@ -183,7 +201,7 @@ def test_gdb_attaches_to_a_running_linux_vm_and_detaches(state_dir):
         vm.run(["sh", "-c", "while :; do sleep 0.2; done >/dev/null 2>&1 &"], check=True)
         script = ["set pagination off", "set confirm off", f"target remote :{port}",
                   "info threads", f"break *{address}", "continue", "p/x $pc", "p $priv",
-                  "detach"]
+                  f"monitor snapshot {tmp_path / 'stopped'}", "detach"]
         arguments = [GDB, "-nx", "-batch"]
         for line in script:
             arguments += ["-ex", line]
@@ -194,6 +212,13 @@ def test_gdb_attaches_to_a_running_linux_vm_and_detaches(state_dir):
         assert vm.run(["echo", "runs on"]).stdout == b"runs on\n"
     finally:
         vm.stop()
+    # The snapshot gdb took, stopped in the kernel, restores and runs commands.
+    assert "snapshot written to" in text, text
+    restored = VM.restore(tmp_path / "stopped")
+    try:
+        assert restored.run(["echo", "restored"]).stdout == b"restored\n"
+    finally:
+        restored.close()
 
 
 def test_stepping_to_the_guest_s_end_reports_its_exit(debuggee):
