@@ -151,7 +151,8 @@ class Replay:
                         "firmware, initrd or kernel command line", "code": "hartvm code"}[name]
                 raise self._bad(f"it was made with other {what} than this run's")
         self.events: list[tuple[str, int, int, object]] = []    # ("input"|"eof", P, C, arg)
-        self.end: tuple[int, int | None] = (0, None)   # where the recorded run ended, its status
+        # Where the recorded run ended, and its exit status (None: it was killed).
+        self.end: tuple[int, int | None] = (0, None)
         self.cursor = 0
         self._parse(lines[1:])
 
@@ -214,8 +215,8 @@ class Replay:
                 if event[3] > 0xFF:
                     raise self._bad(f"{where} is no event")
                 self.end = (position, event[3])
-            else:
-                self.end = (position, None)
+        if self.end[1] is None:
+            self.end = (last[0], None)       # a run that was killed: as far as it got
 
     def next_key(self) -> tuple[int, int] | None:
         """(position, cycle) of the next recorded event, None after the last."""
