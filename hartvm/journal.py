@@ -42,6 +42,7 @@ line without its newline is a write that a kill cut short and is left out.
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import os
@@ -57,6 +58,7 @@ VERSION = 1
 IDENTITY = ("machine", "images", "code")      # what the header's digests are of
 MARK_SECONDS = 1.0          # host seconds between marks of how far a recorded run got
 MAX_LINE = 1 << 20          # characters of one line: a read of READ_SIZE bytes in base64 fits
+MAX_RECORD = 256 << 20      # bytes of a record a replay reads (it holds all of it in memory)
 
 
 def _key(machine) -> tuple[int, int]:
@@ -82,26 +84,33 @@ class Recording:
     replaying = False
 
     def __init__(self, path: str, machine):
+        self.path = path
+        self._machine = machine
         try:
             info = os.stat(path)
         except FileNotFoundError:
             info = None
         except OSError as error:
-            raise HartvmError(f"--record {quoted(path)}: {error.strerror or error}") from None
+            raise self._failed(error) from None
         if info is not None and not stat.S_ISREG(info.st_mode):
+            # (a FIFO would block the open, a device take the record nowhere)
             raise HartvmError(f"--record {quoted(path)}: not a regular file")
         try:
             self._file = open(path, "w", encoding="utf-8")
         except OSError as error:
-            raise HartvmError(f"--record {quoted(path)}: {error.strerror or error}") from None
-        self.path = path
-        self._machine = machine
+            raise self._failed(error) from None
         self._marked = time.monotonic()
         self._write({"format": FORMAT, "version": VERSION, **identity(machine)})
 
     def _write(self, value) -> None:
-        self._file.write(json.dumps(value, separators=(",", ":")) + "\n")
-        self._file.flush()       # to the host's kernel: a killed run keeps it
+        try:
+            self._file.write(json.dumps(value, separators=(",", ":")) + "\n")
+            self._file.flush()       # to the host's kernel: a killed run keeps it
+        except OSError as error:     # (a full disk: the run cannot be recorded)
+            raise self._failed(error) from None
+
+    def _failed(self, error: OSError) -> HartvmError:
+        return HartvmError(f"--record {quoted(self.path)}: {error.strerror or error}")
 
     def delivered(self, number: int, data: bytes) -> None:
         self._write(["input", *_key(self._machine), number, base64.b64encode(data).decode()])
@@ -120,9 +129,15 @@ class Recording:
         """The run ended with exit ``status``: the last line, then to the disk."""
         if self._file.closed:
             return
-        self._write(["end", *_key(self._machine), status])
-        os.fsync(self._file.fileno())
-        self._file.close()
+        try:
+            self._write(["end", *_key(self._machine), status])
+            try:
+                os.fsync(self._file.fileno())
+            except OSError as error:
+                raise self._failed(error) from None
+        finally:
+            with contextlib.suppress(OSError):     # (what _write said is enough)
+                self._file.close()
 
 
 class Replay:
@@ -165,7 +180,9 @@ class Replay:
             if not stat.S_ISREG(info.st_mode):
                 raise self._bad("not a regular file")
             with open(path, "rb") as file:
-                data = file.read()
+                data = file.read(MAX_RECORD + 1)
+            if len(data) > MAX_RECORD:
+                raise self._bad(f"larger than the {MAX_RECORD >> 20} MiB a replay reads")
         except OSError as error:
             raise self._bad(error.strerror or str(error)) from None
         try:

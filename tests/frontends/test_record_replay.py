@@ -22,6 +22,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from conftest import PROGRAMS, ROOT, _build_dir, build_c
+from hartvm.errors import HartvmError
 
 GDB = shutil.which("gdb-multiarch")
 
@@ -143,32 +144,31 @@ HOSTILE = {
 }
 
 
+def _main(capsys, *arguments: str) -> tuple[int, list[str]]:
+    """``hartvm boot`` in this process (quicker than starting one): its status and
+    the lines it wrote to stderr."""
+    from hartvm.frontends.cli import main
+    status = main(["boot", "--bios", "none", *arguments])
+    return status, capsys.readouterr().err.strip().splitlines()
+
+
 @pytest.mark.parametrize("case", HOSTILE)
-def test_a_hostile_record_is_one_line_and_a_failure(echo, piped_record, tmp_path, case):
+def test_a_hostile_record_is_one_line_and_a_failure(echo, piped_record, tmp_path, case, capsys):
     record = _edited(piped_record, tmp_path / "hostile.rec", HOSTILE[case])
     started = time.monotonic()
-    out, err, status = _replay(echo, record)
-    lines = err.strip().splitlines()
-    assert status == 2 and "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("hartvm: "), err
+    status, lines = _main(capsys, "--kernel", echo, "--memory", "16M", "--replay", record)
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("hartvm: "), lines
     assert time.monotonic() - started < 30
     if case == "diverging":
-        assert "diverged" in err
+        assert "diverged" in lines[0]
 
 
-def test_a_record_of_another_machine_is_refused(echo, piped_record):
-    for options, what in ((["--memory", "32M"], "memory size"),):
-        result = subprocess.run(
-            [sys.executable, "-m", "hartvm", "boot", "--bios", "none", "--kernel", echo,
-             *options, "--replay", piped_record], capture_output=True, text=True,
-            cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL)
-        assert result.returncode == 2 and what in result.stderr, result.stderr
-    other = build_c("printf")
-    result = subprocess.run(
-        [sys.executable, "-m", "hartvm", "boot", "--bios", "none", "--kernel", other,
-         "--memory", "16M", "--replay", piped_record], capture_output=True, text=True,
-        cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL)
-    assert result.returncode == 2 and "kernel" in result.stderr, result.stderr
+def test_a_record_of_another_machine_is_refused(echo, piped_record, capsys):
+    status, lines = _main(capsys, "--kernel", echo, "--memory", "32M", "--replay", piped_record)
+    assert status == 2 and "memory size" in lines[-1], lines
+    status, lines = _main(capsys, "--kernel", build_c("printf"), "--memory", "16M",
+                          "--replay", piped_record)
+    assert status == 2 and "kernel" in lines[-1], lines
 
 
 @pytest.mark.parametrize("options", [["--record", "R", "--replay", "R"],
@@ -177,15 +177,10 @@ def test_a_record_of_another_machine_is_refused(echo, piped_record):
                                      ["--record", "R", "--gdb", "1"],
                                      ["--record", "/dev/null"],
                                      ["--record", "/nonexistent/dir/r"]])
-def test_options_that_cannot_go_together_are_one_line(echo, piped_record, options):
+def test_options_that_cannot_go_together_are_one_line(echo, piped_record, options, capsys):
     options = [piped_record if word == "R" else word for word in options]
-    result = subprocess.run(
-        [sys.executable, "-m", "hartvm", "boot", "--bios", "none", "--kernel", echo,
-         "--memory", "16M", *options], capture_output=True, text=True, cwd=ROOT, timeout=60,
-        stdin=subprocess.DEVNULL)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("hartvm: --"), \
-        result.stderr
+    status, lines = _main(capsys, "--kernel", echo, "--memory", "16M", *options)
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("hartvm: --"), lines
 
 
 def _symbol(elf: str, name: str) -> int:
@@ -243,6 +238,44 @@ def test_reverse_execution_spans_replayed_input(echo, tmp_path):
     recorded = b"".join(recorded)
     first = recorded.splitlines(keepends=True)[1]
     assert b"".join(replayed) == recorded.replace(first, first * 2)
+
+
+def test_every_input_gets_its_own_bytes_back_at_their_moments(echo, tmp_path, monkeypatch):
+    """A record names inputs by the order they were added: a second one (as a
+    network card's frames or a console port's bytes come in) is given its own
+    bytes, and its end, at the moments they came in the recorded run."""
+    from hartvm import HostIO, Machine, journal
+
+    def run(journal_class, path, feed):
+        output, seen = [], []
+        machine = Machine(memory_size=16 << 20, io=HostIO(output=output.append))
+        machine.load_kernel(echo)
+        machine.io.journal = journal_class(path, machine)
+        uart = machine.board.devices["uart0"]
+        (keys, key_writer), (frames, frame_writer) = os.pipe(), os.pipe()
+        machine.io.add_input(keys, uart.push_input, lambda: len(uart.host_input))
+        machine.io.add_input(frames, lambda data: seen.append((machine.instructions, data)),
+                             on_end=lambda: seen.append((machine.instructions, None)))
+        feed(machine, key_writer, frame_writer)
+        assert machine.run().status == 0
+        return b"".join(output), seen
+
+    def live(machine, keys, frames):
+        for data in (b"frame 1", b"frame 2"):
+            machine.run(max_instructions=3000)
+            os.write(frames, data)
+            os.write(keys, data[-1:])
+        machine.run(max_instructions=3000)
+        os.close(frames)
+        os.write(keys, b"q")
+
+    path = str(tmp_path / "inputs.rec")
+    recorded = run(journal.Recording, path, live)
+    assert [data for _, data in recorded[1]] == [b"frame 1", b"frame 2", None]
+    assert run(journal.Replay, path, lambda *_: None) == recorded
+    monkeypatch.setattr(journal, "MAX_RECORD", os.path.getsize(path) - 1)
+    with pytest.raises(HartvmError, match="MiB a replay reads"):
+        run(journal.Replay, path, lambda *_: None)
 
 
 def _free_port() -> int:
