@@ -150,9 +150,10 @@ class HostIO:
         """Does a record stand in for the host's input?"""
         return self.journal is not None and self.journal.replaying
 
-    def next_event(self) -> tuple[int, int] | None:
+    def next_event(self) -> tuple[int, int | None] | None:
         """While replaying, the (position, cycle) at which the record's next input
-        comes (journal.py); None otherwise, and after the last one."""
+        comes (journal.py; the cycle is None while a reboot is to come first);
+        None otherwise, and after the last one."""
         return self.journal.next_key() if self.replaying else None
 
     @property

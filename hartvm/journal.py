@@ -10,10 +10,11 @@ devices know nothing of it.
 
 ``Recording`` writes down every delivery of host input to a device (which
 input, the bytes its filter let through) and every end of input, each with
-the **key** of the moment it happened: ``(position, cycle)``, the machine's
-instructions executed (``Machine.instructions``) and hart 0's cycle counter,
-which is also its clock (it runs on past the instructions only while the hart
-sleeps in WFI). The key says everything the host's clock decided: a sleeping
+the **key** of the moment it happened: ``(position, boots, cycle)``, the
+machine's instructions executed (``Machine.instructions``), the reboots
+since it started, and hart 0's cycle counter since the last one (a reboot
+sets it to 0, Hart.reset), which is also its clock: it runs on past the
+instructions only while the hart sleeps in WFI. The key says everything the host's clock decided: a sleeping
 hart's time matters only when something wakes it, and that is a timer (the
 guest's own, deterministic) or a delivery, whose cycle is in its key. So a
 replay needs no realtime: it skips idle time as a reproducible run does, up
@@ -29,11 +30,11 @@ The file (version 1) is UTF-8 JSON, one value a line, flushed after each line,
 so that a run that is killed keeps its record up to its last second:
 
     {"format": "hartvm-record", "version": 1, "machine": "...", "images": "...", "code": "..."}
-    ["input", POSITION, CYCLE, INPUT, "BASE64"]   bytes given to input INPUT (numbered
-                                                  in the order the front end added them)
-    ["eof", POSITION, CYCLE, INPUT]               end of input INPUT
-    ["mark", POSITION, CYCLE]                     how far the run had got (once a second)
-    ["end", POSITION, CYCLE, STATUS]              the run ended there with exit STATUS (last)
+    ["input", POSITION, BOOTS, CYCLE, INPUT, "BASE64"]   bytes given to input INPUT
+                                  (inputs are numbered in the order the front end added them)
+    ["eof", POSITION, BOOTS, CYCLE, INPUT]               end of input INPUT
+    ["mark", POSITION, BOOTS, CYCLE]           how far the run had got (once a second)
+    ["end", POSITION, BOOTS, CYCLE, STATUS]    the run ended there with exit STATUS (last)
 
 The header's digests say which machine made it (its options, boot images and
 hartvm's code; a replay on another is refused). Keys never go back. A last
@@ -61,8 +62,29 @@ MAX_LINE = 1 << 20          # characters of one line: a read of READ_SIZE bytes 
 MAX_RECORD = 256 << 20      # bytes of a record a replay reads (it holds all of it in memory)
 
 
-def _key(machine) -> tuple[int, int]:
-    return machine.instructions, int(machine.harts[0].state[L.CYCLE])
+class _Clock:
+    """The keys of a machine's moments. A reboot is seen as hart 0's cycle counter
+    going back at a poll (the first after a reboot comes before any instruction,
+    at cycle 0)."""
+
+    def __init__(self, machine):
+        self.machine = machine
+        self.boots = 0
+        self.cycle = 0          # at the last look
+
+    def now(self) -> tuple[int, int, int]:
+        cycle = int(self.machine.harts[0].state[L.CYCLE])
+        if cycle < self.cycle:
+            self.boots += 1
+        self.cycle = cycle
+        return self.machine.instructions, self.boots, cycle
+
+
+def _check_harts(machine, option: str, path: str) -> None:
+    if len(machine.harts) != 1:
+        # Where rounds are cut decides how harts interleave (see above).
+        raise HartvmError(f"{option} {quoted(path)}: records are of machines with one hart "
+                          f"(--smp 1)")
 
 
 def identity(machine) -> dict[str, str]:
@@ -84,8 +106,9 @@ class Recording:
     replaying = False
 
     def __init__(self, path: str, machine):
+        _check_harts(machine, "--record", path)
         self.path = path
-        self._machine = machine
+        self._clock = _Clock(machine)
         try:
             info = os.stat(path)
         except FileNotFoundError:
@@ -113,24 +136,24 @@ class Recording:
         return HartvmError(f"--record {quoted(self.path)}: {error.strerror or error}")
 
     def delivered(self, number: int, data: bytes) -> None:
-        self._write(["input", *_key(self._machine), number, base64.b64encode(data).decode()])
+        self._write(["input", *self._clock.now(), number, base64.b64encode(data).decode()])
 
     def ended(self, number: int) -> None:
-        self._write(["eof", *_key(self._machine), number])
+        self._write(["eof", *self._clock.now(), number])
 
     def tick(self) -> None:
-        """Between rounds: mark how far the run got, once a host second."""
-        now = time.monotonic()
+        """Between rounds: see reboots; mark how far the run got, once a host second."""
+        key, now = self._clock.now(), time.monotonic()
         if now - self._marked >= MARK_SECONDS:
             self._marked = now
-            self._write(["mark", *_key(self._machine)])
+            self._write(["mark", *key])
 
     def close(self, status: int) -> None:
         """The run ended with exit ``status``: the last line, then to the disk."""
         if self._file.closed:
             return
         try:
-            self._write(["end", *_key(self._machine), status])
+            self._write(["end", *self._clock.now(), status])
             try:
                 os.fsync(self._file.fileno())
             except OSError as error:
@@ -145,8 +168,9 @@ class Replay:
     replaying = True
 
     def __init__(self, path: str, machine):
+        _check_harts(machine, "--replay", path)
         self.path = path
-        self._machine = machine
+        self._clock = _Clock(machine)
         lines = self._lines(path)
         if not lines:
             raise self._bad("it is empty")
@@ -165,7 +189,7 @@ class Replay:
                 what = {"machine": "memory size, harts or devices", "images": "kernel, "
                         "firmware, initrd or kernel command line", "code": "hartvm code"}[name]
                 raise self._bad(f"it was made with other {what} than this run's")
-        self.events: list[tuple[str, int, int, object]] = []    # ("input"|"eof", P, C, arg)
+        self.events: list[tuple[str, tuple, object]] = []    # ("input"|"eof", key, arg)
         # Where the recorded run ended, and its exit status (None: it was killed).
         self.end: tuple[int, int | None] = (0, None)
         self.cursor = 0
@@ -193,7 +217,7 @@ class Replay:
         return lines[:-1]        # the last piece has no newline: empty, or a write cut short
 
     def _parse(self, lines: list[str]) -> None:
-        last = (0, 0)
+        last = (0, 0, 0)
         for number, line in enumerate(lines, 2):
             where = f"line {number}"
             if len(line) > MAX_LINE:
@@ -202,60 +226,65 @@ class Replay:
                 event = json.loads(line)
             except ValueError:
                 raise self._bad(f"{where} is no JSON") from None
-            if not isinstance(event, list) or len(event) < 3 or \
+            if not isinstance(event, list) or len(event) < 4 or \
                     event[0] not in ("input", "eof", "mark", "end") or \
-                    not all(type(v) is int and 0 <= v < 1 << 63 for v in event[1:3]):
+                    not all(type(v) is int and 0 <= v < 1 << 63 for v in event[1:4]):
                 raise self._bad(f"{where} is no event")
-            kind, position, cycle = event[0], event[1], event[2]
-            # Keys never go back: instructions, and cycles spent asleep, only grow.
-            if position < last[0] or cycle - position < last[1] - last[0]:
+            kind, key = event[0], tuple(event[1:4])
+            # Keys never go back: instructions, reboots, and since the last reboot
+            # the cycles spent asleep (cycle - position) only grow.
+            if key[0] < last[0] or key[1] < last[1] or \
+                    key[1] == last[1] and key[2] - key[0] < last[2] - last[0]:
                 raise self._bad(f"{where} goes back in time")
             if self.end[1] is not None:
                 raise self._bad(f"{where} follows the end of the run")
-            last = (position, cycle)
-            arity = {"input": 5, "eof": 4, "mark": 3, "end": 4}[kind]
-            if len(event) != arity or (arity > 3 and (type(event[3]) is not int or
-                                                      not 0 <= event[3] < 1 << 31)):
+            last = key
+            arity = {"input": 6, "eof": 5, "mark": 4, "end": 5}[kind]
+            if len(event) != arity or (arity > 4 and (type(event[4]) is not int or
+                                                      not 0 <= event[4] < 1 << 31)):
                 raise self._bad(f"{where} is no event")
             if kind == "input":
                 try:
-                    data = base64.b64decode(event[4], validate=True) \
-                        if isinstance(event[4], str) else None
+                    data = base64.b64decode(event[5], validate=True) \
+                        if isinstance(event[5], str) else None
                 except (binascii.Error, ValueError):
                     data = None
                 if data is None:
                     raise self._bad(f"{where} holds no base64 bytes")
-                self.events.append((kind, position, cycle, (event[3], data)))
+                self.events.append((kind, key, (event[4], data)))
             elif kind == "eof":
-                self.events.append((kind, position, cycle, event[3]))
+                self.events.append((kind, key, event[4]))
             elif kind == "end":
-                if event[3] > 0xFF:
+                if event[4] > 0xFF:
                     raise self._bad(f"{where} is no event")
-                self.end = (position, event[3])
+                self.end = (key[0], event[4])
         if self.end[1] is None:
             self.end = (last[0], None)       # a run that was killed: as far as it got
 
-    def next_key(self) -> tuple[int, int] | None:
-        """(position, cycle) of the next recorded event, None after the last."""
-        if self.cursor < len(self.events):
-            _, position, cycle, _ = self.events[self.cursor]
-            return position, cycle
-        return None
+    def next_key(self) -> tuple[int, int | None] | None:
+        """(position, cycle) of the next recorded event, None after the last; its
+        cycle is None while the guest has still to reboot before it comes."""
+        if self.cursor >= len(self.events):
+            return None
+        position, boots, cycle = self.events[self.cursor][1]
+        return position, cycle if boots == self._clock.boots else None
 
     def deliver_due(self, io) -> bool:
         """Deliver to ``io``'s inputs what the record holds for this moment; True
         if any. A moment past the next event's is a guest that went another way."""
-        now = _key(self._machine)
+        now = self._clock.now()
         moved = False
-        while (due := self.next_key()) is not None:
-            if now[0] > due[0] or now[1] - now[0] > due[1] - due[0]:
+        while self.cursor < len(self.events):
+            due = self.events[self.cursor][1]
+            if now[0] > due[0] or now[1] > due[1] or \
+                    now[1] == due[1] and now[2] - now[0] > due[2] - due[0]:
                 raise HartvmError(
                     f"the guest diverged from the record {quoted(self.path)}: it is at "
-                    f"instruction {now[0]} (cycle {now[1]}), the record's next input came at "
-                    f"instruction {due[0]} (cycle {due[1]})")
+                    f"instruction {now[0]} (cycle {now[2]}), the record's next input came at "
+                    f"instruction {due[0]} (cycle {due[2]})")
             if now != due:
                 break
-            kind, _, _, arg = self.events[self.cursor]
+            kind, _, arg = self.events[self.cursor]
             self.cursor += 1
             number = arg[0] if kind == "input" else arg
             source = next((s for s in io.inputs if s.number == number), None)
@@ -269,9 +298,9 @@ class Replay:
             moved = True
         return moved
 
-    def mark(self) -> int:
+    def mark(self) -> tuple[int, int, int]:
         """Where the replay is, for ``seek``: a debugger's checkpoint keeps it."""
-        return self.cursor
+        return self.cursor, self._clock.boots, self._clock.cycle
 
-    def seek(self, mark: int) -> None:
-        self.cursor = mark
+    def seek(self, mark: tuple[int, int, int]) -> None:
+        self.cursor, self._clock.boots, self._clock.cycle = mark

@@ -292,7 +292,7 @@ class Machine:
                 round_end = self._sleep_until(wake)   # only as far as host time went
             else:
                 round_end = max(round_end, wake)
-        if due is not None:
+        if due is not None and due[1] is not None:
             round_end = min(round_end, due[1])      # a sleeping hart's time stops there too
         start = self.instructions
         for index, hart in enumerate(self.harts):
@@ -449,7 +449,7 @@ class Machine:
         due = self.io.next_event()
         if due is None:
             return False                      # the record holds no more input
-        if due[0] != self.instructions:
+        if due[0] != self.instructions or due[1] is None:     # (None: after a reboot)
             raise HartvmError(f"the guest diverged from the record: it waits for input at "
                               f"instruction {self.instructions}, the record's next input "
                               f"came at instruction {due[0]}")

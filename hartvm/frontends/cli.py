@@ -381,9 +381,6 @@ def _report(console: SerialConsole, message: str) -> None:
 def _check_journal_options(args) -> None:
     if args.record and args.replay:
         raise HartvmError("--record and --replay exclude each other")
-    if (args.record or args.replay) and args.smp != 1:
-        # Where rounds are cut decides how harts interleave (journal.py).
-        raise HartvmError(f"--{'record' if args.record else 'replay'} needs one hart (--smp 1)")
     if args.record and args.gdb is not None:
         raise HartvmError("--record and --gdb exclude each other (going back would branch "
                           "the record): record, then debug with --replay FILE --gdb PORT")

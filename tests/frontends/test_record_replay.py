@@ -84,7 +84,7 @@ def test_keys_typed_in_realtime_replay_to_the_same_output_and_instructions(echo,
     assert status == 0, err
     assert out.count(b"key ") == 7 and out.endswith(b"ticks\n"), out
     inputs = [event for event in _events(record) if event[0] == "input"]
-    assert b"".join(base64.b64decode(event[4]) for event in inputs) == b"hello q"
+    assert b"".join(base64.b64decode(event[5]) for event in inputs) == b"hello q"
     assert len({event[1] for event in inputs}) > 1, inputs     # at several moments
     replayed, replay_err, replay_status = _replay(echo, record, "--stats")
     assert (replayed, replay_status) == (out, 0), replay_err
@@ -133,14 +133,14 @@ HOSTILE = {
     "other version": lambda header, events: header.update(version=2),
     "other code": lambda header, events: header.update(code="0" * 64),
     "no event": lambda header, events: events.insert(0, ["input", 1]),
-    "bad base64": lambda header, events: events.insert(0, ["input", 1, 1, 0, "!!"]),
-    "back in time": lambda header, events: events.append(["mark", 0, 0]),
+    "bad base64": lambda header, events: events.insert(0, ["input", 1, 0, 1, 0, "!!"]),
+    "back in time": lambda header, events: events.append(["mark", 0, 0, 0]),
     "after the end": lambda header, events: events.append(events[-1]),
-    "no such input": lambda header, events: events.insert(0, ["input", 1, 1, 7, "YQ=="]),
-    "huge position": lambda header, events: events.insert(0, ["eof", 1 << 70, 1 << 70, 0]),
+    "no such input": lambda header, events: events.insert(0, ["input", 1, 0, 1, 7, "YQ=="]),
+    "huge position": lambda header, events: events.insert(0, ["eof", 1 << 70, 0, 1 << 70, 0]),
     # Input while the guest sleeps at instruction 300, then runs on: it never does.
     "diverging": lambda header, events: events.__setitem__(
-        slice(None), [["input", 300, 10**9, 0, "cQ=="], ["mark", 5000, 2 * 10**9]]),
+        slice(None), [["input", 300, 0, 10**9, 0, "cQ=="], ["mark", 5000, 0, 2 * 10**9]]),
 }
 
 
@@ -243,7 +243,8 @@ def test_reverse_execution_spans_replayed_input(echo, tmp_path):
 def test_every_input_gets_its_own_bytes_back_at_their_moments(echo, tmp_path, monkeypatch):
     """A record names inputs by the order they were added: a second one (as a
     network card's frames or a console port's bytes come in) is given its own
-    bytes, and its end, at the moments they came in the recorded run."""
+    bytes, and its end, at the moments they came in the recorded run, also
+    after the guest rebooted (and its clock started again)."""
     from hartvm import HostIO, Machine, journal
 
     def run(journal_class, path, feed):
@@ -261,7 +262,7 @@ def test_every_input_gets_its_own_bytes_back_at_their_moments(echo, tmp_path, mo
         return b"".join(output), seen
 
     def live(machine, keys, frames):
-        for data in (b"frame 1", b"frame 2"):
+        for data in (b"frame 1", b"frame r"):     # (r: the guest reboots)
             machine.run(max_instructions=3000)
             os.write(frames, data)
             os.write(keys, data[-1:])
@@ -271,7 +272,8 @@ def test_every_input_gets_its_own_bytes_back_at_their_moments(echo, tmp_path, mo
 
     path = str(tmp_path / "inputs.rec")
     recorded = run(journal.Recording, path, live)
-    assert [data for _, data in recorded[1]] == [b"frame 1", b"frame 2", None]
+    assert [data for _, data in recorded[1]] == [b"frame 1", b"frame r", None]
+    assert recorded[0].count(b"ready\n") == 2           # it rebooted, then went on
     assert run(journal.Replay, path, lambda *_: None) == recorded
     monkeypatch.setattr(journal, "MAX_RECORD", os.path.getsize(path) - 1)
     with pytest.raises(HartvmError, match="MiB a replay reads"):

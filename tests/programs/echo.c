@@ -6,7 +6,7 @@
  * handler takes every byte the UART holds. Each byte is then shown by
  * on_key with the guest time (mtime) and the ticks counted when it was
  * seen, so that the output tells when, in guest time, the input came; 'q'
- * ends the program. */
+ * ends the program, 'r' reboots the machine (the test finisher's reset). */
 #include "runtime.h"
 
 #define UART ((volatile uint8_t *)0x10000000)
@@ -21,6 +21,8 @@
 #define PLIC_ENABLE0 ((volatile uint32_t *)0x0c002000)      /* hart 0, M-mode */
 #define PLIC_THRESHOLD0 ((volatile uint32_t *)0x0c200000)
 #define PLIC_CLAIM0 ((volatile uint32_t *)0x0c200004)
+#define FINISHER ((volatile uint32_t *)0x00100000)
+#define FINISHER_RESET 0x7777
 #define MTIMECMP0 ((volatile uint64_t *)0x02004000)
 #define MTIME ((volatile uint64_t *)0x0200bff8)
 
@@ -75,6 +77,8 @@ int main(void)
                 printf("%u ticks\n", ticks);
                 return 0;
             }
+            if (key == 'r')
+                *FINISHER = FINISHER_RESET;
         }
     }
 }
