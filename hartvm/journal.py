@@ -14,11 +14,11 @@ the **key** of the moment it happened: ``(position, boots, cycle)``, the
 machine's instructions executed (``Machine.instructions``), the reboots
 since it started, and hart 0's cycle counter since the last one (a reboot
 sets it to 0, Hart.reset), which is also its clock: it runs on past the
-instructions only while the hart sleeps in WFI. The key says everything the host's clock decided: a sleeping
-hart's time matters only when something wakes it, and that is a timer (the
-guest's own, deterministic) or a delivery, whose cycle is in its key. So a
-replay needs no realtime: it skips idle time as a reproducible run does, up
-to the next recorded key at most.
+instructions only while the hart sleeps in WFI. The key says everything the
+host's clock decided: a sleeping hart's time matters only when something
+wakes it, and that is a timer (the guest's own, deterministic) or a
+delivery, whose cycle is in its key. So a replay needs no realtime: it skips
+idle time as a reproducible run does, up to the next recorded key at most.
 
 ``Replay`` reads a record and stands in for the host: inputs are not read;
 the machine cuts its rounds at the next key (``Machine._round``) and its poll
