@@ -416,7 +416,7 @@ def _boot(args) -> int:
         io.journal = Recording(args.record, machine)
     elif args.replay:
         io.journal = Replay(args.replay, machine)
-    status = exit_status.INTERRUPTED          # what the record says of a run that raised
+    status = exit_status.INTERRUPTED   # what the record says of a run that raised (Ctrl-C)
     try:
         status = _boot_run(args, machine, console, io, started)
         return status
@@ -473,8 +473,10 @@ def _boot_run(args, machine, console, io, started) -> int:
         print(f"hartvm: {result.instructions} instructions in {seconds:.3f} s "
               f"({mips:.1f} MIPS), start-up {ready - started:.3f} s", file=sys.stderr)
     if args.replay and result.stop is Stop.INSTRUCTION_LIMIT and \
-            machine.instructions == io.journal.end[0] != args.max_instructions:
-        # The recorded run ended here from outside (Ctrl-A X, a kill, ...).
+            machine.instructions >= io.journal.end[0] and \
+            machine.instructions != args.max_instructions:
+        # The recorded run ended here from outside (Ctrl-A X, a kill, ...), or
+        # a debugger went past where it ended.
         status = exit_status.KILLED if recorded_status is None else recorded_status
         print(f"hartvm: the replay reached the end of the record at instruction "
               f"{machine.instructions}, where the recorded run ended "
