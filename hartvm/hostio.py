@@ -16,7 +16,10 @@ object, given to the machine when it is built:
   condition checked now" (a VM process's control socket);
 - time: ``realtime`` says whether idle guest time passes at the host's pace
   (a person at a console) or is skipped (reproducible runs);
-- ``trace``: a text stream for ``--trace``, one line per instruction.
+- ``trace``: a text stream for ``--trace``, one line per instruction;
+- ``journal``: a record being written of what the host gives (``--record``),
+  or one being given back instead of the host's input (``--replay``), see
+  journal.py.
 
 The machine polls it between rounds; nothing else reaches into the machine.
 """
@@ -42,14 +45,16 @@ class Input:
     """A host descriptor whose bytes go to one device: ``deliver(bytes)``;
     ``backlog()`` is what the device holds unread; ``on_end()`` is called once
     at end of input; ``filter(bytes) -> bytes`` sees the bytes first (the
-    console's Ctrl-A keys)."""
+    console's Ctrl-A keys). ``number`` is its place in the order inputs were
+    added to their ``HostIO``: a record names an input by it."""
     fd: int
     deliver: Callable[[bytes], None]
     backlog: Callable[[], int] = lambda: 0
     on_end: Callable[[], None] | None = None
     filter: Callable[[bytes], bytes] | None = None
+    number: int = -1
 
-    def read(self) -> bool:
+    def read(self, journal=None) -> bool:
         """Move what is ready to the device; False at end of input."""
         try:
             data = os.read(self.fd, READ_SIZE)
@@ -58,20 +63,24 @@ class Input:
         except (OSError, ValueError):
             data = b""
         if not data:
+            if journal is not None:
+                journal.ended(self.number)
             if self.on_end is not None:
                 self.on_end()
             return False
         if self.filter is not None:
             data = self.filter(data)
+        if journal is not None:
+            journal.delivered(self.number, data)
         self.deliver(data)
         return True
 
-    def drain(self) -> bool:
+    def drain(self, journal=None) -> bool:
         """``read`` while more input is ready and the device's backlog allows (a
         bounded number of times: a filter may keep the backlog empty); False at
         end of input."""
         for _ in range(MAX_PENDING_INPUT // READ_SIZE):
-            if not self.read():
+            if not self.read(journal):
                 return False
             if self.backlog() >= MAX_PENDING_INPUT or not _ready(self.fd):
                 break
@@ -107,6 +116,8 @@ class HostIO:
         self.outputs: list[Output] = []
         self.wake_fds: list[int] = []
         self.deliveries = 0             # polls that moved host input to a device
+        self.journal = None             # a journal.Recording or journal.Replay
+        self._added = 0                 # inputs added so far (their numbers)
 
     def console_write(self, data: bytes) -> None:
         """What devices write the console with: ``output`` as it is now (a front
@@ -114,7 +125,8 @@ class HostIO:
         self.output(data)
 
     def add_input(self, fd: int, deliver, backlog=None, on_end=None, filter=None) -> Input:
-        source = Input(fd, deliver, on_end=on_end, filter=filter)
+        source = Input(fd, deliver, on_end=on_end, filter=filter, number=self._added)
+        self._added += 1
         if backlog is not None:
             source.backlog = backlog
         self.inputs.append(source)
@@ -134,6 +146,17 @@ class HostIO:
             self.outputs.remove(sink)
 
     @property
+    def replaying(self) -> bool:
+        """Does a record stand in for the host's input?"""
+        return self.journal is not None and self.journal.replaying
+
+    def next_event(self) -> tuple[int, int | None] | None:
+        """While replaying, the (position, cycle) at which the record's next input
+        comes (journal.py; the cycle is None while a reboot is to come first);
+        None otherwise, and after the last one."""
+        return self.journal.next_key() if self.replaying else None
+
+    @property
     def waits_for_host(self) -> bool:
         """Can anything from the host still arrive?"""
         return bool(self.inputs or self.wake_fds or any(sink.waiting() for sink in self.outputs))
@@ -141,15 +164,23 @@ class HostIO:
     def poll(self, timeout: float = 0.0) -> bool:
         """Wait up to ``timeout`` seconds for host input (moved to its device), a
         wake-up, or room in an output that has bytes waiting; True if any came.
-        Sleeps the timeout when there is none to wait for."""
-        wanted = {source.fd: source for source in self.inputs
-                  if source.backlog() < MAX_PENDING_INPUT}
+        Sleeps the timeout when there is none to wait for. While replaying, the
+        record's input for this moment is delivered instead of the host's."""
+        journal, replayed = self.journal, False
+        if self.replaying:
+            replayed = journal.deliver_due(self)
+            self.deliveries += replayed
+            timeout = 0 if replayed else timeout
+        elif journal is not None:
+            journal.tick()
+        wanted = {} if self.replaying else {
+            source.fd: source for source in self.inputs if source.backlog() < MAX_PENDING_INPUT}
         writers = {sink.fd: sink for sink in self.outputs if sink.waiting()}
         fds = list(self.wake_fds) + list(wanted)
         if not fds and not writers:
             if timeout > 0:
                 time.sleep(timeout)
-            return False
+            return replayed
         try:
             ready, writable, _ = select.select(fds, list(writers), [], timeout)
         except (OSError, ValueError):
@@ -160,9 +191,9 @@ class HostIO:
             source = wanted.get(fd)
             if source is not None:
                 self.deliveries += 1
-                if not source.drain():
+                if not source.drain(journal):
                     self.remove_input(source)
-        return bool(ready or writable)
+        return bool(ready or writable or replayed)
 
     @staticmethod
     def monotonic() -> float:

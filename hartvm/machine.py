@@ -290,8 +290,16 @@ class Machine:
         return self._until is not None and self._until()
 
     def _round(self, limit: int | None) -> bool:
-        """Run every hart up to the end of a round; False if none can ever run again."""
+        """Run every hart up to the end of a round; False if none can ever run again.
+
+        While a record is replayed (journal.py), the round ends at the moment
+        (position and cycle) of its next input at the latest, so that the next
+        round's poll delivers it there, as it came in the recorded run."""
         self.io.poll()
+        due = self.io.next_event()
+        if due is not None and due[0] > self.instructions:
+            ahead = due[0] - self.instructions
+            limit = ahead if limit is None else min(limit, ahead)
         length = SLICE if len(self.harts) == 1 else QUANTUM
         if limit is not None:
             length = min(length, limit)
@@ -308,6 +316,8 @@ class Machine:
                 round_end = self._sleep_until(wake)   # only as far as host time went
             else:
                 round_end = max(round_end, wake)
+        if due is not None and due[1] is not None:
+            round_end = min(round_end, due[1])      # a sleeping hart's time stops there too
         start = self.instructions
         for index, hart in enumerate(self.harts):
             left = None if limit is None else limit - (self.instructions - start)
@@ -482,7 +492,10 @@ class Machine:
     # --- waiting for the host -------------------------------------------------------
     def _wait_for_input(self) -> bool:
         """Every hart sleeps and no timer is armed: only the host (input, or the
-        front end through a wake-up and ``until``) can end the wait."""
+        front end through a wake-up and ``until``) can end the wait. While a record
+        is replayed, its next input ends it: the harts sleep until its cycle."""
+        if self.io.replaying:
+            return self._wait_for_replayed_input()
         while self.io.waits_for_host:
             self.io.poll(timeout=IDLE_POLL)
             if not all(self._asleep(i) for i in range(len(self.harts))):
@@ -490,6 +503,18 @@ class Machine:
             if self._stop_wanted():
                 return True       # run() sees it and stops
         return False
+
+    def _wait_for_replayed_input(self) -> bool:
+        due = self.io.next_event()
+        if due is None:
+            return False                      # the record holds no more input
+        if due[0] != self.instructions or due[1] is None:     # (None: after a reboot)
+            raise HartvmError(f"the guest diverged from the record: it waits for input at "
+                              f"instruction {self.instructions}, the record's next input "
+                              f"came at instruction {due[0]}")
+        for hart in self.harts:
+            hart.state[L.CYCLE] = max(int(hart.state[L.CYCLE]), due[1])
+        return True
 
     def _sleep_until(self, wake_cycle: int) -> int:
         """Realtime idle: let skipped guest time pass on the host clock too.

@@ -12,7 +12,7 @@ PACKAGE = Path(hartvm.__file__).resolve().parent
 # (``hartvm/__init__.py`` re-exports names lazily and is left out.)
 LAYERS = [
     {"errors", "limits", "exit_status", "paths", "code_digest", "hostfile"},
-    {"cpu", "memory", "hostio"},
+    {"cpu", "memory", "hostio", "journal"},
     {"bus", "devices", "loader"},
     {"board"},
     {"machine"},

@@ -114,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="hold the machine before its first instruction until gdb attaches "
                            "on 127.0.0.1:PORT (target remote :PORT), as QEMU's -gdb tcp::PORT "
                            "-S; detaching lets it run on")
+    boot.add_argument("--record", metavar="FILE",
+                      help="write what the host gives the guest (console input, and the "
+                           "moments it came at) to FILE, so that --replay FILE can run this "
+                           "run again, the same to the instruction")
+    boot.add_argument("--replay", metavar="FILE",
+                      help="run a recorded run again: the console input comes from FILE, "
+                           "at the recorded moments, not from stdin; with --gdb, it can be "
+                           "debugged in reverse over that input")
     boot.add_argument("--trace", metavar="FILE", nargs="?", const="-",
                       help="write every instruction executed, disassembled, with the registers "
                            "it changed, to FILE (default stderr); slow")
@@ -370,13 +378,23 @@ def _report(console: SerialConsole, message: str) -> None:
     print(f"hartvm: {console.report(message)}", file=sys.stderr)
 
 
+def _check_journal_options(args) -> None:
+    if args.record and args.replay:
+        raise HartvmError("--record and --replay exclude each other")
+    if args.record and args.gdb is not None:
+        raise HartvmError("--record and --gdb exclude each other (going back would branch "
+                          "the record): record, then debug with --replay FILE --gdb PORT")
+
+
 def _boot(args) -> int:
     from ..hostio import HostIO
-    from ..machine import Machine, Stop
+    from ..journal import Recording, Replay
+    from ..machine import Machine
     from ..vmm.vm import parse_drive
     started = time.perf_counter()
     if args.bios == "none" and (args.initrd or args.append):
         raise HartvmError("--initrd and --append need firmware to pass them on (not --bios none)")
+    _check_journal_options(args)
     console = SerialConsole()
     io = HostIO(output=console.write, flush=console.flush)
     try:
@@ -394,14 +412,38 @@ def _boot(args) -> int:
             io.trace = sys.stderr if args.trace == "-" else open(args.trace, "w")
         except OSError as error:
             raise HartvmError(f"--trace {args.trace}: {error.strerror or error}") from None
-    ready = time.perf_counter()
+    if args.record:
+        io.journal = Recording(args.record, machine)
+    elif args.replay:
+        io.journal = Replay(args.replay, machine)
+    status = exit_status.INTERRUPTED   # what the record says of a run that raised (Ctrl-C)
     try:
-        with console.attached(0):
+        status = _boot_run(args, machine, console, io, started)
+        return status
+    except HartvmError:
+        status = exit_status.BAD_INPUT
+        raise
+    finally:
+        if args.record:
+            io.journal.close(status)
+
+
+def _boot_run(args, machine, console, io, started) -> int:
+    from ..machine import Stop
+    ready = time.perf_counter()
+    limit = args.max_instructions
+    if args.replay:
+        end, recorded_status = io.journal.end
+        limit = end if limit is None else min(limit, end)
+    try:
+        # A replay reads no stdin: the terminal stays as it is (Ctrl-C works).
+        with contextlib.nullcontext() if args.replay else console.attached(0):
             uart = machine.board.devices["uart0"]
             io.add_input(0, uart.push_input, lambda: len(uart.host_input),
                          filter=console.filter_input)
-            # Under a debugger guest time follows instructions, so that it can go back.
-            io.realtime = console.interactive and args.gdb is None
+            # Under a debugger guest time follows instructions, so that it can go
+            # back; a replay takes the moments input came at from its record.
+            io.realtime = console.interactive and args.gdb is None and not args.replay
             if args.gdb is not None:
                 from ..vmm.gdbstub import debug
                 ended = debug(machine, args.gdb,
@@ -410,8 +452,9 @@ def _boot(args) -> int:
                     return ended.status & 0xFF
                 if ended.kind == "killed":
                     return exit_status.KILLED
-            result = machine.run(until=lambda: console.panicked,
-                                 max_instructions=args.max_instructions)
+            if limit is not None:
+                limit = max(limit - machine.instructions, 0)
+            result = machine.run(until=lambda: console.panicked, max_instructions=limit)
     except QuitRequested:
         print("\r\nhartvm: quit (Ctrl-A X)", file=sys.stderr)
         return exit_status.QUIT
@@ -429,6 +472,17 @@ def _boot(args) -> int:
         mips = result.instructions / seconds / 1e6 if seconds > 0 else 0.0
         print(f"hartvm: {result.instructions} instructions in {seconds:.3f} s "
               f"({mips:.1f} MIPS), start-up {ready - started:.3f} s", file=sys.stderr)
+    if args.replay and result.stop is Stop.INSTRUCTION_LIMIT and \
+            machine.instructions >= io.journal.end[0] and \
+            machine.instructions != args.max_instructions:
+        # The recorded run ended here from outside (Ctrl-A X, a kill, ...), or
+        # a debugger went past where it ended.
+        status = exit_status.KILLED if recorded_status is None else recorded_status
+        print(f"hartvm: the replay reached the end of the record at instruction "
+              f"{machine.instructions}, where the recorded run ended "
+              + ("(killed)" if recorded_status is None else f"with status {status}"),
+              file=sys.stderr)
+        return status
     if result.stop is Stop.INSTRUCTION_LIMIT:
         _report(console, f"stopped after --max-instructions {args.max_instructions} "
                          f"(pc {machine.harts[0].pc:#x})")

@@ -27,10 +27,13 @@ the machine's, so that it costs nothing while no debugger is attached:
   between checkpoints, latest first, to find the last breakpoint or
   watchpoint hit before the present. One hart only for now: with several, the harts' interleaving
   depends on how execution was cut into runs, so a replay could differ. Nor
-  in realtime mode (idle time follows the host's clock). Host input (keys
-  typed on the console, a command's bytes) is not recorded yet: history
-  starts again after each (a replay would miss it), and none is read while
-  replaying.
+  in realtime mode (idle time follows the host's clock). Live host input
+  (keys typed on the console, a command's bytes) is not kept: history starts
+  again after each (going back over it would miss it), and none is read while
+  re-executing. A replayed record (``--replay``, journal.py) is host input
+  that is kept: each checkpoint holds how far into the record it was, and
+  re-executing from it delivers the record's inputs again where they came,
+  so history spans them.
 """
 
 import contextlib
@@ -78,6 +81,7 @@ class Checkpoint:
     sections: bytes        # every component's state, encoded (a deep copy)
     ram: bytes
     deliveries: int        # the machine's io.deliveries then
+    journal: int | None    # how far into a replayed record (Replay.mark), if one is
 
 
 class Debugger:
@@ -231,11 +235,23 @@ class Debugger:
         self._maybe_checkpoint()
         hart = self.machine.harts[hart_index]
         steps = hart.steps
-        status = self.machine.step(hart_index)
+        status = self._step(hart_index)
         if status is None and hart.steps == steps and self.watch_hit is not None:
             self.watch_hit = None             # stopped before a watched access: make it
-            status = self.machine.step(hart_index)
+            status = self._step(hart_index)
         return Event("step", hart_index) if status is None else Event("exited", status=status)
+
+    def _step(self, index: int) -> int | None:
+        """One instruction of hart ``index`` (``Machine.step``); the guest's exit status
+        if it ended the guest. While a record is replayed, one instruction of
+        ``Machine.run`` instead: its round delivers the record's input due first,
+        and a sleeping hart sleeps only until that input (``Machine.step`` polls
+        no input and lets a sleeping hart sleep a whole round, past it)."""
+        machine = self.machine
+        if not machine.io.replaying:
+            return machine.step(index)
+        result = machine.run(max_instructions=1)
+        return result.status if result.stop is Stop.EXITED else None
 
     def resume(self, interrupted=lambda: False, stop_at: int | None = None) -> Event:
         """Run every hart until a breakpoint or watchpoint, ``interrupted()``
@@ -244,7 +260,7 @@ class Debugger:
         machine = self.machine
         for index in range(len(machine.harts)):
             if self._at_breakpoint(index):      # step off it, with the guest's bytes there
-                status = self.machine.step(index)
+                status = self._step(index)
                 if status is not None:
                     return Event("exited", status=status)
         while True:
@@ -301,7 +317,9 @@ class Debugger:
             raise AssertionError("a checkpoint with breakpoints in memory")
         sections = encode([[name, state] for name, _, state in machine_sections(machine)])
         ram = machine.ram.read(machine.ram.base, machine.ram.size)
-        return Checkpoint(self.position, sections, ram, machine.io.deliveries)
+        io = machine.io
+        journal = io.journal.mark() if io.replaying else None
+        return Checkpoint(self.position, sections, ram, io.deliveries, journal)
 
     def _checkpoint(self) -> None:
         self.checkpoints.append(self._capture())
@@ -328,8 +346,10 @@ class Debugger:
     def _maybe_checkpoint(self) -> None:
         if not self.reversible:
             return
-        if self.checkpoints and self.checkpoints[-1].deliveries != self.machine.io.deliveries:
-            self.checkpoints = []            # host input came: history starts again here
+        io = self.machine.io
+        if self.checkpoints and self.checkpoints[-1].deliveries != io.deliveries and \
+                not io.replaying:
+            self.checkpoints = []            # live host input came: history starts again here
         if not self.checkpoints or \
                 self.position - self.checkpoints[-1].position >= CHECKPOINT_INTERVAL:
             self._checkpoint()
@@ -342,6 +362,8 @@ class Debugger:
         for name, state in decode(checkpoint.sections):
             parts[name].restore(state)
         machine._blobs = blobs               # (restore forgets what a reset reloads)
+        if checkpoint.journal is not None:
+            machine.io.journal.seek(checkpoint.journal)
 
     def _replay_to(self, target: int) -> None:
         """The machine as it was at position ``target`` (at or after the first checkpoint)."""
@@ -357,10 +379,13 @@ class Debugger:
 
     @contextlib.contextmanager
     def _replaying(self):
-        """Output muted (what the guest wrote then was shown then) and no host input read."""
+        """Output muted (what the guest wrote then was shown then) and no live host
+        input read (a replayed record's is given again: its inputs stay)."""
         io = self.machine.io
         output, inputs, deliveries = io.output, io.inputs, io.deliveries
-        io.output, io.inputs = (lambda data: None), []
+        io.output = lambda data: None
+        if not io.replaying:
+            io.inputs = []
         try:
             yield
         finally:
@@ -403,7 +428,7 @@ class Debugger:
             while self.position < end:
                 if self._at_breakpoint(0):
                     hits.append((self.position, Event("breakpoint", 0)))
-                    self.machine.step(0)
+                    self._step(0)
                     continue
                 event = self._run(end)
                 if event is None or event.kind not in ("breakpoint", "watch"):

@@ -29,7 +29,7 @@ BAD_VALUES = {
 }
 BAD_PATHS = ["/dev/zero", "FIFO", "DIRECTORY", "/nonexistent/file", "EMPTY"]
 BAD_NAMES = ["", "../escape", "Upper Case", "x" * 100]
-PATH_OPTIONS = {"--kernel", "--bios", "--initrd", "--drive", "--from"}
+PATH_OPTIONS = {"--kernel", "--bios", "--initrd", "--drive", "--from", "--replay"}
 # What each subcommand needs besides the option under test, so that only that
 # option is wrong (KERNEL is a valid bare-metal ELF, built by the test setup).
 CONTEXT = {
