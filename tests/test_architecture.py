@@ -15,7 +15,7 @@ LAYERS = [
     {"cpu", "memory", "hostio", "journal"},
     {"bus", "devices", "loader"},
     {"board"},
-    {"machine"},
+    {"machine", "hooks"},
     {"guest"},
     {"vmm"},
     {"frontends", "__main__"},
