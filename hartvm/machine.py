@@ -131,6 +131,12 @@ class Machine:
                       for i in range(harts)]
         states.extend(hart.state for hart in self.harts)
         self.sleeping = [False] * harts
+        # The round under way, with several harts: its end (hart 0's cycle) and
+        # the next hart to run in it; None between rounds. A run cut short
+        # (max_instructions) leaves it here and the next run goes on with it,
+        # so how a run is cut changes nothing in how the harts interleave.
+        self._round_end: int | None = None
+        self._round_next = 0
         self.htif: HTIF | None = None
         self._blobs = []                  # what reset copies into RAM again
         self._until: Callable[[], bool] | None = None
@@ -195,6 +201,7 @@ class Machine:
         for blob in self._blobs:
             self.ram.write(blob.paddr, blob.data)
         self._reset_requested = False
+        self._round_end = None
         self.board.reset()
         for index, hart in enumerate(self.harts):
             hart.reset(MEMORY_MAP["rom"].base)
@@ -226,7 +233,8 @@ class Machine:
     def save(self) -> dict:
         if self.htif is not None:
             raise HartvmError("a bare-metal program with HTIF cannot be snapshotted")
-        return {"sleeping": list(self.sleeping), "virtio": list(self.board.virtio)}
+        return {"sleeping": list(self.sleeping), "virtio": list(self.board.virtio),
+                "round": [self._round_end, self._round_next]}
 
     def restore(self, state: dict) -> None:
         """Only the machine's own part; ``components()`` restore themselves."""
@@ -236,7 +244,13 @@ class Machine:
         if state.get("virtio") != list(self.board.virtio):
             raise ValueError(f"virtio devices {quoted(state.get('virtio'))} in their slots, this "
                              f"machine has {list(self.board.virtio)}")
+        round_ = state.get("round", [None, 0])    # (snapshots before it have none)
+        if not isinstance(round_, list) or len(round_) != 2 or \
+                not (round_[0] is None or type(round_[0]) is int and 0 <= round_[0] < 1 << 62) \
+                or type(round_[1]) is not int or not 0 <= round_[1] <= len(self.harts):
+            raise ValueError("bad round under way")
         self.sleeping = [bool(value) for value in sleeping]
+        self._round_end, self._round_next = round_
         self._blobs = []               # nothing to reboot from (see run)
 
     # --- running --------------------------------------------------------------
@@ -289,26 +303,56 @@ class Machine:
     def _stop_wanted(self) -> bool:
         return self._until is not None and self._until()
 
-    def _round(self, limit: int | None) -> bool:
-        """Run every hart up to the end of a round; False if none can ever run again.
+    def _round(self, limit: int | None, step_hart: int | None = None) -> bool:
+        """Run every hart up to the end of a round (or on with the round under way);
+        False if none can ever run again. ``step_hart``: stop once that hart
+        has executed an instruction (``step``).
 
         While a record is replayed (journal.py), the round ends at the moment
         (position and cycle) of its next input at the latest, so that the next
         round's poll delivers it there, as it came in the recorded run."""
+        if self._round_end is None:
+            if not self._start_round(limit):
+                return False
+            if self._round_end is None:
+                return True           # host input woke a hart: a round starts next time
+        round_end = self._round_end
+        start = self.instructions
+        for index in range(self._round_next, len(self.harts)):
+            hart = self.harts[index]
+            left = None if limit is None else limit - (self.instructions - start)
+            if left is not None and left <= 0:
+                return True
+            steps = hart.steps
+            if index == step_hart:
+                left = 1
+            self._run_hart(index, hart, round_end, left)
+            if int(hart.state[L.CYCLE]) >= round_end:
+                self._round_next = index + 1
+            if self._exit_status is not None or self._reset_requested or \
+                    self.breakpoint_hart is not None or self.hook_stop or \
+                    self._round_next == index or index == step_hart and hart.steps != steps:
+                return True
+        self._round_end = None
+        return True
+
+    def _start_round(self, limit: int | None) -> bool:
+        """Poll the host and set the end of the next round; False if no hart can
+        ever run again. With one hart a round may be cut at ``limit``; with
+        several it is always QUANTUM cycles long (or up to the next wake-up
+        when every hart sleeps), so that rounds fall where they would have."""
         self.io.poll()
         due = self.io.next_event()
         if due is not None and due[0] > self.instructions:
             ahead = due[0] - self.instructions
             limit = ahead if limit is None else min(limit, ahead)
-        length = SLICE if len(self.harts) == 1 else QUANTUM
-        if limit is not None:
-            length = min(length, limit)
+        if len(self.harts) == 1:
+            length = SLICE if limit is None else min(SLICE, limit)
+        else:
+            length = QUANTUM
         round_end = int(self.harts[0].state[L.CYCLE]) + length
         if all(self._asleep(i) for i in range(len(self.harts))):
-            deadlines = [d for d in (self._deadline(hart) for hart in self.harts) if d is not None]
-            event = self._event_cycle(self.harts[0])
-            if event is not None:
-                deadlines.append(event)
+            deadlines = self._wake_ups()
             if not deadlines:
                 return self._wait_for_input()
             wake = min(deadlines)
@@ -318,24 +362,36 @@ class Machine:
                 round_end = max(round_end, wake)
         if due is not None and due[1] is not None:
             round_end = min(round_end, due[1])      # a sleeping hart's time stops there too
-        start = self.instructions
-        for index, hart in enumerate(self.harts):
-            left = None if limit is None else limit - (self.instructions - start)
-            if left is not None and left <= 0:
-                break
-            self._run_hart(index, hart, round_end, left)
-            if self._exit_status is not None or self._reset_requested or \
-                    self.breakpoint_hart is not None or self.hook_stop:
-                break
+        self._round_end, self._round_next = round_end, 0
         return True
 
+    def _wake_ups(self) -> list[int]:
+        """The cycles at which a timer (a hart's, or a device's) will wake a hart."""
+        deadlines = [d for d in (self._deadline(hart) for hart in self.harts) if d is not None]
+        event = self._event_cycle(self.harts[0])
+        return deadlines if event is None else deadlines + [event]
+
     def step(self, index: int) -> int | None:
-        """Run hart ``index`` alone for one instruction (a debugger's stepi); a hart
-        asleep in WFI sleeps on for at most a round instead. The guest's exit
-        status if that instruction ended it, else None."""
+        """Run until hart ``index`` has executed one instruction (a debugger's
+        stepi); a hart asleep in WFI sleeps on for at most a round instead. With
+        several harts the others run meanwhile as scheduled (so that what
+        happens is what a run would do: reverse execution relies on it). The
+        guest's exit status if the guest ended, else None."""
         hart = self.harts[index]
         self.hooks.arm(self.harts)
-        self._run_hart(index, hart, int(hart.state[L.CYCLE]) + SLICE, 1)
+        if len(self.harts) == 1:
+            self._run_hart(index, hart, int(hart.state[L.CYCLE]) + SLICE, 1)
+        else:
+            steps = hart.steps
+            for _ in range(2):        # the rest of this round, then a whole one
+                if self._round_end is None and not self._wake_ups() and \
+                        all(self._asleep(i) for i in range(len(self.harts))):
+                    break             # nothing can wake a hart but the host
+                self._round(None, step_hart=index)
+                if hart.steps != steps or self._exit_status is not None or \
+                        self._reset_requested or self.breakpoint_hart is not None or \
+                        self.hook_stop:
+                    break
         self.hook_stop = False
         status, self._exit_status = self._exit_status, None
         return status
