@@ -28,6 +28,17 @@ FINISHER_PASS = """
 1:  j 1b
 """
 
+# PMP entry 0 granting RWX on all memory (NAPOT of the whole address space), as
+# OpenSBI and xv6 set it up: S- and U-mode can reach no memory without a PMP
+# entry (privileged spec 3.7.1; QEMU 7.2 and hartvm deny them). Snippets that
+# drop to S/U-mode run it first.
+PMP_ALLOW_ALL = """
+    li t0, -1
+    csrw pmpaddr0, t0
+    li t0, 0x1f
+    csrw pmpcfg0, t0
+"""
+
 # Snippets run in M-mode from 0x80000000 with a trap handler that records
 # mcause/mepc/mtval in s9/s10/s11 and skips the faulting instruction; it
 # uses t5 and t6. gp points 2048 bytes into a 4 KiB data area.

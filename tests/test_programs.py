@@ -78,3 +78,16 @@ def test_sv57_matches_qemu(toolchain, qemu):
     assert b"low: 5757" in expected_output and b"petapage: 2560\n" in expected_output
     result = run_hartvm(elf)
     assert (result.stdout, result.returncode) == (expected_output, expected_status)
+
+
+def test_pmp_matches_qemu(toolchain, qemu):
+    """PMP checks (TOR, NA4, NAPOT, partial matches, S-mode default deny, a locked
+    entry) as QEMU 7.2 runs them."""
+    elf = build_c("pmp")
+    expected_output, expected_status = run_qemu(qemu, elf)
+    assert expected_status == 0
+    assert b"no entry, S load: cause 5\n" in expected_output
+    assert b"TOR R, S store: cause 7\n" in expected_output
+    assert b"NA4 RW, S 4-byte store: cause -1\n" in expected_output
+    result = run_hartvm(elf)
+    assert (result.stdout, result.returncode) == (expected_output, expected_status)

@@ -1,4 +1,4 @@
-"""Checks on the MMU's slow path: addresses the host watches (and, as they come, PMP and triggers).
+"""Checks on the MMU's slow path: addresses the host watches, PMP and the guest's triggers.
 
 A check that costs something on every access would slow every guest that
 never uses it. So, as QEMU flags the TLB entries of watched pages
@@ -16,16 +16,27 @@ with the kinds of access they watch. An access that touches one leaves
 the run loop before it is made (``EXIT_WATCH``); the machine calls the
 hooks, then makes the access with the watches off for that one
 instruction.
+
+The guest has checks of its own, recomputed from its CSRs whenever they
+are written (and on restore, ``csr.guest_checks``): CHECK_PMP while a PMP
+entry is on (pmp.py: the physical address is checked after translation,
+and a page goes into the TLB only when PMP grants all of it alike), and
+CHECK_TRIGGERS while an Sdtrig address trigger is on (triggers.py: a
+match is a breakpoint exception, raised before translation). CHECK_ICOUNT
+is not an MMU check: it tells the run loop an icount trigger is armed.
 """
 
 from .jit import jit
 from .layout import (
-    CHECKS, EXIT_FLAGS, EXIT_SIZE, EXIT_VADDR, WATCH_ENTRIES, WATCH_HIT, WATCHES,
+    CAUSE_BREAKPOINT, CHECKS, EXIT_FLAGS, EXIT_SIZE, EXIT_VADDR, WATCH_ENTRIES, WATCH_HIT,
+    WATCHES,
 )
+from .triggers import CHECK_TRIGGERS, trigger_hit, trigger_page
 
 CHECK_WATCH = 1      # the host watches addresses (the WATCHES table)
 CHECK_TRAPS = 2      # the host hooks every trap: take_trap leaves the run loop (EXIT_TRAP)
 HOST_CHECKS = CHECK_WATCH | CHECK_TRAPS
+# The guest's bits: pmp.CHECK_PMP = 4, triggers.CHECK_TRIGGERS = 8, triggers.CHECK_ICOUNT = 16.
 
 
 @jit
@@ -40,14 +51,27 @@ def watched(h, start, end, access):
 
 
 @jit
+def kind_bit(access):
+    """An access kind (mmu.ACCESS_*: fetch 0, load 1, store 2) as an mcontrol
+    (and PMP) bit: execute 4, load 1, store 2."""
+    return 4 if access == 0 else access
+
+
+@jit
 def address_checks(h, vaddr, size, access):
     """Checks on the address an access uses, before it is translated: WATCH_HIT
-    (with the access described in EXIT_VADDR, _SIZE, _FLAGS) or -1."""
-    if h[CHECKS] & CHECK_WATCH and watched(h, vaddr, vaddr + size, access):
+    (with the access described in EXIT_VADDR, _SIZE, _FLAGS), CAUSE_BREAKPOINT
+    (a trigger fires: before any page or access fault, privileged spec table
+    3.7) or -1. The host's watches come first: a debugger sees the access
+    before the guest's trigger traps it."""
+    checks = h[CHECKS]
+    if checks & CHECK_WATCH and watched(h, vaddr, vaddr + size, access):
         h[EXIT_VADDR] = vaddr
         h[EXIT_SIZE] = size
         h[EXIT_FLAGS] = access
         return WATCH_HIT
+    if checks & CHECK_TRIGGERS and trigger_hit(h, vaddr, size, kind_bit(access)):
+        return CAUSE_BREAKPOINT
     return -1
 
 
@@ -56,6 +80,9 @@ def cacheable(h, vaddr, paddr, access, priv):
     """May the page of ``vaddr`` (at ``paddr``) go into the TLB for ``access``,
     so that later accesses to it skip every check?"""
     page = vaddr & -4096
-    if h[CHECKS] & CHECK_WATCH and watched(h, page, page + 4096, access):
+    checks = h[CHECKS]
+    if checks & CHECK_WATCH and watched(h, page, page + 4096, access):
+        return False
+    if checks & CHECK_TRIGGERS and trigger_page(h, page, kind_bit(access)):
         return False
     return True

@@ -14,12 +14,19 @@ Sstc (privileged spec chapter "Sstc"): ``stimecmp`` is a plain CSR; while
 ``menvcfg.STCE`` is set, the run loop drives ``mip.STIP`` from
 ``time >= stimecmp`` as it drives MTIP from the ACLINT's mtimecmp, and
 software cannot write STIP.
+
+PMP (pmp.py) and the Sdtrig triggers (triggers.py, tselect..tinfo at
+0x7A0-0x7A4) decide what the MMU's slow path checks: a write to any of
+their CSRs recomputes the guest's bits of ``h[CHECKS]`` and flushes the TLB
+(QEMU 7.2 flushes on every pmpcfg/pmpaddr write, target/riscv/pmp.c).
 """
 
 import numpy as np
 from .jit import jit
 from .trap import effective_mip
 from .mmu import SATP_MODE_BARE, SATP_MODE_SV39, SATP_MODE_SV48, SATP_MODE_SV57, tlb_flush
+from .pmp import pmp_config, pmp_update
+from .triggers import TINFO, TSELECT_CSR, trigger_read, trigger_write, triggers_update
 
 from .layout import (
     CSR, CYCLE, CYCLES_PER_TICK, INSTRET, MCAUSE, MCOUNTEREN, MCOUNTINHIBIT,
@@ -64,6 +71,8 @@ def _tables():
     }
     for i in range(16):
         writable[PMPADDR0 + i] = PMPADDR_MASK
+    for number in range(TSELECT_CSR, TINFO + 1):   # triggers.py handles them
+        writable[number] = 0
     for i in range(3, 32):  # hpm counters and events: present, hardwired to zero
         writable[0xB00 + i] = 0
         writable[0xC00 + i] = 0
@@ -131,6 +140,8 @@ def csr_read(h, number):
         return h[CSR + FCSR] & 0x1F, True
     if number == FRM:
         return (h[CSR + FCSR] >> 5) & 7, True
+    if TSELECT_CSR <= number <= TINFO:
+        return trigger_read(h, number), True
     return h[CSR + number], True
 
 
@@ -188,6 +199,7 @@ def csr_write(h, number, value):
         h[CSR + MSTATUS] |= MSTATUS_FS | MSTATUS_SD
     elif number == PMPCFG0 or number == PMPCFG0 + 2:
         h[CSR + number] = pmpcfg_legal(h[CSR + number], value)
+        guest_checks(h)
     elif PMPADDR0 <= number < PMPADDR0 + 16:
         entry = number - PMPADDR0
         # A locked entry's address is fixed, and so is the one below a locked
@@ -198,6 +210,10 @@ def csr_write(h, number, value):
             locked |= above & 0x80 and (above >> 3) & 3 == 1
         if not locked:
             h[CSR + number] = value & PMPADDR_MASK
+            guest_checks(h)
+    elif TSELECT_CSR <= number <= TINFO:
+        trigger_write(h, number, value)
+        guest_checks(h)
     else:
         mask = CSR_WRITABLE[number]
         h[CSR + number] = (h[CSR + number] & ~mask) | (value & mask)
@@ -214,10 +230,12 @@ def set_mstatus(h, value):
 
 
 @jit
-def pmp_config(h, entry):
-    """The configuration byte of PMP entry 0-15 (pmpcfg0 holds 0-7, pmpcfg2 8-15)."""
-    register = h[CSR + PMPCFG0 + 2 * (entry // 8)]
-    return (register >> (8 * (entry % 8))) & 0xFF
+def guest_checks(h):
+    """Recompute the guest's bits of h[CHECKS] (PMP, triggers) and flush the TLB,
+    which may hold pages that are checked now."""
+    pmp_update(h)
+    triggers_update(h)
+    tlb_flush(h)
 
 
 @jit

@@ -11,12 +11,13 @@ import numpy as np
 from . import layout as L
 from .checks import HOST_CHECKS
 from .compressed import EXPANSION_TABLE
-from .csr import csr_read
+from .csr import csr_read, guest_checks
 from .disasm import disassemble
 from .fpu import write_result
 from .interp import fetch, run
 from .mmu import tlb_flush
 from .trap import take_trap
+from .triggers import TDATA1_RESET
 
 MASK64 = 2**64 - 1
 COUNTER_LIMIT = 1 << 62
@@ -55,6 +56,8 @@ class Hart:
         s[L.CSR + L.MISA] = L.MISA_VALUE
         s[L.CSR + L.MHARTID] = self.hartid
         s[L.CSR + L.MSTATUS] = L.MSTATUS_UXL | L.MSTATUS_SXL
+        for i in range(L.TRIGGER_COUNT):
+            s[L.TRIGGERS + 3 * i] = TDATA1_RESET
 
     # --- running ------------------------------------------------------------
     def run(self, budget: int) -> int:
@@ -247,6 +250,8 @@ class Hart:
                 raise ValueError("hart state has a counter out of range")
         if not -COUNTER_LIMIT < state[L.TIME_OFFSET] < COUNTER_LIMIT:
             raise ValueError("hart state has a time offset out of range")
+        if not 0 <= state[L.TSELECT] < L.TRIGGER_COUNT:
+            raise ValueError("hart state selects a trigger that does not exist")
         self.state[:] = state
         # Where RAM and ROM are is a property of this machine, not of the snapshot.
         self.state[L.RAM_BASE] = self.ram.base
@@ -256,4 +261,5 @@ class Hart:
         self.state[L.TLB:] = 0  # a cache: never trusted from a snapshot
         self.state[L.WATCH_PADDR] = -1   # snapshots hold no HTIF machines
         self.state[L.DEBUG_EBREAK] = 0   # nor debuggers
-        self.state[L.CHECKS] = 0         # nor hooks (the machine arms its own)
+        self.state[L.CHECKS] = 0         # nor hooks (the machine arms its own);
+        guest_checks(self.state)         # PMP and triggers follow the restored CSRs

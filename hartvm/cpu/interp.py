@@ -9,6 +9,9 @@ odd pc (a CSR write, a trap return, WFI, an MMIO access) so that anything
 that may change which interrupts are deliverable is seen at once.
 The timers are the ACLINT's mtimecmp (mip.MTIP) and, while menvcfg.STCE is
 set, Sstc's stimecmp (mip.STIP); each is a deadline at which a block ends.
+So is the step where an armed Sdtrig icount trigger runs out (triggers.py),
+which then fires before the next instruction; while none is armed this costs
+one test of h[CHECKS] per block.
 """
 
 from .jit import jit, jit_inline
@@ -16,7 +19,7 @@ from .jit import jit, jit_inline
 from .alu import illegal, ltu, op, op32, op_imm, op_imm32
 from .csr import mtime
 from .layout import (
-    CAUSE_FETCH_ACCESS, CAUSE_ILLEGAL, CHECKS, CSR, CYCLE, CYCLES_PER_TICK, EXIT_BUDGET,
+    CAUSE_BREAKPOINT, CAUSE_FETCH_ACCESS, CAUSE_ILLEGAL, CHECKS, CSR, CYCLE, CYCLES_PER_TICK, EXIT_BUDGET,
     EXIT_EBREAK, EXIT_MMIO, EXIT_REASON, EXIT_WATCH, INSTRET, MENVCFG, MIP, MIP_MTIP, MIP_STIP, MTIMECMP,
     PARCEL, PC, RAM_BASE, STEPS, STIMECMP, ROM_BASE, ROM_SIZE,
 )
@@ -25,6 +28,7 @@ from .loadstore import amo, load, store
 from .mmu import ACCESS_FETCH, code_page_cached, translate
 from .system import system
 from .trap import pending_interrupt, take_trap
+from .triggers import CHECK_ICOUNT, icount_block
 
 
 @jit_inline
@@ -259,6 +263,15 @@ def run(h, m8, m16, m32, m64, rom16, ctable, budget):
             pc = take_trap(h, irq, 0, pc, True) & ~1
             if h[EXIT_REASON] != EXIT_BUDGET:
                 break           # the host hooks traps (EXIT_TRAP)
+        if h[CHECKS] & CHECK_ICOUNT:
+            fire, limit = icount_block(h, limit)
+            if fire:
+                # A breakpoint exception before the instruction at pc (Debug spec 5.7.14).
+                pc = take_trap(h, CAUSE_BREAKPOINT, 0, pc, False) & ~1
+                h[INSTRET] += 1     # take_trap uncounts a step that was never counted
+                if h[EXIT_REASON] != EXIT_BUDGET:
+                    break
+                continue
         steps, pc = block(h, m8, m16, m32, m64, rom16, ctable, pc, limit)
         done += steps
         if h[EXIT_REASON] != EXIT_BUDGET:

@@ -8,7 +8,8 @@ Slots below are indexes into that array:
   instruction)
 * ``32..63``   floating-point registers f0..f31 as raw 64-bit patterns
 * ``64..127``  machine state that is not a CSR (pc, privilege, counters, the
-  LR/SC reservation, the description of the last exit from the run loop)
+  LR/SC reservation, the description of the last exit from the run loop,
+  the Sdtrig triggers)
 * ``CSR + n``  CSR number ``n`` (0..4095), so a CSR is stored at a fixed slot
   given by its number; CSRs with side effects are handled in ``csr.py``
 * ``TLB...``   the software TLB of ``mmu.py`` (a cache: cleared on restore)
@@ -53,6 +54,12 @@ EXIT_ILEN = 86       # MMIO: length of the instruction (2 or 4)
 EXIT_VADDR = 87      # MMIO: virtual address of the access (mtval if it faults)
 SEIP_LINE = 88       # the PLIC's supervisor external interrupt line (ORed into mip.SEIP)
 CHECKS = 89          # which checks the MMU's slow path makes: a set of checks.CHECK_* bits
+TSELECT = 90         # Sdtrig (triggers.py): the selected trigger
+ICOUNT_MARK = 91     # STEPS when the icount triggers were last brought up to date
+ICOUNT_PRIV = 92     # the privilege the steps since then ran in
+TRIGGERS = 93        # TRIGGER_COUNT triggers of 3 slots: tdata1, tdata2, tdata3
+TRIGGER_COUNT = 2    # as QEMU 7.2 (RV_MAX_TRIGGERS); 93..98
+# 99..127 are free
 
 CSR = 4096
 TLB = CSR + 4096     # software TLB: for fetch, load, store: TLB_ENTRIES tags, then pages

@@ -20,6 +20,7 @@ alias), and this check runs for every load, store and fetch.
 
 from .checks import address_checks, cacheable
 from .jit import jit, jit_inline
+from .pmp import PMP_R, PMP_W, PMP_X, pmp_check
 from .layout import (
     CAUSE_FETCH_ACCESS, CAUSE_FETCH_PAGE, CAUSE_LOAD_ACCESS, CAUSE_LOAD_PAGE,
     CAUSE_STORE_ACCESS, CAUSE_STORE_PAGE, CHECKS, CSR, MSTATUS, MSTATUS_MPP,
@@ -61,12 +62,13 @@ def effective_priv(h, access):
 @jit_inline
 def translate(h, m64, ram_base, vaddr, access, size):
     """(paddr, fault cause or -1) for a ``size``-byte access at ``vaddr``; the TLB
-    is tried before a walk. With translation off the address is the physical one,
-    unless a check is on (checks.py): then the TLB is tried there too."""
+    is tried before a walk. In M-mode the address is the physical one, unless a
+    check is on (checks.py): then the TLB is tried there too. S/U-mode accesses
+    always go through the TLB, also with satp Bare: PMP checks them (pmp.py)."""
     priv = effective_priv(h, access)
-    satp = h[CSR + SATP]
-    if (priv == PRIV_M or satp == 0) and h[CHECKS] == 0:
+    if priv == PRIV_M and h[CHECKS] == 0:
         return vaddr, -1
+    satp = h[CSR + SATP]
     slot = TLB + access * 2 * TLB_ENTRIES + ((vaddr >> 12) & (TLB_ENTRIES - 1))
     if h[slot] == tlb_tag(h, vaddr, access, priv):
         return h[slot + TLB_ENTRIES] | (vaddr & 0xFFF), -1
@@ -122,6 +124,11 @@ def walk(h, m64, ram_base, vaddr, access, priv, satp):
         index = (pte_addr - ram_base) >> 3
         if pte_addr < ram_base or index >= ram_words:
             return 0, _access_fault(access), 0   # the table is not in RAM
+        # The walk's reads are S-mode loads for PMP (4.3.2 step 2, 3.7.1), as
+        # QEMU 7.2's get_physical_address checks them; a failure is an access
+        # fault of the original access's kind.
+        if not pmp_check(h, pte_addr, 8, PRIV_S)[0] & PMP_R:
+            return 0, _access_fault(access), 0
         pte = m64[index]
         if not pte & PTE_V or (not pte & PTE_R and pte & PTE_W) or pte & PTE_RESERVED:
             return 0, _fault(access), 0
@@ -161,8 +168,10 @@ def walk(h, m64, ram_base, vaddr, access, priv, satp):
 
 @jit
 def slow_translate(h, m64, ram_base, vaddr, access, priv, satp, size):
-    """A TLB miss: the checks that are on (checks.py), the walk, and a TLB entry
-    for the page if no check can fire on it."""
+    """A TLB miss: the address checks that are on (checks.py), the walk, PMP
+    (pmp.py), and a TLB entry for the page if no check can fire on it. The
+    order is the priority of privileged spec table 3.7: address breakpoints,
+    then page faults, then access faults."""
     checks = h[CHECKS]
     if checks:
         cause = address_checks(h, vaddr, size, access)
@@ -174,12 +183,16 @@ def slow_translate(h, m64, ram_base, vaddr, access, priv, satp, size):
         paddr, fault, pte = walk(h, m64, ram_base, vaddr, access, priv, satp)
         if fault >= 0:
             return 0, fault
-    if checks and not cacheable(h, vaddr, paddr, access, priv):
+    allowed, page_rights = pmp_check(h, paddr, size, priv)
+    need = PMP_X if access == ACCESS_FETCH else access   # ACCESS_LOAD is PMP_R, ACCESS_STORE PMP_W
+    if not allowed & need:
+        return 0, _access_fault(access)
+    if page_rights < 0 or checks and not cacheable(h, vaddr, paddr, access, priv):
         return paddr, -1
     slot = TLB + access * 2 * TLB_ENTRIES + ((vaddr >> 12) & (TLB_ENTRIES - 1))
     h[slot] = tlb_tag(h, vaddr, access, priv)
     h[slot + TLB_ENTRIES] = paddr & -4096
-    if access == ACCESS_LOAD and pte & PTE_D and pte & PTE_W and \
+    if access == ACCESS_LOAD and pte & PTE_D and pte & PTE_W and page_rights & PMP_W and \
             (not checks or cacheable(h, vaddr, paddr, ACCESS_STORE, priv)):
         # A later store to this page needs no walk either.
         store_slot = slot + 2 * TLB_ENTRIES

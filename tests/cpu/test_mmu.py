@@ -9,6 +9,7 @@ records mcause/mepc/mtval in s9/s10/s11 and skips the instruction.
 
 import pytest
 
+from conftest import PMP_ALLOW_ALL
 from hartvm.cpu import layout as L
 
 V, R, W, X, U, G, A, D = (1 << i for i in range(8))
@@ -56,7 +57,7 @@ class PageTables:
 def enter(mode="S", mstatus_bits=0):
     """Code that sets satp (from s1) and continues at label 2 in S- or U-mode."""
     mpp = {"S": 0x800, "U": 0}[mode]
-    return f"""
+    return PMP_ALLOW_ALL + f"""
     csrw satp, s1
     sfence.vma
     li t0, 0x1800
@@ -280,7 +281,7 @@ def test_sfence_vma_makes_a_changed_mapping_visible(asm_program):
 
 
 def test_mprv_translates_machine_mode_loads(asm_program):
-    machine = asm_program("""
+    machine = asm_program(PMP_ALLOW_ALL + """
     csrw satp, s1
     li t0, 0x1800
     csrc mstatus, t0

@@ -10,6 +10,7 @@ wakes at it.
 
 import pytest
 
+from conftest import PMP_ALLOW_ALL
 from hartvm.cpu import layout as L
 from test_integer import run_cases
 
@@ -22,7 +23,7 @@ def to_mode(mode, mcounteren=-1, stce=True):
     """M-mode code that sets mcounteren and menvcfg.STCE, then goes on at
     label 2 in ``mode`` (S or U)."""
     mpp = {"S": 0x800, "U": 0}[mode]
-    return f"""
+    return PMP_ALLOW_ALL + f"""
     li t0, {mcounteren}
     csrw mcounteren, t0
 {STCE if stce else ""}

@@ -2,6 +2,7 @@
 
 import pytest
 
+from conftest import PMP_ALLOW_ALL
 from hartvm.cpu import layout as L
 from test_integer import run_cases
 
@@ -103,7 +104,7 @@ def test_fetch_access_fault(asm_program):
 
 
 def test_user_mode_ecall_and_privileged_instruction(asm_program):
-    hart = run_trap(asm_program, """
+    hart = run_trap(asm_program, PMP_ALLOW_ALL + """
     la a0, 2f
     csrw mtvec, a0
     li a0, 0x1800       /* MPP = U */
@@ -190,7 +191,7 @@ def test_wfi_with_nothing_to_wake_halts(asm_program):
 
 def test_delegated_traps_go_to_supervisor_mode(asm_program):
     """medeleg/mideleg: a U-mode ecall and an S software interrupt land at stvec in S-mode."""
-    hart = run_trap(asm_program, """
+    hart = run_trap(asm_program, PMP_ALLOW_ALL + """
     li t0, 1 << 8            /* delegate ecall from U */
     csrw medeleg, t0
     li t0, 1 << 1            /* and the supervisor software interrupt */
