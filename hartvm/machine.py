@@ -303,10 +303,10 @@ class Machine:
     def _stop_wanted(self) -> bool:
         return self._until is not None and self._until()
 
-    def _round(self, limit: int | None, step_hart: int | None = None) -> bool:
+    def _round(self, limit: int | None, stepping: tuple[int, int] | None = None) -> bool:
         """Run every hart up to the end of a round (or on with the round under way);
-        False if none can ever run again. ``step_hart``: stop once that hart
-        has executed an instruction (``step``).
+        False if none can ever run again. ``stepping`` (hart, steps): stop once
+        that hart's step count has reached ``steps`` (``step``).
 
         While a record is replayed (journal.py), the round ends at the moment
         (position and cycle) of its next input at the latest, so that the next
@@ -324,14 +324,15 @@ class Machine:
             if left is not None and left <= 0:
                 return True
             steps = hart.steps
-            if index == step_hart:
-                left = 1
+            stepped = stepping is not None and index == stepping[0]
+            if stepped:
+                left = stepping[1] - steps if left is None else min(left, stepping[1] - steps)
             self._run_hart(index, hart, round_end, left)
             if int(hart.state[L.CYCLE]) >= round_end:
                 self._round_next = index + 1
             if self._exit_status is not None or self._reset_requested or \
                     self.breakpoint_hart is not None or self.hook_stop or \
-                    self._round_next == index or index == step_hart and hart.steps != steps:
+                    self._round_next == index or stepped and hart.steps >= stepping[1]:
                 return True
         self._round_end = None
         return True
@@ -372,26 +373,36 @@ class Machine:
         return deadlines if event is None else deadlines + [event]
 
     def step(self, index: int) -> int | None:
-        """Run until hart ``index`` has executed one instruction (a debugger's
-        stepi); a hart asleep in WFI sleeps on for at most a round instead. With
-        several harts the others run meanwhile as scheduled (so that what
-        happens is what a run would do: reverse execution relies on it). The
-        guest's exit status if the guest ended, else None."""
+        """Run hart ``index`` alone for one instruction (the others wait: the
+        lockstep tool's schedule); a hart asleep in WFI sleeps on for at most a
+        round instead. The guest's exit status if it ended, else None."""
         hart = self.harts[index]
         self.hooks.arm(self.harts)
-        if len(self.harts) == 1:
-            self._run_hart(index, hart, int(hart.state[L.CYCLE]) + SLICE, 1)
-        else:
+        self._run_hart(index, hart, int(hart.state[L.CYCLE]) + SLICE, 1)
+        return self._stepped()
+
+    def step_in_turn(self, index: int, count: int = 1) -> int | None:
+        """Run the harts as they are scheduled until hart ``index`` has executed
+        ``count`` instructions (a debugger's stepi: what happens is what a run
+        would do, which reverse execution relies on); a hart asleep in WFI
+        sleeps on for at most a round more. The guest's exit status if it
+        ended, else None."""
+        hart = self.harts[index]
+        self.hooks.arm(self.harts)
+        target, idle = hart.steps + count, 0
+        while hart.steps < target and idle < 2:   # a hart asleep: this round and one more
+            if self._round_end is None and not self._wake_ups() and \
+                    all(self._asleep(i) for i in range(len(self.harts))):
+                break                 # nothing can wake a hart but the host
             steps = hart.steps
-            for _ in range(2):        # the rest of this round, then a whole one
-                if self._round_end is None and not self._wake_ups() and \
-                        all(self._asleep(i) for i in range(len(self.harts))):
-                    break             # nothing can wake a hart but the host
-                self._round(None, step_hart=index)
-                if hart.steps != steps or self._exit_status is not None or \
-                        self._reset_requested or self.breakpoint_hart is not None or \
-                        self.hook_stop:
-                    break
+            self._round(None, (index, target))
+            if self._exit_status is not None or self._reset_requested or \
+                    self.breakpoint_hart is not None or self.hook_stop:
+                break
+            idle = idle + 1 if hart.steps == steps else 0
+        return self._stepped()
+
+    def _stepped(self) -> int | None:
         self.hook_stop = False
         status, self._exit_status = self._exit_status, None
         return status

@@ -25,8 +25,10 @@ the machine's, so that it costs nothing while no debugger is attached:
   memory stays bounded and a step back re-executes at most the distance
   between two kept checkpoints). ``reverse_continue`` replays each interval
   between checkpoints, latest first, to find the last breakpoint or
-  watchpoint hit before the present. One hart only for now: with several, the harts' interleaving
-  depends on how execution was cut into runs, so a replay could differ. Nor
+  watchpoint hit before the present. With several harts this holds because
+  the machine's rounds do not depend on how execution is cut into runs
+  (machine.py), and stepping a hart runs the others as scheduled: a step
+  back on a hart goes to where it had executed one instruction fewer. Not
   in realtime mode (idle time follows the host's clock). Live host input
   (keys typed on the console, a command's bytes) is not kept: history starts
   again after each (going back over it would miss it), and none is read while
@@ -82,6 +84,7 @@ class Checkpoint:
     ram: bytes
     deliveries: int        # the machine's io.deliveries then
     journal: int | None    # how far into a replayed record (Replay.mark), if one is
+    steps: tuple           # each hart's step count then
 
 
 class Debugger:
@@ -93,8 +96,8 @@ class Debugger:
         self.inserted = False
         self.checkpoints: list[Checkpoint] = []
         self.saved: dict[str, Checkpoint] = {}       # by name: monitor savevm/loadvm
-        self.reversible = len(machine.harts) == 1 and machine.htif is None and \
-            not machine.io.realtime
+        self.reversible = machine.htif is None and not machine.io.realtime
+        self.last_hart = 0       # the hart of the last stop: resuming steps it off its breakpoint
         if self.reversible:
             self._checkpoint()
 
@@ -233,6 +236,7 @@ class Debugger:
     def step(self, hart_index: int) -> Event:
         """One instruction of the hart (a watchpoint before it does not stop it)."""
         self._maybe_checkpoint()
+        self.last_hart = hart_index
         hart = self.machine.harts[hart_index]
         steps = hart.steps
         status = self._step(hart_index)
@@ -242,12 +246,14 @@ class Debugger:
         return Event("step", hart_index) if status is None else Event("exited", status=status)
 
     def _step(self, index: int) -> int | None:
-        """One instruction of hart ``index`` (``Machine.step``); the guest's exit status
-        if it ended the guest. While a record is replayed, one instruction of
+        """One instruction of hart ``index`` (``Machine.step``; with several harts,
+        ``Machine.step_in_turn``); the guest's exit status if it ended the guest. While a record is replayed, one instruction of
         ``Machine.run`` instead: its round delivers the record's input due first,
         and a sleeping hart sleeps only until that input (``Machine.step`` polls
         no input and lets a sleeping hart sleep a whole round, past it)."""
         machine = self.machine
+        if len(machine.harts) > 1:
+            return machine.step_in_turn(index)    # the others run as scheduled
         if not machine.io.replaying:
             return machine.step(index)
         result = machine.run(max_instructions=1)
@@ -257,12 +263,10 @@ class Debugger:
         """Run every hart until a breakpoint or watchpoint, ``interrupted()``
         (checked between rounds and whenever a wake-up descriptor of the
         machine's io is readable), the guest's end, or the position ``stop_at``."""
-        machine = self.machine
-        for index in range(len(machine.harts)):
-            if self._at_breakpoint(index):      # step off it, with the guest's bytes there
-                status = self._step(index)
-                if status is not None:
-                    return Event("exited", status=status)
+        if self._at_breakpoint(self.last_hart):  # step off it, with the guest's bytes there
+            status = self._step(self.last_hart)
+            if status is not None:
+                return Event("exited", status=status)
         while True:
             self._maybe_checkpoint()
             end = self.position + RUN_CHUNK
@@ -272,6 +276,7 @@ class Debugger:
                     return Event("step")
             event = self._run(end, interrupted)
             if event is not None:
+                self.last_hart = event.hart
                 return event
 
     def _run(self, end: int, interrupted=None) -> Event | None:
@@ -319,7 +324,8 @@ class Debugger:
         ram = machine.ram.read(machine.ram.base, machine.ram.size)
         io = machine.io
         journal = io.journal.mark() if io.replaying else None
-        return Checkpoint(self.position, sections, ram, io.deliveries, journal)
+        return Checkpoint(self.position, sections, ram, io.deliveries, journal,
+                          tuple(hart.steps for hart in machine.harts))
 
     def _checkpoint(self) -> None:
         self.checkpoints.append(self._capture())
@@ -393,15 +399,35 @@ class Debugger:
 
     def _check_reversible(self) -> None:
         if not self.reversible:
-            raise HartvmError("reverse execution needs a machine with one hart (--smp 1), "
-                              "no HTIF, and guest time that follows instructions")
+            raise HartvmError("reverse execution needs a machine without HTIF whose guest "
+                              "time follows instructions")
         self._maybe_checkpoint()             # (a fresh history if host input came)
 
     def reverse_step(self, hart_index: int) -> Event:
+        """Back to just before the hart's last instruction: with one hart, one
+        position back; with several, to where the hart had executed one
+        instruction fewer (the others as they then were)."""
         self._check_reversible()
-        if self.position <= self.checkpoints[0].position:
+        self.last_hart = hart_index
+        machine = self.machine
+        if len(machine.harts) == 1:
+            if self.position <= self.checkpoints[0].position:
+                return Event("history", hart_index)
+            self._replay_to(self.position - 1)
+            return Event("step", hart_index)
+        hart = machine.harts[hart_index]
+        target = hart.steps - 1
+        usable = [c for c in self.checkpoints if c.steps[hart_index] <= target]
+        if not usable:
             return Event("history", hart_index)
-        self._replay_to(self.position - 1)
+        self._restore(max(usable, key=lambda c: c.position))
+        with self._replaying():
+            while hart.steps < target:
+                steps = hart.steps
+                machine.step_in_turn(hart_index, target - steps)
+                if hart.steps == steps:
+                    break
+        self.watch_hit = None
         return Event("step", hart_index)
 
     def reverse_continue(self) -> Event:
@@ -415,6 +441,7 @@ class Debugger:
             if hits:
                 position, event = hits[-1]
                 self._replay_to(position)
+                self.last_hart = event.hart
                 return event
             present = checkpoint.position
         self._replay_to(self.checkpoints[0].position)
@@ -426,13 +453,10 @@ class Debugger:
         hits = []
         with self._replaying():
             while self.position < end:
-                if self._at_breakpoint(0):
-                    hits.append((self.position, Event("breakpoint", 0)))
-                    self._step(0)
-                    continue
                 event = self._run(end)
                 if event is None or event.kind not in ("breakpoint", "watch"):
                     break
-                if event.kind == "watch":          # (a breakpoint is counted above)
-                    hits.append((self.position, event))
+                hits.append((self.position, event))
+                if event.kind == "breakpoint":
+                    self._step(event.hart)        # off it, with the guest's bytes there
         return hits

@@ -410,7 +410,7 @@ class GdbStub:
             text = (f"harts: {len(machine.harts)}, RAM: {machine.ram.size >> 20} MiB at "
                     f"{machine.ram.base:#x}, instructions: {debugger.position}, "
                     f"checkpoints: {len(debugger.checkpoints)} (reverse execution "
-                    f"{'on' if debugger.reversible else 'off: more than one hart'})\n")
+                    f"{'on' if debugger.reversible else 'off: guest time follows the host'})\n")
         elif words[:1] == ["phys"] and len(words) == 3:
             address, length = int(words[1], 0), min(int(words[2], 0), 256)
             if not machine.ram.contains(address, length):
