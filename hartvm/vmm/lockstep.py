@@ -24,15 +24,23 @@ a Machine with the same harts, RAM and drives, driven through its Debugger
   device read, with the device address. On a trap entry, mcause, mepc and
   mtval are compared too. FP registers and memory are not compared (a
   divergence there shows in the integer registers once the program uses it).
-- **Time is QEMU's.** QEMU runs with ``-icount shift=3,sleep=off``: its one
-  virtual clock follows the instructions of all harts (8 ns each), so the run
-  is reproducible; hartvm gives each hart a clock of its own (10 ns per
-  instruction of that hart). These are models, not bugs, so: the result of an
-  instruction that reads a counter (``csrr time/cycle/instret`` and the
-  M-mode and hpm counters) or a clock device (CLINT mtime, the Goldfish RTC)
-  is copied from QEMU into hartvm's destination register, and the clock of a
-  hart whose timer interrupt is enabled is set to QEMU's mtime before each of
-  its steps, so that timer interrupts come at the same instruction.
+- **Time is QEMU's.** QEMU's clock is one for all harts and runs (with the
+  host's) while a hart is stepped; hartvm gives each hart a clock of its own
+  (10 ns per instruction of that hart). These are models, not bugs, so: the
+  result of an instruction that reads a counter (``csrr time/cycle/instret``,
+  the M-mode and hpm counters) or a clock device (CLINT mtime, the Goldfish
+  RTC) is copied from QEMU into hartvm's destination register, and the clock
+  of a hart whose timer interrupt is enabled is set to QEMU's mtime before
+  each of its steps, so that timer interrupts come at the same instruction.
+  (``-icount`` would make QEMU's time reproducible, but QEMU 7.2 under its
+  stub with ``-icount shift=3,sleep=off`` never ended the step after a hart
+  wrote -1 to its mtimecmp: tests/programs/smp_clint.c.) So QEMU's run, and
+  this one, are not reproducible instruction for instruction where the
+  program's path depends on time; the comparison holds on every run.
+- **Spurious stops.** QEMU 7.2 now and then answers a step with a stop of the
+  hart before it executed anything (pc unchanged, a few times in a run of
+  tests/programs/smp_clint.c); such a step is done again (up to
+  SPURIOUS_STOPS times), unless the instruction is a jump to itself.
 - **Interrupts that come at a different instruction.** QEMU's step that
   takes an interrupt stops at the handler's first instruction (cpu-exec.c,
   cpu_handle_interrupt: EXCP_DEBUG after the interrupt when single-stepping);
@@ -47,8 +55,8 @@ a Machine with the same harts, RAM and drives, driven through its Debugger
   until an interrupt comes, and stepping a hart alone means no other hart can
   send it one. So a hart that hartvm puts to sleep leaves the schedule (QEMU's
   copy stays before its ``wfi``) until hartvm has an interrupt for it; when
-  every hart sleeps, QEMU steps the one with the nearest timer (its clock
-  jumps there, icount sleep=off) and hartvm follows at QEMU's time. QEMU's
+  every hart sleeps, QEMU steps the one with the nearest timer (its step ends
+  when QEMU's clock gets there) and hartvm follows at QEMU's time. QEMU's
   step of a ``wfi`` that does not sleep also executes the next instruction
   (or enters the interrupt handler): hartvm then steps once more.
 
@@ -83,10 +91,10 @@ from .debugger import PC_REGNUM, Debugger
 from .vm import parse_drive
 
 QEMU_CPU = "rv64,v=false,zba=false,zbb=false,zbc=false,zbs=false,svpbmt=false"
-ICOUNT_SHIFT = 3               # 2^3 ns of QEMU's virtual time per instruction
 MASK64 = (1 << 64) - 1
 STEP_TIMEOUT = 10.0            # seconds QEMU may take for one step (a wfi wakes in it)
 RECENT = 12                    # instructions of history in a report
+SPURIOUS_STOPS = 5             # steps QEMU may end without executing, in a row
 
 # Counter CSRs (Zicntr, the M-mode counters and the hpm ones): their values
 # follow each machine's model of time, not the program.
@@ -166,9 +174,12 @@ class Qemu:
         command = [path, "-M", "virt", "-cpu", cpu, "-smp", str(harts), "-m", f"{memory >> 20}M",
                    "-bios", "none", "-kernel", elf, "-display", "none", "-monitor", "none",
                    "-serial", f"file:{self.output_path}",
-                   "-icount", f"shift={ICOUNT_SHIFT},sleep=off",
                    "-chardev", f"socket,id=gdb,path={gdb_socket},server=on,wait=off",
                    "-gdb", "chardev:gdb", "-S"]
+        if drives:
+            # QEMU 7.2's virtio-mmio is legacy (version 1) unless told; hartvm's is
+            # version 2 (hw/virtio/virtio-mmio.c, "force-legacy").
+            command += ["-global", "virtio-mmio.force-legacy=false"]
         for index, drive in enumerate(drives):
             image, _, options = drive.partition(",")
             readonly = ",readonly=on" if options else ""
@@ -319,6 +330,7 @@ class Result:
     qemu_output: bytes = b""
     hartvm_output: bytes = b""
     synced: int = 0                     # counter and clock reads copied from QEMU
+    spurious_stops: int = 0             # QEMU steps that executed nothing, done again
 
 
 @dataclass
@@ -478,6 +490,15 @@ class Lockstep:
             self._qemu_ended(index, instruction)
             return
         qemu = self.qemu.registers(index)
+        for _ in range(SPURIOUS_STOPS):
+            if qemu[32] != instruction.pc or _jumps_to_itself(instruction) or was_waiting_wfi:
+                break
+            # QEMU stopped the hart without executing anything (see the docstring).
+            result.spurious_stops += 1
+            if not self.qemu.step(index):
+                self._qemu_ended(index, instruction)
+                return
+            qemu = self.qemu.registers(index)
         qemu_irq = self._qemu_interrupt(index, qemu[32], instruction, was_waiting_wfi)
         if was_waiting_wfi:
             # QEMU's clock may have jumped to the timer that woke it: hartvm's follows.
@@ -671,6 +692,17 @@ def _update_timers(state) -> None:
             state[L.CSR + L.MIP] |= bit
         else:
             state[L.CSR + L.MIP] &= ~bit
+
+
+def _jumps_to_itself(instruction) -> bool:
+    """``j .`` or a branch to itself: the one instruction whose step leaves pc as it was."""
+    insn = instruction.insn
+    opcode = insn & 0x7F
+    if opcode == 0x6F:                                   # jal with offset 0
+        return insn >> 12 == 0
+    if opcode == 0x63:                                   # branch with offset 0
+        return insn & 0xFE000F80 == 0
+    return False
 
 
 def _name(regnum: int) -> str:
