@@ -118,21 +118,26 @@ class GdbRemote:
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.buffer = b""
+        self.ack = b""                  # the acknowledgement owed for the last answer
 
     def request(self, data: str, timeout: float = STEP_TIMEOUT) -> str:
+        # The ack goes out with the next packet: one write per request instead of
+        # two (QEMU 7.2 has no QStartNoAckMode). Only answers are acked, and QEMU
+        # answers while stopped: a byte sent while it runs would stop it.
         payload = data.encode()
-        self.sock.sendall(b"$%s#%02x" % (payload, sum(payload) & 0xFF))
+        self.sock.sendall(self.ack + b"$%s#%02x" % (payload, sum(payload) & 0xFF))
+        self.ack = b""
         return self.receive(timeout)
 
     def receive(self, timeout: float) -> str:
-        """The next packet's payload (acknowledged); acks and noise before it are skipped."""
+        """The next packet's payload; acks and noise before it are skipped."""
         deadline = time.monotonic() + timeout
         while True:
             start = self.buffer.find(b"$")
             end = self.buffer.find(b"#", start) if start >= 0 else -1
             if end >= 0 and len(self.buffer) >= end + 3:
                 payload, self.buffer = self.buffer[start + 1:end], self.buffer[end + 3:]
-                self.sock.sendall(b"+")
+                self.ack = b"+"
                 return _unescape(payload).decode("latin-1")
             left = deadline - time.monotonic()
             if left <= 0:

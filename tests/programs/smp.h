@@ -5,7 +5,9 @@
 #define SMP_H
 #include "runtime.h"
 
-#define HARTS 4
+#ifndef HARTS
+#define HARTS 4                 /* the harts the program runs on (-smp) */
+#endif
 
 #define MSIP(h) ((volatile uint32_t *)(0x02000000UL + 4 * (h)))
 #define MTIMECMP(h) ((volatile uint64_t *)(0x02004000UL + 8 * (h)))

@@ -4,7 +4,7 @@
  * Waiting harts spin on flags (no WFI). */
 #include "smp.h"
 
-#define RINGS 3
+#define RINGS 2
 
 static volatile int software[HARTS], timer[HARTS], rings_done;
 
@@ -60,8 +60,7 @@ int main(void)
 {
     run(0);
     for (int h = 0; h < HARTS; h++)
-        printf("hart %d: %d software interrupt(s), %d timer interrupt(s)\n", h, software[h],
-               timer[h]);
+        printf("hart %d: %d msi, %d mti\n", h, software[h], timer[h]);
     uint32_t msip = 0;
     for (int h = 0; h < HARTS; h++)
         msip |= *MSIP(h) << h;

@@ -1,8 +1,9 @@
-/* virtio-blk through the PLIC on four harts: hart 1 sets the disk up in the
+/* virtio-blk through the PLIC on two harts: hart 1 sets the disk up in the
  * first virtio-mmio slot (QEMU: -device virtio-blk-device,bus=virtio-mmio-bus.0)
  * and reads two sectors, each request completed by an interrupt routed to
  * it: for the first it spins on a flag its handler sets, for the second it
- * waits in WFI. Hart 0 and the idle harts spin. */
+ * waits in WFI. Hart 0 spins meanwhile. */
+#define HARTS 2
 #include "smp.h"
 
 #define BASE 0x10001000UL
