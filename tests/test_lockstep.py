@@ -13,10 +13,12 @@ between spinning harts costs at most about a quantum of guest instructions.
 """
 
 import os
+import re
 
 from conftest import PROGRAMS, _build_dir, baremetal, build_c, run_hartvm, run_qemu
 
 from hartvm import HostIO, Machine
+from hartvm.cpu import layout as L
 from hartvm.machine import QUANTUM, Stop
 from hartvm.vmm.lockstep import Lockstep, report
 
@@ -110,6 +112,39 @@ def test_lockstep_reports_a_device_read_that_differs(toolchain, qemu):
     divergence = outcome.divergence
     assert divergence is not None and divergence.kind == "device read", report(outcome)
     assert "read device address 0x10000005: QEMU 0x60, hartvm 0x61" in str(divergence)
+
+
+def _interrupt_on_hartvm_only(max_skew: int):
+    """smp_clint in lockstep, with a software interrupt raised on hartvm's CLINT
+    only, for hart 1, once it has them enabled and before hart 0 sends one on
+    both machines: hartvm's hart 1 has it pending before QEMU's. Runs until
+    a divergence or a note, then 2000 steps more."""
+    with Lockstep(build_c("smp_clint"), HARTS, max_skew=max_skew) as both:
+        state = both.machine.harts[1].state
+        while not (state[L.CSR + L.MIE] & L.MIP_MSIP and state[L.CSR + L.MSTATUS] & 8):
+            assert both.run(max_steps=20).divergence is None
+        both.machine.board.bus.write(0x0200_0004, 4, 1)      # hart 1's msip
+        outcome = both.run(max_steps=20)
+        while not (outcome.divergence or outcome.notes or outcome.ended):
+            outcome = both.run(max_steps=20)
+        return both.run(max_steps=2_000)
+
+
+def test_lockstep_holds_back_an_interrupt_until_qemu_takes_it(toolchain, qemu):
+    """hartvm's hart 1 runs on with the interrupt masked, as QEMU's does, until
+    QEMU's takes the software interrupt hart 0 sends: a skew, noted."""
+    outcome = _interrupt_on_hartvm_only(max_skew=1000)
+    assert outcome.divergence is None, report(outcome)
+    assert any(re.fullmatch(r"step \d+, hart 1: interrupt 3 came \d+ instruction\(s\) later "
+                            r"on QEMU", note) for note in outcome.notes), outcome.notes
+
+
+def test_lockstep_reports_an_interrupt_qemu_does_not_take(toolchain, qemu):
+    outcome = _interrupt_on_hartvm_only(max_skew=10)
+    divergence = outcome.divergence
+    assert divergence is not None and divergence.kind == "interrupt", report(outcome)
+    assert divergence.hart == 1
+    assert "interrupt 3 pending for 10 instructions" in str(divergence)
 
 
 def test_spinning_harts_make_progress_at_a_fair_rate(toolchain, qemu):

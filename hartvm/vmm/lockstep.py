@@ -287,10 +287,6 @@ class Qemu:
         return int.from_bytes(bytes.fromhex(self.remote.request(f"p{self.regnums[name]:x}")),
                               "little")
 
-    def write_register(self, hart: int, regnum: int, value: int) -> None:
-        self._select(hart)
-        self.remote.request(f"P{regnum:x}={(value & MASK64).to_bytes(8, 'little').hex()}")
-
     def read_memory(self, address: int, length: int) -> int:
         reply = self.remote.request(f"m{address:x},{length:x}")
         return int.from_bytes(bytes.fromhex(reply), "little")
@@ -392,7 +388,7 @@ class Lockstep:
         self.result = Result()
         self.recent = [collections.deque(maxlen=RECENT) for _ in range(harts)]
         self.waiting = [False] * harts      # asleep in hartvm; QEMU's copy is before its wfi
-        self.skew = [None] * harts          # (interrupt bits hartvm holds back, since step)
+        self.skew = [0] * harts             # instructions hartvm held an interrupt back for
         self.hart = 0                       # whose turn it is
         self.turn_left = quantum
 
@@ -516,10 +512,10 @@ class Lockstep:
             if not pending >> qemu_irq & 1:
                 result.notes.append(f"step {step}, hart {index}: QEMU took interrupt {qemu_irq} "
                                     f"before hartvm had it pending; hartvm takes it too")
-            if self.skew[index] is not None:
+            if self.skew[index]:
                 result.notes.append(f"step {step}, hart {index}: interrupt {qemu_irq} came "
-                                    f"{step - self.skew[index][1]} instructions later on QEMU")
-                self.skew[index] = None
+                                    f"{self.skew[index]} instruction(s) later on QEMU")
+                self.skew[index] = 0
             state[L.PC] = take_trap(state, qemu_irq, 0, int(state[L.PC]), True) & ~1
             machine.sleeping[index] = False
             self.waiting[index] = False
@@ -532,13 +528,12 @@ class Lockstep:
                 return
         elif hartvm_irq >= 0:
             # hartvm would enter a handler, QEMU executed the instruction: hold back.
-            if self.skew[index] is None:
-                self.skew[index] = (pending, step)
-            elif step - self.skew[index][1] > self.max_skew:
+            if self.skew[index] >= self.max_skew:
                 self._diverge("interrupt", step, index, [
                     f"hartvm has had interrupt {hartvm_irq} pending for {self.max_skew} "
                     f"instructions; QEMU has not taken it"], before, qemu)
                 return
+            self.skew[index] += 1
             if not self._masked_step(index, pending, instruction, before):
                 return
         else:
