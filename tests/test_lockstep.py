@@ -164,3 +164,20 @@ def test_spinning_harts_make_progress_at_a_fair_rate(toolchain, qemu):
     result = machine.run(max_instructions=hand_offs * QUANTUM)
     assert result.stop is Stop.EXITED, f"not done after {machine.instructions} instructions"
     assert bytes(output) == expected
+
+
+# --- divergences the tool found in hartvm, fixed ------------------------------------
+
+def test_clint_resets_mtimecmp_to_zero_as_qemu(toolchain, qemu):
+    """QEMU 7.2's ACLINT resets mtimecmp to 0: mip.MTIP is set at the first
+    instruction (hartvm had -1, found by the lockstep run of rtc_alarm.c: its
+    csrr mip differed)."""
+    elf = build_c("clint_reset")
+    expected, status = run_qemu(qemu, elf, "-smp", "2")
+    assert expected.startswith(b"mip at start 80, mtimecmp0 0, mtimecmp1 0\n")
+    assert b"mip after mtimecmp0 = -1: 0\n" in expected
+    result = run_hartvm(elf, "--smp", "2")
+    assert (result.stdout, result.returncode) == (expected, status)
+    with Lockstep(elf, 2) as both:
+        outcome = both.run(max_steps=20_000)
+    assert outcome.divergence is None and outcome.ended, report(outcome)
