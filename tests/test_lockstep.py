@@ -88,6 +88,14 @@ def test_virtio_blk_completed_by_interrupt_in_lockstep(toolchain, qemu, tmp_path
     assert b"2 completions, interrupt status 1" in outcome.qemu_output
 
 
+def test_harts_sleeping_in_wfi_in_lockstep(toolchain, qemu, tmp_path):
+    """A hart woken from WFI by another's software interrupt, and both harts
+    asleep at once until a timer."""
+    elf = build_c("smp_wfi")
+    outcome = _check(qemu, elf, tmp_path, harts=2)
+    assert outcome.qemu_output == b"hart 1: 2 software interrupts; hart 0: 1 timer interrupt\n"
+
+
 def test_lockstep_reports_a_register_that_differs(toolchain, qemu):
     elf = build_c("smp_spin")
     with Lockstep(elf, HARTS) as both:

@@ -53,22 +53,28 @@ a Machine with the same harts, RAM and drives, driven through its Debugger
   hartvm takes it then. Each skew is reported as a note, not a divergence.
 - **WFI.** QEMU's step of a ``wfi`` with nothing to wake it does not end
   until an interrupt comes, and stepping a hart alone means no other hart can
-  send it one. So a hart that hartvm puts to sleep leaves the schedule (QEMU's
-  copy stays before its ``wfi``) until hartvm has an interrupt for it; when
-  every hart sleeps, QEMU steps the one with the nearest timer (its step ends
-  when QEMU's clock gets there) and hartvm follows at QEMU's time. QEMU's
-  step of a ``wfi`` that does not sleep also executes the next instruction
-  (or enters the interrupt handler): hartvm then steps once more.
+  send it one. So when hartvm's hart goes to sleep, QEMU's step of the
+  ``wfi`` is stopped (Ctrl-C) once the hart has halted (its pc past the
+  ``wfi``): both sleep, and the hart leaves the schedule until hartvm has an
+  interrupt for it; its next step on QEMU wakes it and takes the interrupt.
+  When every hart sleeps, QEMU steps the one with the nearest timer (the step
+  ends when QEMU's clock gets there) and hartvm follows at QEMU's time. QEMU's
+  step of a ``wfi`` that wakes at once but takes no interrupt (mstatus.MIE
+  clear) also executes the next instruction: hartvm then steps once more.
 
 What a run gives: the number of steps, the first divergence (what differs,
 both sides' values, the last instructions of the hart, disassembled), notes
 (interrupt skews), both consoles' output and both exit statuses. Not
 compared: FP registers, memory, CSRs outside trap entries, the order of
-device events that neither hart observes.
+device events that neither hart observes. Not comparable: events that follow
+the host's clock in QEMU (the Goldfish RTC's alarm: stepping is thousands of
+times slower than QEMU runs, so an alarm comes after far fewer instructions),
+and HTIF, which hartvm serves and QEMU's virt board does not.
 """
 
 import argparse
 import collections
+import contextlib
 import os
 import re
 import shutil
@@ -95,6 +101,7 @@ MASK64 = (1 << 64) - 1
 STEP_TIMEOUT = 10.0            # seconds QEMU may take for one step (a wfi wakes in it)
 RECENT = 12                    # instructions of history in a report
 SPURIOUS_STOPS = 5             # steps QEMU may end without executing, in a row
+HALT_DELAY = 0.02              # seconds a hart is given to halt in its wfi
 
 # Counter CSRs (Zicntr, the M-mode counters and the hpm ones): their values
 # follow each machine's model of time, not the program.
@@ -121,13 +128,16 @@ class GdbRemote:
         self.ack = b""                  # the acknowledgement owed for the last answer
 
     def request(self, data: str, timeout: float = STEP_TIMEOUT) -> str:
+        self.send(data)
+        return self.receive(timeout)
+
+    def send(self, data: str) -> None:
         # The ack goes out with the next packet: one write per request instead of
         # two (QEMU 7.2 has no QStartNoAckMode). Only answers are acked, and QEMU
         # answers while stopped: a byte sent while it runs would stop it.
         payload = data.encode()
         self.sock.sendall(self.ack + b"$%s#%02x" % (payload, sum(payload) & 0xFF))
         self.ack = b""
-        return self.receive(timeout)
 
     def receive(self, timeout: float) -> str:
         """The next packet's payload; acks and noise before it are skipped."""
@@ -194,13 +204,18 @@ class Qemu:
                         "-device", f"virtio-blk-device,drive=d{index},bus=virtio-mmio-bus.{index}"]
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.remote = GdbRemote(self._connect(gdb_socket))
+        self.remote = None
         self.exit_status: int | None = None
         self.selected = None
-        self.remote.request("qSupported:multiprocess+")
-        if self.remote.request("Qqemu.sstep=1") != "OK":
-            raise LockstepError("QEMU refused to step with interrupts and timers enabled")
-        self.regnums = self._register_numbers()
+        try:
+            self.remote = GdbRemote(self._connect(gdb_socket))
+            self.remote.request("qSupported:multiprocess+")
+            if self.remote.request("Qqemu.sstep=1") != "OK":
+                raise LockstepError("QEMU refused to step with interrupts and timers enabled")
+            self.regnums = self._register_numbers()
+        except BaseException:
+            self.close()
+            raise
 
     def _connect(self, path: str) -> socket.socket:
         for _ in range(200):
@@ -266,6 +281,31 @@ class Qemu:
         self.selected = hart if f"thread:p01.{hart + 1:02x};" in reply else None
         return True
 
+    def sleep(self, hart: int, pc: int) -> bool:
+        """Execute the wfi at ``pc``, which halts the hart (its pc then past the
+        wfi, target/riscv/translate: trans_wfi). QEMU's step of it would end only
+        with an interrupt, which the held harts cannot send: so the step is
+        stopped (Ctrl-C) once the hart halted. False if QEMU ended."""
+        for _ in range(SPURIOUS_STOPS):
+            self.remote.send(f"vCont;s:p1.{hart + 1:x}")
+            time.sleep(HALT_DELAY)
+            self.remote.sock.sendall(b"\x03")
+            try:
+                reply = self.remote.receive(STEP_TIMEOUT)
+                # A step that ended on its own (an interrupt came) as the Ctrl-C
+                # arrived may answer twice.
+                with contextlib.suppress(TimeoutError):
+                    self.remote.receive(HALT_DELAY)
+            except EOFError:
+                reply = None
+            if reply is None or reply[:1] in ("W", "X"):
+                self.exit_status = self._exit(reply)
+                return False
+            self.selected = None
+            if self.registers(hart)[32] != pc:
+                return True
+        raise LockstepError(f"QEMU's hart {hart} did not execute its wfi at {pc:#x}")
+
     def _exit(self, reply) -> int:
         try:
             status = self.process.wait(timeout=10)
@@ -303,7 +343,8 @@ class Qemu:
             self.process.kill()
             self.process.wait()
         self.process.stderr.close()
-        self.remote.sock.close()
+        if self.remote is not None:
+            self.remote.sock.close()
         self.directory.cleanup()
 
 
@@ -429,7 +470,7 @@ class Lockstep:
                 return self.hart
             self.hart = (self.hart + 1) % self.harts
             self.turn_left = self.quantum
-        # Every hart sleeps: QEMU steps the one with the nearest timer; its clock jumps.
+        # Every hart waits: QEMU steps the one with the nearest timer through its wfi.
         deadlines = [(int(self.machine.harts[i].state[L.MTIMECMP]) & MASK64, i)
                      for i in range(self.harts) if self._timer_enabled(i)]
         if not deadlines:
@@ -463,36 +504,28 @@ class Lockstep:
         result, machine = self.result, self.machine
         hart = machine.harts[index]
         state = hart.state
-        was_waiting_wfi = machine.sleeping[index]   # QEMU's copy is still before its wfi
-        if self._timer_enabled(index) or was_waiting_wfi:
+        # Asleep in a wfi on both machines (hartvm's sleeping, QEMU's halted): it
+        # was woken (_wake_sleepers), or every hart sleeps and this one's timer
+        # is the nearest (_next_hart).
+        woken = machine.sleeping[index]
+        if self._timer_enabled(index):
             self._set_time(state, self.qemu.read_memory(0x0200_BFF8, 8))
         _update_timers(state)
         instruction = _decode(hart, state, machine.ram)
         before = state.copy()
         pending = int(effective_mip(state) & state[L.CSR + L.MIE])
         hartvm_irq = int(pending_interrupt(state))
+        sleeps = instruction.insn == WFI and not pending and not woken
         step = result.steps
         result.steps += 1
         self.recent[index].append((step, instruction))
 
-        hartvm_done = False
-        if instruction.insn == WFI and not pending and not was_waiting_wfi:
-            # With nothing to wake it, QEMU's step of this wfi would not end while
-            # the other harts are held: hartvm goes to sleep, QEMU's copy waits
-            # before its wfi until hartvm has an interrupt for it (_wake_sleepers).
-            if not self._hartvm_step(index):
-                return
-            if machine.sleeping[index]:
-                self.waiting[index] = True
-                return
-            hartvm_done = True              # (a wfi that trapped instead)
-
-        if not self.qemu.step(index):
+        if not (self.qemu.sleep(index, instruction.pc) if sleeps else self.qemu.step(index)):
             self._qemu_ended(index, instruction)
             return
         qemu = self.qemu.registers(index)
         for _ in range(SPURIOUS_STOPS):
-            if qemu[32] != instruction.pc or _jumps_to_itself(instruction) or was_waiting_wfi:
+            if qemu[32] != instruction.pc or _jumps_to_itself(instruction) or woken:
                 break
             # QEMU stopped the hart without executing anything (see the docstring).
             result.spurious_stops += 1
@@ -500,12 +533,13 @@ class Lockstep:
                 self._qemu_ended(index, instruction)
                 return
             qemu = self.qemu.registers(index)
-        qemu_irq = self._qemu_interrupt(index, qemu[32], instruction, was_waiting_wfi)
-        if was_waiting_wfi:
-            # QEMU's clock may have jumped to the timer that woke it: hartvm's follows.
+        qemu_irq = self._qemu_interrupt(index, qemu[32], instruction, woken)
+        if woken:
+            # QEMU's clock went on while its hart slept: hartvm's follows.
             self._set_time(state, self.qemu.read_memory(0x0200_BFF8, 8))
             _update_timers(state)
             pending = int(effective_mip(state) & state[L.CSR + L.MIE])
+            self.waiting[index] = False
 
         if qemu_irq is not None:
             # QEMU entered an interrupt handler: hartvm takes the same interrupt here.
@@ -516,14 +550,13 @@ class Lockstep:
                 result.notes.append(f"step {step}, hart {index}: interrupt {qemu_irq} came "
                                     f"{self.skew[index]} instruction(s) later on QEMU")
                 self.skew[index] = 0
+            if sleeps and not self._hartvm_step(index):    # the wfi, on QEMU too
+                return
             state[L.PC] = take_trap(state, qemu_irq, 0, int(state[L.PC]), True) & ~1
             machine.sleeping[index] = False
-            self.waiting[index] = False
-        elif hartvm_done:
-            pass
-        elif was_waiting_wfi:
+        elif woken:
             # QEMU woke from its wfi with interrupts masked and executed the next
-            # instruction; hartvm is past its wfi already.
+            # instruction in the same step.
             if not self._hartvm_step(index):
                 return
         elif hartvm_irq >= 0:
@@ -539,7 +572,9 @@ class Lockstep:
         else:
             if not self._hartvm_step(index):
                 return
-            if instruction.insn == WFI and int(state[L.PC]) & MASK64 != qemu[32]:
+            if sleeps and machine.sleeping[index]:
+                self.waiting[index] = True          # out of the schedule until woken
+            elif instruction.insn == WFI and int(state[L.PC]) & MASK64 != qemu[32]:
                 # QEMU's step of a wfi that does not sleep also ran the next instruction.
                 self.recent[index].append((step, _decode(hart, state, machine.ram)))
                 if not self._hartvm_step(index):
@@ -580,7 +615,7 @@ class Lockstep:
             state[rd] = saved - (1 << 64) if saved >> 63 else saved
         return True
 
-    def _qemu_interrupt(self, index, pc, instruction, was_waiting_wfi) -> int | None:
+    def _qemu_interrupt(self, index, pc, instruction, woken) -> int | None:
         """The interrupt QEMU's step entered a handler for, or None."""
         state = self.machine.harts[index].state
         for tvec, cause, epc in ((L.MTVEC, "mcause", "mepc"), (L.STVEC, "scause", "sepc")):
@@ -595,7 +630,7 @@ class Lockstep:
                 return None
             # mepc: the instruction not executed (after a wfi, the one after it).
             interrupted = {instruction.pc, instruction.pc + 4}
-            if self.qemu.register(index, epc) in interrupted or was_waiting_wfi:
+            if woken or self.qemu.register(index, epc) in interrupted:
                 return value & 0xFFFF
         return None
 
