@@ -428,7 +428,7 @@ class Lockstep:
         self.qemu = Qemu(elf, harts, memory, drives, qemu)
         self.result = Result()
         self.recent = [collections.deque(maxlen=RECENT) for _ in range(harts)]
-        self.waiting = [False] * harts      # asleep in hartvm; QEMU's copy is before its wfi
+        self.waiting = [False] * harts      # asleep in a wfi on both, out of the schedule
         self.skew = [0] * harts             # instructions hartvm held an interrupt back for
         self.hart = 0                       # whose turn it is
         self.turn_left = quantum
@@ -470,7 +470,7 @@ class Lockstep:
                 return self.hart
             self.hart = (self.hart + 1) % self.harts
             self.turn_left = self.quantum
-        # Every hart waits: QEMU steps the one with the nearest timer through its wfi.
+        # Every hart sleeps: the one with the nearest timer wakes first (on QEMU's clock).
         deadlines = [(int(self.machine.harts[i].state[L.MTIMECMP]) & MASK64, i)
                      for i in range(self.harts) if self._timer_enabled(i)]
         if not deadlines:
