@@ -46,7 +46,10 @@ class Hart:
         s[L.PC] = pc
         s[L.PRIV] = L.PRIV_M
         s[L.RESERVATION] = -1
-        s[L.MTIMECMP] = -1          # never fires until software arms it
+        # QEMU 7.2's ACLINT resets mtimecmp to 0 (riscv_aclint_mtimer_reset_enter
+        # writes 0 through its timecmp path), so mip.MTIP is set from the start:
+        # software disarms the timer (-1) before it enables MTIE.
+        s[L.MTIMECMP] = 0
         s[L.HARTID] = self.hartid
         s[L.RAM_BASE] = self.ram.base
         s[L.RAM_SIZE] = self.ram.size
