@@ -41,6 +41,7 @@ the machine's, so that it costs nothing while no debugger is attached:
 import contextlib
 from dataclasses import dataclass
 
+from ..board.virt import MEMORY_MAP
 from ..cpu import layout as L
 from ..cpu.csr import csr_read, csr_write
 from ..cpu.disasm import CSRS
@@ -145,7 +146,7 @@ class Debugger:
         return self.machine.harts[hart_index].translate(vaddr)
 
     def read_memory(self, hart_index: int, vaddr: int, length: int) -> bytes | None:
-        """``length`` bytes at ``vaddr`` (RAM only: a read must not reach a device), or None."""
+        """``length`` bytes at ``vaddr`` (RAM, or the boot ROM: a read must not reach a device), or None."""
         return self._memory(hart_index, vaddr, length, None)
 
     def write_memory(self, hart_index: int, vaddr: int, data: bytes) -> bool:
@@ -157,12 +158,17 @@ class Debugger:
             address = vaddr + done
             piece = min(length - done, 0x1000 - (address & 0xFFF))
             paddr = self.translate(hart_index, address)
-            if paddr is None or not ram.contains(paddr, piece):
+            if paddr is None:
                 return None
-            if data is None:
-                out += ram.read(paddr, piece)
+            if ram.contains(paddr, piece):
+                if data is None:
+                    out += ram.read(paddr, piece)
+                else:
+                    ram.write(paddr, data[done:done + piece])
+            elif data is None and self._code(paddr, piece) is not None:
+                out += self._code(paddr, piece)   # the boot ROM: read-only, as the guest sees it
             else:
-                ram.write(paddr, data[done:done + piece])
+                return None
             done += piece
         return bytes(out)
 
@@ -172,9 +178,10 @@ class Debugger:
         if kind not in (2, 4):
             return False
         paddr = self.translate(hart_index, vaddr)
-        if paddr is None or not self.machine.ram.contains(paddr, kind):
+        original = None if paddr is None else self._code(paddr, kind)
+        if original is None:
             return False
-        self.breakpoints[vaddr & MASK64] = (paddr, self.machine.ram.read(paddr, kind))
+        self.breakpoints[vaddr & MASK64] = (paddr, original)
         return True
 
     def remove_breakpoint(self, vaddr: int) -> bool:
@@ -207,10 +214,23 @@ class Debugger:
             hook.remove()
         return hook is not None
 
+    def _code(self, paddr: int, length: int, data: bytes | None = None) -> bytes | None:
+        """Read (or write) code in RAM or the boot ROM, where a breakpoint goes; None if neither."""
+        if self.machine.ram.contains(paddr, length):
+            if data is not None:
+                self.machine.ram.write(paddr, data)
+            return self.machine.ram.read(paddr, length)
+        rom = self.machine.board.devices["rom"].data
+        offset = paddr - MEMORY_MAP["rom"].base
+        if not (0 <= offset and offset + length <= len(rom)):
+            return None
+        if data is not None:
+            rom[offset:offset + length] = list(data)
+        return rom[offset:offset + length].tobytes()
+
     def _insert(self) -> None:
-        ram = self.machine.ram
         for paddr, original in self.breakpoints.values():
-            ram.write(paddr, EBREAK if len(original) == 4 else C_EBREAK)
+            self._code(paddr, len(original), EBREAK if len(original) == 4 else C_EBREAK)
         self.inserted = True
         for hart in self.machine.harts:
             hart.state[L.DEBUG_EBREAK] = 1
@@ -221,7 +241,7 @@ class Debugger:
         if self.inserted:
             # Latest first: two breakpoints at one address keep the guest's bytes.
             for paddr, original in reversed(list(self.breakpoints.values())):
-                self.machine.ram.write(paddr, original)
+                self._code(paddr, len(original), original)
             self.inserted = False
 
     def _at_breakpoint(self, hart_index: int) -> bool:

@@ -93,7 +93,7 @@ from ..cpu.trap import effective_mip, pending_interrupt, take_trap
 from ..errors import HartvmError
 from ..hostio import HostIO
 from ..machine import Machine
-from .debugger import PC_REGNUM, Debugger
+from .debugger import PC_REGNUM, Debugger, Event
 from .vm import parse_drive
 
 QEMU_CPU = "rv64,v=false,zba=false,zbb=false,zbc=false,zbs=false,svpbmt=false"
@@ -581,8 +581,14 @@ class Lockstep:
                     return
         self._compare(index, step, instruction, before, qemu, qemu_irq)
 
+    def _step_alone(self, index: int) -> Event:
+        """One instruction of hart ``index`` while the others wait, as QEMU's stub
+        steps one thread (not Debugger.step, which runs the others as scheduled)."""
+        status = self.machine.step(index)
+        return Event("step", index) if status is None else Event("exited", status=status)
+
     def _hartvm_step(self, index: int) -> bool:
-        event = self.debugger.step(index)
+        event = self._step_alone(index)
         if event.kind == "exited":
             self.result.hartvm_status = event.status
             self._diverge("exit", self.result.steps - 1, index,
@@ -638,7 +644,7 @@ class Lockstep:
         """QEMU ended in this step: hartvm must end in the same instruction."""
         result = self.result
         result.qemu_status = self.qemu.exit_status
-        event = self.debugger.step(index)
+        event = self._step_alone(index)
         if event.kind == "exited":
             result.hartvm_status = event.status
             result.ended = True

@@ -132,6 +132,20 @@ def test_monitor_savevm_and_loadvm_go_back_to_a_named_point(debuggee):
     assert console == b"total 140\n" and status == 0, (console, status, text)
 
 
+def test_reverse_continue_with_two_harts(toolchain):
+    output = os.path.join(_build_dir(), "debuggee_smp-g.elf")
+    subprocess.run([sys.executable, os.path.join(ROOT, "baremetal", "build.py"), "--debug",
+                    "-o", output, os.path.join(PROGRAMS, "debuggee_smp.c")], check=True)
+    text, console, status = _session(output, [
+        "break work", "continue", "continue", "continue", "print i",
+        "reverse-continue", "print i", "print hart", "info threads", "delete",
+    ], "--smp", "2")
+    assert _values(text) == ["2", "1", "0"], text
+    assert "Thread 2 (hart 1" in text, text
+    expected = sum(range(200000))
+    assert console == f"{expected} {expected} {3 * expected}\n".encode() and status == 0
+
+
 def test_every_hart_is_a_thread_and_registers_can_be_written(debuggee):
     text, console, status = _session(debuggee, [
         "info threads", "break add_square", "continue", "set var $a0 = 6", "set var i = 6",

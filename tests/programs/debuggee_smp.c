@@ -15,14 +15,14 @@ __attribute__((noinline)) void work(unsigned long hart, long i)
 
 void hart_main(unsigned long hartid)
 {
-    for (long i = 0; i < 40000; i++)
+    for (long i = 0; i < 200000; i++)
         work(hartid, i);
     finished = 1;
 }
 
 int main(void)
 {
-    for (long i = 0; i < 40000; i++)
+    for (long i = 0; i < 200000; i++)
         work(0, i);
     while (!finished)
         ;

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import build_c
 from hartvm import HostIO, Machine
+from hartvm.cpu import layout as L
 from hartvm.machine import Stop
 from hartvm.vmm.debugger import Debugger
 
@@ -31,8 +32,9 @@ def _machine(elf):
 
 def _state(machine) -> str:
     digest = hashlib.sha256(machine.ram.read(machine.ram.base, machine.ram.size))
-    for hart in machine.harts:
-        digest.update(hart.state[:128].tobytes())
+    for hart in machine.harts:     # registers, pc, privilege, counters and the CSRs
+        digest.update(hart.state[:L.STEPS + 1].tobytes())
+        digest.update(hart.state[L.CSR:L.CSR + 4096].tobytes())
     return digest.hexdigest()
 
 
@@ -41,7 +43,7 @@ def test_how_a_run_is_cut_changes_nothing(program):
     whole, whole_output = _machine(elf)
     result = whole.run(max_instructions=10**8)
     assert result.stop is Stop.EXITED and result.status == 0
-    expected = sum(range(40000))
+    expected = sum(range(200000))
     assert b"".join(whole_output) == f"{expected} {expected} {3 * expected}\n".encode()
     cut, cut_output = _machine(elf)
     while True:                              # runs of a prime number of instructions
@@ -87,7 +89,7 @@ def test_reverse_step_and_continue_on_either_hart(program):
     assert _state(machine) == seen[2_500_000]
     debugger.remove_breakpoint(symbols["work"])
     assert debugger.resume().kind == "exited"
-    expected = sum(range(40000))
+    expected = sum(range(200000))
     assert f"{expected} {expected} {3 * expected}\n".encode() in b"".join(output)
 
 
