@@ -189,3 +189,19 @@ def test_clint_resets_mtimecmp_to_zero_as_qemu(toolchain, qemu):
     with Lockstep(elf, 2) as both:
         outcome = both.run(max_steps=20_000)
     assert outcome.divergence is None and outcome.ended, report(outcome)
+
+
+def test_the_command_line_reports_and_exits_as_the_readme_says(toolchain, qemu):
+    """``python -m hartvm.vmm.lockstep ELF --smp N``: 0 without a divergence, 2 and
+    one line for a file that is not a program."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    elf = build_c("smp_wfi")
+    result = subprocess.run([sys.executable, "-m", "hartvm.vmm.lockstep", elf, "--smp", "2"],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no divergence" in result.stdout, result.stdout
+    result = subprocess.run([sys.executable, "-m", "hartvm.vmm.lockstep", __file__],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result
