@@ -8,7 +8,8 @@ start (empty numba cache) and the warm start of hartvm, the hypervisor
 figures of hypervisor.py (snapshot restores, the run pool, forks), and the
 MB/s of stdin and stdout through ``hartvm run`` against QEMU's on the same
 guest (throughput.py), and the network against QEMU's ``-netdev user``
-(network.py). Each timing is the best of ``--repeat`` runs. When
+(network.py), and what the debugging facilities cost while idle
+(debugging.py). Each timing is the best of ``--repeat`` runs. When
 the ``unicorn`` package is installed (``pip install -e '.[bench]'``, as
 ``make bench`` does), the same workloads also run on Unicorn, QEMU's TCG as
 a library.
@@ -27,6 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "baremetal"))
 
 import build as baremetal  # noqa: E402
+import debugging  # noqa: E402
 import hypervisor  # noqa: E402
 import network  # noqa: E402
 import throughput  # noqa: E402
@@ -220,6 +222,7 @@ def main():
     print(f"cold start (empty numba cache, demo program): {cold:.1f} s (target <= 30 s)")
     print(f"warm start (whole demo run, an upper bound on time to first instruction): "
           f"{warm:.2f} s (target <= 1 s)")
+    debugging.main({name: elfs[name] for name in ("crc32", "sieve") if name in elfs})
     hypervisor.main(qemu_guest_wall)
     throughput.main()
     network.main()

@@ -21,9 +21,12 @@ the machine's, so that it costs nothing while no debugger is attached:
   checkpoint before N and running forward to N with the guest's output
   muted. Checkpoints (RAM and every component's state, in memory) are taken
   at attach and then every CHECKPOINT_INTERVAL instructions of forward
-  execution, at most MAX_CHECKPOINTS of them (older ones are thinned out, so
-  memory stays bounded and a step back re-executes at most the distance
-  between two kept checkpoints). ``reverse_continue`` replays each interval
+  execution or more: taking one (a copy of RAM) may cost at most
+  CHECKPOINT_COST of the time spent running forward, so a debugger attached
+  to a large machine slows it by a few per cent at most. At most
+  MAX_CHECKPOINTS are kept, and at most CHECKPOINT_MEMORY bytes of RAM
+  copies (older ones are thinned out), so memory stays bounded and a step
+  back re-executes at most the distance between two kept checkpoints. ``reverse_continue`` replays each interval
   between checkpoints, latest first, to find the last breakpoint or
   watchpoint hit before the present. With several harts this holds because
   the machine's rounds do not depend on how execution is cut into runs
@@ -39,6 +42,7 @@ the machine's, so that it costs nothing while no debugger is attached:
 """
 
 import contextlib
+import time
 from dataclasses import dataclass
 
 from ..board.virt import MEMORY_MAP
@@ -50,7 +54,9 @@ from ..hooks import Hook
 from ..machine import Stop
 from .snapshot import decode, encode, machine_sections
 
-CHECKPOINT_INTERVAL = 2_000_000     # instructions between checkpoints while running forward
+CHECKPOINT_INTERVAL = 2_000_000     # instructions between checkpoints while running forward, at least
+CHECKPOINT_COST = 0.05              # and at most this share of the time running forward
+CHECKPOINT_MEMORY = 1 << 30         # bytes of RAM copies kept, at most
 MAX_CHECKPOINTS = 16
 RUN_CHUNK = 1_000_000               # instructions between looks at the debugger's socket
 EBREAK = (0x00100073).to_bytes(4, "little")
@@ -96,6 +102,8 @@ class Debugger:
         self.watch_hit: tuple[int, int, str] | None = None     # (hart, vaddr, access) of a stop
         self.inserted = False
         self.checkpoints: list[Checkpoint] = []
+        self._cost = 0.0         # seconds the last checkpoint took
+        self._ran = 0.0          # seconds run forward since
         self.saved: dict[str, Checkpoint] = {}       # by name: monitor savevm/loadvm
         self.reversible = machine.htif is None and not machine.io.realtime
         self.last_hart = 0       # the hart of the last stop: resuming steps it off its breakpoint
@@ -305,10 +313,12 @@ class Debugger:
         while self.position < end:
             self._insert()
             machine.breakpoint_hart = None
+            started = time.perf_counter()
             try:
                 result = machine.run(until=interrupted, max_instructions=end - self.position)
             finally:
                 self._take_out()
+                self._ran += time.perf_counter() - started
             if result.stop is Stop.BREAKPOINT:
                 index, machine.breakpoint_hart = machine.breakpoint_hart, None
                 if self._at_breakpoint(index):
@@ -348,8 +358,12 @@ class Debugger:
                           tuple(hart.steps for hart in machine.harts))
 
     def _checkpoint(self) -> None:
+        started = time.perf_counter()
         self.checkpoints.append(self._capture())
-        if len(self.checkpoints) > MAX_CHECKPOINTS:
+        self._cost = time.perf_counter() - started
+        self._ran = 0.0
+        kept = max(2, min(MAX_CHECKPOINTS, CHECKPOINT_MEMORY // self.machine.ram.size))
+        if len(self.checkpoints) > kept:
             # Keep the first and the latest; drop every second one in between.
             kept = self.checkpoints[1:-1:2]
             self.checkpoints = [self.checkpoints[0], *kept, self.checkpoints[-1]]
@@ -377,7 +391,8 @@ class Debugger:
                 not io.replaying:
             self.checkpoints = []            # live host input came: history starts again here
         if not self.checkpoints or \
-                self.position - self.checkpoints[-1].position >= CHECKPOINT_INTERVAL:
+                self.position - self.checkpoints[-1].position >= CHECKPOINT_INTERVAL and \
+                self._ran * CHECKPOINT_COST >= self._cost:
             self._checkpoint()
 
     def _restore(self, checkpoint: Checkpoint) -> None:
