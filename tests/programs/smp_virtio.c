@@ -8,28 +8,9 @@
 
 #define BASE 0x10001000UL
 #define REG(offset) (*(volatile uint32_t *)(BASE + (offset)))
-#define MAGIC_VALUE 0x000
-#define DEVICE_ID 0x008
-#define DRIVER_FEATURES 0x020
-#define DRIVER_FEATURES_SEL 0x024
-#define QUEUE_SEL 0x030
-#define QUEUE_NUM 0x038
-#define QUEUE_READY 0x044
-#define QUEUE_NOTIFY 0x050
-#define INTERRUPT_STATUS 0x060
-#define INTERRUPT_ACK 0x064
-#define STATUS 0x070
-#define QUEUE_DESC_LOW 0x080
-#define QUEUE_DRIVER_LOW 0x090
-#define QUEUE_DEVICE_LOW 0x0a0
 #define VIRTIO_IRQ 1                    /* slot 0 */
 #define QSIZE 4
-
-struct desc { uint64_t addr; uint32_t len; uint16_t flags, next; };
-struct avail { uint16_t flags, idx, ring[QSIZE], used_event; };
-struct used_elem { uint32_t id, len; };
-struct used { uint16_t flags, idx; struct used_elem ring[QSIZE]; uint16_t avail_event; };
-struct header { uint32_t type, reserved; uint64_t sector; };
+#include "virtio_mmio.h"
 
 static struct desc desc[QSIZE] __attribute__((aligned(16)));
 static struct avail avail __attribute__((aligned(2)));
