@@ -477,7 +477,7 @@ class Machine:
                 self.sleeping[index] = False
             trace = self.io.trace
             if trace is not None:
-                line, before = hart.trace_line(), state[:64].copy()
+                line, before, steps = hart.trace_line(), state[:64].copy(), hart.steps
             if index in self._past_watch:
                 reason = self._past_watched_access(index, hart, self._past_watch.pop(index))
             elif trace is not None:
@@ -488,7 +488,7 @@ class Machine:
                     budget = min(budget, stop_at - hart.steps)
                 reason = hart.run(budget)
             stopped = self._serve(index, hart, reason)
-            if trace is not None and hart.steps != int(before[L.STEPS]):
+            if trace is not None and hart.steps != steps:   # (not a hook's stop before it)
                 trace.write(self._trace_line(line, before, state))
             if stopped or self._exit_status is not None or self._reset_requested:
                 return
