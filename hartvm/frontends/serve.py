@@ -47,7 +47,7 @@ from .. import __version__
 from ..errors import HartvmError, shown
 from ..vmm import registry
 from ..vmm.arguments import check_timeout, command_words
-from ..vmm.client import RemoteVM
+from ..vmm.client import REQUEST_TIMEOUT, RemoteVM
 from ..vmm.results import CommandTimeout, GuestError
 
 BODY_LIMIT = 16 << 20           # bytes of a JSON request (a command's stdin travels in it)
@@ -215,17 +215,25 @@ class _Command(RemoteVM):
         super().__init__(name)
         self.connection = None
         self.killed = False
+        self.lock = threading.Lock()
 
-    def _connect(self, timeout=None):
-        self.connection = super()._connect(timeout)
-        return self.connection
+    def _connect(self, timeout=REQUEST_TIMEOUT):
+        connection = super()._connect(timeout)
+        with self.lock:
+            if self.killed:         # killed before it started
+                connection.close()
+                raise GuestError(f"VM {self.name}: the command was killed")
+            self.connection = connection
+        return connection
 
     def kill(self) -> None:
-        self.killed = True
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except (AttributeError, OSError):
-            pass                    # not connected yet, or finished
+        with self.lock:
+            self.killed = True
+            if self.connection is not None:
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass            # it has ended
 
 
 class _ClientGone(Exception):
@@ -262,7 +270,9 @@ class _Window:
 
 def create_app(token: str) -> FastAPI:
     """The application, every route behind ``token``."""
+    # No /docs pages: they load scripts from a CDN, and a browser cannot send the token.
     app = FastAPI(title="hartvm", version=__version__, responses=ERRORS,
+                  docs_url=None, redoc_url=None,
                   description="Long-running RISC-V VMs: create, run commands (output "
                               "streamed as NDJSON), files, snapshots and forks. Every "
                               "request needs `Authorization: Bearer TOKEN`.")
@@ -380,7 +390,7 @@ def create_app(token: str) -> FastAPI:
                 end = {"exit": 124, "timeout": True}
             except _ClientGone:
                 return
-            except HartvmError as error:
+            except Exception as error:      # noqa: BLE001 - the stream must end
                 end = {"killed": True} if command.killed else \
                     {"error": (str(error).splitlines() or [""])[0]}
             try:
