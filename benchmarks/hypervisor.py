@@ -8,12 +8,17 @@
   snapshot, and restore until the guest has answered ``true``.
 - ``hartvm fork NAME --count 10``: until all ten clones have answered a
   command, and the host memory each idle clone uses alone.
+- ``hartvm serve``: ``true`` POSTed to a running VM until its exit status
+  has come, against ``hartvm exec NAME -- true`` on the same VM (medians).
 
 Uses a private state directory, and stops every VM it started.
 """
 
 import contextlib
+import http.client
+import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -87,6 +92,47 @@ def fork_ten() -> tuple[float, float, list[int]]:
     return forked - started, answered - started, private
 
 
+def api_versus_exec(runs: int = RUNS) -> tuple[float, float]:
+    """(p50 s of ``true`` through ``hartvm serve``, p50 s through ``hartvm exec``),
+    one HTTP connection per command, as a curl would make."""
+    import hartvm
+
+    vm = hartvm.VM.up(name="bench-api", progress=False)
+    token = "bench-token"
+    server = subprocess.Popen([sys.executable, "-m", "hartvm", "serve", "--listen",
+                               "127.0.0.1:0"], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "HARTVM_TOKEN": token})
+    try:
+        port = int(re.search(r":(\d+) ", server.stdout.readline()).group(1))
+
+        def post() -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", port)
+            connection.request("POST", f"/vms/{vm.name}/commands", json.dumps(
+                {"args": ["true"]}), {"Authorization": f"Bearer {token}",
+                                      "Content-Type": "application/json"})
+            last = json.loads(connection.getresponse().read().splitlines()[-1])
+            connection.close()
+            assert last == {"exit": 0}, last
+
+        def exec_() -> None:
+            subprocess.run([sys.executable, "-m", "hartvm", "exec", vm.name, "--", "true"],
+                           check=True, stdin=subprocess.DEVNULL)
+        medians = []
+        for command in (post, exec_):
+            command()                                   # warm
+            times = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                command()
+                times.append(time.perf_counter() - started)
+            medians.append(statistics.median(times))
+    finally:
+        server.terminate()
+        server.wait()
+        vm.stop()
+    return medians[0], medians[1]
+
+
 @contextlib.contextmanager
 def private_state():
     """The run pools and VMs a benchmark starts live in a state directory of its
@@ -110,6 +156,13 @@ def private_state():
 def main(qemu_boot_wall: float | None = None) -> None:
     with private_state():
         _report(qemu_boot_wall)
+        _report_api()
+
+
+def _report_api() -> None:
+    api, exec_ = api_versus_exec()
+    print(f"serve: POST true to a running VM: p50 {api * 1000:.0f} ms; hartvm exec: p50 "
+          f"{exec_ * 1000:.0f} ms; {api / exec_:.2f}x (target <= 2x)")
 
 
 def _report(qemu_boot_wall) -> None:
@@ -147,4 +200,8 @@ def _report(qemu_boot_wall) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["api"]:              # the serve figure alone
+        with private_state():
+            _report_api()
+    else:
+        main()

@@ -281,6 +281,17 @@ def _vm_parsers(commands) -> None:
                     "written outside DST.")
     cp.add_argument("source", metavar="SRC")
     cp.add_argument("destination", metavar="DST")
+    serve = commands.add_parser(
+        "serve", help="an HTTP API over the long-running VMs",
+        description="Serve the VMs of this user over HTTP: create, list, stop, run "
+                    "commands (output streamed), files, snapshots and forks; the "
+                    "OpenAPI description is at /openapi.json. Every request needs "
+                    "'Authorization: Bearer TOKEN': $HARTVM_TOKEN if set, else a new "
+                    "token written to $HARTVM_STATE_DIR/serve-token (mode 0600).")
+    serve.add_argument("--listen", type=_listen, default=("127.0.0.1", 8000),
+                       metavar="HOST:PORT",
+                       help="an IP address and a port (default 127.0.0.1:8000; port 0: "
+                            "any free one, printed)")
 
 
 def _guest_options(parser) -> None:
@@ -355,6 +366,22 @@ def _port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
     return int(text)
+
+
+def _listen(text: str) -> tuple[str, int]:
+    """HOST:PORT with HOST an IP address ([...] for IPv6), PORT 0 to 65535."""
+    import ipaddress
+    host, colon, port = text.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    try:
+        if (":" in host) != bracketed:
+            raise ValueError(host)
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not HOST:PORT with HOST an IP address: {text!r}") from None
+    return host, _port(port)
 
 
 def _seconds(text: str) -> float:
@@ -737,6 +764,16 @@ def _cp(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    host, port = args.listen
+    try:
+        from .serve import serve
+    except ImportError as error:
+        raise HartvmError(f"hartvm serve needs FastAPI and uvicorn ({error}): "
+                          f"pip install 'hartvm[serve]'") from None
+    return serve(host, port)
+
+
 def _stop(args) -> int:
     from ..vmm.client import RemoteVM
     from ..vmm.registry import list_vms
@@ -755,7 +792,7 @@ def _stop(args) -> int:
 
 COMMANDS = {"boot": _boot, "run": _run, "shell": _shell, "fetch": _fetch, "up": _up,
             "exec": _exec, "ps": _ps, "logs": _logs, "snapshot": _snapshot, "restore": _restore,
-            "fork": _fork, "stop": _stop, "cp": _cp, "image": _image}
+            "fork": _fork, "stop": _stop, "cp": _cp, "image": _image, "serve": _serve}
 
 
 def main(argv=None) -> int:

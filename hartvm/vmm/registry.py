@@ -41,6 +41,14 @@ LOG = "log"
 ABANDONED_AFTER = 10   # seconds; claiming a name and spawning its process takes milliseconds
 
 
+class NoSuchVM(HartvmError):
+    """No VM has the name asked for (an HTTP API answers 404)."""
+
+
+class NameTaken(HartvmError):
+    """A VM has the name asked for already (an HTTP API answers 409)."""
+
+
 def state_dir() -> Path:
     return paths.state_home()
 
@@ -95,7 +103,7 @@ def claim(name: str | None, prefix: str = "vm") -> tuple[str, Path]:
             (vms / candidate).mkdir(mode=0o700)
         except FileExistsError:
             if name is not None:
-                raise HartvmError(f"a VM named {name} exists already (hartvm ps; "
+                raise NameTaken(f"a VM named {name} exists already (hartvm ps; "
                                   f"hartvm stop {name})") from None
             continue
         except OSError as error:
@@ -230,7 +238,7 @@ def find(name: str) -> VMInfo:
     if info is None:
         if directory.is_dir():
             return VMInfo(name, "starting", 0, 0, 0, time.time(), directory=directory)
-        raise HartvmError(f"no VM named {name} (hartvm ps lists them)")
+        raise NoSuchVM(f"no VM named {name} (hartvm ps lists them)")
     return info
 
 

@@ -26,6 +26,8 @@ BAD_VALUES = {
     "_disk_size": ["", "abc", "0", "-1G", "3K", "9" * 30],
     "_published": ["", "80", "a:80", "0:80", "70000:80", "8080:80/sctp", "1.2.3:80:80",
                    "[::1]:80", "8080:80:90"],
+    "_listen": ["", "8000", "abc", ":8000", "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536",
+                "127.0.0.1:-1", "localhost:8000", "::1:8000", "[::1]", "1.2.3.4.5:80"],
 }
 BAD_PATHS = ["/dev/zero", "FIFO", "DIRECTORY", "/nonexistent/file", "EMPTY"]
 BAD_NAMES = ["", "../escape", "Upper Case", "x" * 100]
@@ -99,7 +101,7 @@ def files(tmp_path_factory, toolchain):
 def test_the_suite_covers_every_subcommand_with_options():
     commands = {case.values[0][0] for case in CASES}
     assert commands >= {"boot", "run", "shell", "up", "exec", "fork", "snapshot", "stop",
-                        "restore", "cp"}
+                        "restore", "cp", "serve"}
     assert len(CASES) >= 100
 
 
