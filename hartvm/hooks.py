@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from .cpu import layout as L
-from .cpu.checks import CHECK_TRAPS, CHECK_WATCH
+from .cpu.checks import CHECK_WATCH
 from .cpu.compressed import EXPANSION_TABLE
 from .cpu.disasm import CSRS
 from .cpu.mmu import ACCESS_FETCH, ACCESS_LOAD, ACCESS_STORE
@@ -211,9 +211,9 @@ class Hooks:
         for i, hook in enumerate(self.watches):
             table[3 * i:3 * i + 3] = (_signed(hook.start), _signed(hook.end),
                                       sum(1 << kind for kind in hook.kinds))
-        checks = (CHECK_WATCH if self.watches else 0) | (CHECK_TRAPS if self.traps else 0)
+        checks = CHECK_WATCH if self.watches else 0
         for hart in harts:
-            hart.arm(table, checks)
+            hart.arm(table, checks, bool(self.traps))
 
     def watch_hit(self, machine, index: int) -> None:
         """Call the hooks of the watched access hart ``index`` left its loop for (EXIT_WATCH)."""

@@ -34,8 +34,7 @@ from .layout import (
 from .triggers import CHECK_TRIGGERS, trigger_hit, trigger_page
 
 CHECK_WATCH = 1      # the host watches addresses (the WATCHES table)
-CHECK_TRAPS = 2      # the host hooks every trap: take_trap leaves the run loop (EXIT_TRAP)
-HOST_CHECKS = CHECK_WATCH | CHECK_TRAPS
+HOST_CHECKS = CHECK_WATCH
 # The guest's bits: pmp.CHECK_PMP = 4, triggers.CHECK_TRIGGERS = 8, triggers.CHECK_ICOUNT = 16.
 
 

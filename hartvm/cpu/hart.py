@@ -115,11 +115,12 @@ class Hart:
         s = self.state
         s[L.PC] = take_trap(s, cause, _signed(tval), int(s[L.PC]), False) & ~1
 
-    def arm(self, watches: np.ndarray, host_checks: int) -> None:
+    def arm(self, watches: np.ndarray, host_checks: int, trap_exits: bool) -> None:
         """The host's checks (checks.py): the WATCHES table and the HOST_CHECKS bits
-        that are on. The TLB is flushed when they change: it may hold pages that
-        are watched now."""
+        that are on, and whether traps leave the run loop. The TLB is flushed
+        when the checks change: it may hold pages that are watched now."""
         s = self.state
+        s[L.TRAP_EXITS] = trap_exits
         checks = (int(s[L.CHECKS]) & ~HOST_CHECKS) | host_checks
         table = s[L.WATCHES:L.WATCHES + 3 * L.WATCH_ENTRIES]
         if checks != s[L.CHECKS] or not np.array_equal(table, watches):
@@ -265,4 +266,5 @@ class Hart:
         self.state[L.WATCH_PADDR] = -1   # snapshots hold no HTIF machines
         self.state[L.DEBUG_EBREAK] = 0   # nor debuggers
         self.state[L.CHECKS] = 0         # nor hooks (the machine arms its own);
+        self.state[L.TRAP_EXITS] = 0
         guest_checks(self.state)         # PMP and triggers follow the restored CSRs

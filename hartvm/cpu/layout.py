@@ -59,7 +59,8 @@ ICOUNT_MARK = 91     # STEPS when the icount triggers were last brought up to da
 ICOUNT_PRIV = 92     # the privilege the steps since then ran in
 TRIGGERS = 93        # TRIGGER_COUNT triggers of 3 slots: tdata1, tdata2, tdata3
 TRIGGER_COUNT = 2    # as QEMU 7.2 (RV_MAX_TRIGGERS); 93..98
-# 99..127 are free
+TRAP_EXITS = 99      # 1: every trap leaves the run loop (EXIT_TRAP), for Machine.hook_trap
+# 100..127 are free
 
 CSR = 4096
 TLB = CSR + 4096     # software TLB: for fetch, load, store: TLB_ENTRIES tags, then pages

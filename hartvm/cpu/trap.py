@@ -6,11 +6,10 @@ trap return changes the privilege and maybe the address space, so the run
 loop must end its block (and forget its cached code page).
 """
 
-from .checks import CHECK_TRAPS
 from .jit import jit
 
 from .layout import (
-    CHECKS, EXIT_FLAGS, EXIT_PADDR, EXIT_REASON, EXIT_TRAP, EXIT_VADDR, EXIT_VALUE, EXIT_WATCH,
+    TRAP_EXITS, EXIT_FLAGS, EXIT_PADDR, EXIT_REASON, EXIT_TRAP, EXIT_VADDR, EXIT_VALUE, EXIT_WATCH,
     WATCH_HIT, CSR, INTERRUPT_BIT, MCAUSE, MEDELEG, MEPC, MIDELEG, MIE, MIP, MSTATUS,
     MSTATUS_MIE, MSTATUS_MPIE, MSTATUS_MPP, MSTATUS_MPP_SHIFT, MSTATUS_MPRV,
     MSTATUS_SIE, MSTATUS_SPIE, MSTATUS_SPP, MTVAL, MTVEC, PRIV, PRIV_M, PRIV_S,
@@ -56,7 +55,7 @@ def take_trap(h, cause, tval, pc, interrupt):
         h[CSR + MSTATUS] = status & ~MSTATUS_MIE
         h[PRIV] = PRIV_M
         tvec = h[CSR + MTVEC]
-    if h[CHECKS] & CHECK_TRAPS:
+    if h[TRAP_EXITS]:
         # The host hooks traps (Machine.hook_trap): leave the run loop in the handler.
         h[EXIT_REASON] = EXIT_TRAP
         h[EXIT_VALUE] = mcause
