@@ -36,6 +36,7 @@ from .board.virt import MEMORY_MAP, VirtBoard
 from .cpu import layout as L
 from .cpu.csr import mtime
 from .cpu.hart import Hart
+from .cpu.mmu import tlb_flush
 from .cpu.trap import effective_mip
 from .devices.htif import HTIF
 from .hooks import Hook, Hooks
@@ -330,9 +331,8 @@ class Machine:
             self._run_hart(index, hart, round_end, left)
             if int(hart.state[L.CYCLE]) >= round_end:
                 self._round_next = index + 1
-            if self._exit_status is not None or self._reset_requested or \
-                    self.breakpoint_hart is not None or self.hook_stop or \
-                    self._round_next == index or stepped and hart.steps >= stepping[1]:
+            if self._must_stop() or self._round_next == index or \
+                    stepped and hart.steps >= stepping[1]:
                 return True
         self._round_end = None
         return True
@@ -396,11 +396,15 @@ class Machine:
                 break                 # nothing can wake a hart but the host
             steps = hart.steps
             self._round(None, (index, target))
-            if self._exit_status is not None or self._reset_requested or \
-                    self.breakpoint_hart is not None or self.hook_stop:
+            if self._must_stop():
                 break
             idle = idle + 1 if hart.steps == steps else 0
         return self._stepped()
+
+    def _must_stop(self) -> bool:
+        """Has the guest ended or reset, or a debugger's breakpoint or a hook stopped it?"""
+        return self._exit_status is not None or self._reset_requested or \
+            self.breakpoint_hart is not None or self.hook_stop
 
     def _stepped(self) -> int | None:
         self.hook_stop = False
@@ -487,15 +491,15 @@ class Machine:
                 if stop_at is not None:
                     budget = min(budget, stop_at - hart.steps)
                 reason = hart.run(budget)
-            stopped = self._serve(index, hart, reason)
+            self._serve(index, hart, reason)
             if trace is not None and hart.steps != steps:   # (not a hook's stop before it)
                 trace.write(self._trace_line(line, before, state))
-            if stopped or self._exit_status is not None or self._reset_requested:
+            if self._must_stop():
                 return
 
-    def _serve(self, index: int, hart: Hart, reason: int) -> bool:
-        """Do what the hart left its loop for; True if it must stop for the
-        front end (a debugger's breakpoint, a hook's stop)."""
+    def _serve(self, index: int, hart: Hart, reason: int) -> None:
+        """Do what the hart left its loop for (``_must_stop`` then says whether the
+        front end must see it: a debugger's breakpoint, a hook's stop)."""
         state = hart.state
         if reason == L.EXIT_MMIO:
             self._mmio(hart)
@@ -505,17 +509,16 @@ class Machine:
             self.sleeping[index] = True
         elif reason == L.EXIT_EBREAK:
             self.breakpoint_hart = index          # (only while a debugger is attached)
-            return True
         elif reason == L.EXIT_WATCH:
             kind = int(state[L.EXIT_FLAGS])
             self.hooks.watch_hit(self, index)
             if self.hook_stop:
                 self._past_watch[index] = kind    # made when the hart runs again
-                return True
-            return self._serve(index, hart, self._past_watched_access(index, hart, kind))
+            else:
+                self._serve(index, hart, self._past_watched_access(index, hart, kind))
+            return
         if state[L.EXIT_REASON] == L.EXIT_TRAP:   # (also set by a trap the MMIO raised)
             self.hooks.trap_taken(self, index)
-        return self.hook_stop
 
     @staticmethod
     def _past_watched_access(index: int, hart: Hart, kind: int) -> int:
@@ -529,7 +532,7 @@ class Machine:
             return hart.run(1)
         finally:
             kinds[:] = saved
-            hart.state[L.TLB:L.WATCHES] = 0   # (that step may have cached a watched page)
+            tlb_flush(hart.state)              # (that step may have cached a watched page)
 
     @staticmethod
     def _trace_line(line: str, before, state) -> str:

@@ -26,8 +26,8 @@ the machine's, so that it costs nothing while no debugger is attached:
   to a large machine slows it by a few per cent at most. At most
   MAX_CHECKPOINTS are kept, and at most CHECKPOINT_MEMORY bytes of RAM
   copies (older ones are thinned out), so memory stays bounded and a step
-  back re-executes at most the distance between two kept checkpoints. ``reverse_continue`` replays each interval
-  between checkpoints, latest first, to find the last breakpoint or
+  back re-executes at most the distance between two kept checkpoints.
+  ``reverse_continue`` replays each interval between checkpoints, latest first, to find the last breakpoint or
   watchpoint hit before the present. With several harts this holds because
   the machine's rounds do not depend on how execution is cut into runs
   (machine.py), and stepping a hart runs the others as scheduled: a step
@@ -161,22 +161,17 @@ class Debugger:
         return self._memory(hart_index, vaddr, len(data), data) is not None
 
     def _memory(self, hart_index, vaddr, length, data):
-        ram, out, done = self.machine.ram, bytearray(), 0
+        out, done = bytearray(), 0
         while done < length:
             address = vaddr + done
             piece = min(length - done, 0x1000 - (address & 0xFFF))
             paddr = self.translate(hart_index, address)
-            if paddr is None:
+            if paddr is None or data is not None and not self.machine.ram.contains(paddr, piece):
+                return None                       # (the boot ROM is read-only, as the guest sees it)
+            chunk = self._code(paddr, piece, None if data is None else data[done:done + piece])
+            if chunk is None:
                 return None
-            if ram.contains(paddr, piece):
-                if data is None:
-                    out += ram.read(paddr, piece)
-                else:
-                    ram.write(paddr, data[done:done + piece])
-            elif data is None and self._code(paddr, piece) is not None:
-                out += self._code(paddr, piece)   # the boot ROM: read-only, as the guest sees it
-            else:
-                return None
+            out += chunk
             done += piece
         return bytes(out)
 
@@ -275,8 +270,8 @@ class Debugger:
 
     def _step(self, index: int) -> int | None:
         """One instruction of hart ``index`` (``Machine.step``; with several harts,
-        ``Machine.step_in_turn``); the guest's exit status if it ended the guest. While a record is replayed, one instruction of
-        ``Machine.run`` instead: its round delivers the record's input due first,
+        ``Machine.step_in_turn``); the guest's exit status if it ended the guest.
+        While a record is replayed, one instruction of ``Machine.run`` instead: its round delivers the record's input due first,
         and a sleeping hart sleeps only until that input (``Machine.step`` polls
         no input and lets a sleeping hart sleep a whole round, past it)."""
         machine = self.machine
