@@ -54,40 +54,36 @@ def test_traps_program_output(toolchain):
     assert result.returncode == 0
 
 
+def _same_as_qemu(qemu, name: str, *lines: bytes) -> None:
+    """tests/programs/NAME.c passes under QEMU, printing each of ``lines`` (the
+    yardstick shows what it tests), and hartvm prints and exits as QEMU does."""
+    elf = build_c(name)
+    expected_output, expected_status = run_qemu(qemu, elf)
+    assert expected_status == 0
+    for line in lines:
+        assert line in expected_output, expected_output
+    result = run_hartvm(elf)
+    assert (result.stdout, result.returncode) == (expected_output, expected_status)
+
+
 def test_sstc_matches_qemu(toolchain, qemu):
     """Sstc as QEMU 7.2 runs it (QEMU_CPU leaves sstc on): stimecmp from M- and
     S-mode, mcounteren.TM and menvcfg.STCE, STIP from the time, a delegated
     supervisor timer interrupt."""
-    elf = build_c("sstc")
-    expected_output, expected_status = run_qemu(qemu, elf)
-    assert expected_status == 0
-    assert b"S-mode stimecmp with TM=1 STCE=1: 0 illegal\n" in expected_output
-    assert b"S-mode stimecmp with TM=0 STCE=1: 2 illegal\n" in expected_output
-    assert b"S-mode timer interrupt: scause 8000000000000005, on time 1" in expected_output
-    result = run_hartvm(elf)
-    assert (result.stdout, result.returncode) == (expected_output, expected_status)
+    _same_as_qemu(qemu, "sstc", b"S-mode stimecmp with TM=1 STCE=1: 0 illegal\n",
+                  b"S-mode stimecmp with TM=0 STCE=1: 2 illegal\n",
+                  b"S-mode timer interrupt: scause 8000000000000005, on time 1")
 
 
 def test_sv57_matches_qemu(toolchain, qemu):
     """Sv57 as QEMU 7.2 translates it: five-level walks, A/D, a petapage and
     the page faults of non-canonical addresses."""
-    elf = build_c("sv57")
-    expected_output, expected_status = run_qemu(qemu, elf)
-    assert expected_status == 0
-    assert b"satp mode after writing Sv57: a\n" in expected_output
-    assert b"low: 5757" in expected_output and b"petapage: 2560\n" in expected_output
-    result = run_hartvm(elf)
-    assert (result.stdout, result.returncode) == (expected_output, expected_status)
+    _same_as_qemu(qemu, "sv57", b"satp mode after writing Sv57: a\n", b"low: 5757",
+                  b"petapage: 2560\n")
 
 
 def test_pmp_matches_qemu(toolchain, qemu):
     """PMP checks (TOR, NA4, NAPOT, partial matches, S-mode default deny, a locked
     entry) as QEMU 7.2 runs them."""
-    elf = build_c("pmp")
-    expected_output, expected_status = run_qemu(qemu, elf)
-    assert expected_status == 0
-    assert b"no entry, S load: cause 5\n" in expected_output
-    assert b"TOR R, S store: cause 7\n" in expected_output
-    assert b"NA4 RW, S 4-byte store: cause -1\n" in expected_output
-    result = run_hartvm(elf)
-    assert (result.stdout, result.returncode) == (expected_output, expected_status)
+    _same_as_qemu(qemu, "pmp", b"no entry, S load: cause 5\n", b"TOR R, S store: cause 7\n",
+                  b"NA4 RW, S 4-byte store: cause -1\n")

@@ -19,6 +19,13 @@ MCAUSE, MEPC, MTVAL = 25, 26, 27
 # For fetch faults: a handler at label 3 that records the trap and goes on in M-mode
 # (the template's handler would read the instruction at the faulting address).
 M_HANDLER = "    la t0, 3f\n    csrw mtvec, t0\n"
+# Jump to a0; that handler records mcause, mepc and mtval in s9-s11.
+JUMP_TO_A0 = """    jr a0
+    .align 2
+3:  csrr s9, mcause
+    csrr s10, mepc
+    csrr s11, mtval
+"""
 
 
 class PageTables:
@@ -126,12 +133,7 @@ def test_amo_on_read_only_page_is_store_fault(asm_program):
 def test_fetch_page_fault_on_non_executable_page(asm_program):
     machine, _ = run(asm_program, """
     li a0, 0x40001000
-    jr a0
-    .align 2
-3:  csrr s9, mcause
-    csrr s10, mepc
-    csrr s11, mtval
-    """, setup=lambda t: t.map(0x4000_1000, DATA, R | W | A | D), prologue=M_HANDLER)
+""" + JUMP_TO_A0, setup=lambda t: t.map(0x4000_1000, DATA, R | W | A | D), prologue=M_HANDLER)
     hart = machine.harts[0]
     assert hart.x(MCAUSE) == L.CAUSE_FETCH_PAGE
     assert hart.x(MEPC) == 0x40001000 and hart.x(MTVAL) == 0x40001000
@@ -368,12 +370,7 @@ def test_sv57_fetch_from_non_canonical_address_faults(asm_program):
     vaddr = 0x0100_0000_8000_0000
     machine, _ = run(asm_program, f"""
     li a0, {vaddr}
-    jr a0
-    .align 2
-3:  csrr s9, mcause
-    csrr s10, mepc
-    csrr s11, mtval
-    """, levels=5, prologue=M_HANDLER)
+""" + JUMP_TO_A0, levels=5, prologue=M_HANDLER)
     hart = machine.harts[0]
     assert hart.x(MCAUSE) == L.CAUSE_FETCH_PAGE
     assert hart.x(MEPC) == vaddr and hart.x(MTVAL) == vaddr
