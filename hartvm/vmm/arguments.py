@@ -55,13 +55,17 @@ def check_terminal(terminal_fd, output, rows, columns, term, input_filter, windo
                           f"{type(output).__name__}")
     check_callable(input_filter, "input_filter", "takes and returns bytes")
     check_terminal_size(rows, columns)
-    if not TERM.fullmatch(term if isinstance(term, str) else ""):
-        raise HartvmError(f"bad terminal type {quoted(term)}")   # it goes into the shell's TERM
+    check_term(term)
     if window is not None:
         if not callable(getattr(window, "size", None)):
             raise HartvmError(f"window must be a frontends.console.WindowSize, not a "
                               f"{type(window).__name__}")
         check_fd(getattr(window, "fd", None), "window.fd")
+
+
+def check_term(term) -> None:
+    if not TERM.fullmatch(term if isinstance(term, str) else ""):
+        raise HartvmError(f"bad terminal type {quoted(term)}")   # it goes into the shell's TERM
 
 
 def check_terminal_size(rows, columns) -> None:

@@ -18,8 +18,8 @@ import sys
 import time
 
 from ..errors import HartvmError, shown
-from .arguments import (check_command_io, check_terminal, check_timeout, checked_filter,
-                        command_words, path_argument)
+from .arguments import (check_command_io, check_term, check_terminal, check_terminal_size,
+                        check_timeout, checked_filter, command_words, path_argument)
 from ..hostfile import drive_specs
 from .. import exit_status, limits
 from ..code_digest import code_digest
@@ -210,22 +210,37 @@ class RemoteVM(FileTransfer):
         terminal, with the keys of ``terminal_fd`` (through ``input_filter``)
         and the ``window``'s sizes sent on as frames (protocol.py)."""
         check_terminal(terminal_fd, output, rows, columns, term, input_filter, window)
-        check_timeout(timeout)
-        login = args is None
-        args, env, cwd = command_words(list(args or ["sh", "-l"]), env, cwd)
         keys = checked_filter(input_filter) if input_filter else (lambda data: data)
-        request = {"op": "exec", "args": args, "timeout": timeout, "env": env, "cwd": cwd,
-                   "terminal": {"rows": rows, "columns": columns, "term": term,
-                                "login": login}, **self._run_fields()}
-        with self._connect() as sock:
-            sock.settimeout(None)
-            protocol.send_json(sock, protocol.REQUEST, request)
+        with self.terminal(rows, columns, term, args, timeout, env, cwd) as sock:
             reply = _exchange_command_io(
                 sock, None, terminal_fd, {protocol.OUT: output},
                 encode=lambda data: protocol.frame(protocol.KEYS, keys(data)), window=window)
         if reply is None:
             raise GuestError(f"VM {self.name} went away during the terminal session")
         return _result(self.name, reply)["status"]
+
+    def terminal(self, rows: int = 24, columns: int = 80, term: str = "vt100", args=None,
+                 timeout: float | None = None, env=None, cwd=None) -> socket.socket:
+        """A connection to a login shell (or ``args``) on the guest's terminal, as
+        ``shell`` runs it, for a caller that moves the bytes itself (the browser
+        console): send it KEYS and RESIZE frames, read OUT frames until the
+        REPLY (protocol.py). Closing it ends the shell."""
+        check_terminal_size(rows, columns)
+        check_term(term)
+        check_timeout(timeout)
+        login = args is None
+        args, env, cwd = command_words(list(args or ["sh", "-l"]), env, cwd)
+        request = {"op": "exec", "args": args, "timeout": timeout, "env": env, "cwd": cwd,
+                   "terminal": {"rows": rows, "columns": columns, "term": term,
+                                "login": login}, **self._run_fields()}
+        sock = self._connect()
+        try:
+            sock.settimeout(None)
+            protocol.send_json(sock, protocol.REQUEST, request)
+        except OSError as error:
+            sock.close()
+            raise GuestError(f"VM {self.name} went away: {error}") from None
+        return sock
 
     # --- a with block ------------------------------------------------------------------
     # A handle holds no connection (each request opens its own), so the only thing
