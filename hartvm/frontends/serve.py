@@ -19,6 +19,16 @@ before a byte of the body is read or anything is done; bodies bounded
 (``BODY_LIMIT``, ``UPLOAD_LIMIT`` for files); loopback by default. The
 token grants what the user's account can do (a VM may share any of the
 user's directories), so it is kept in a file only the user can read.
+
+A browser cannot send that header with a page load or a WebSocket, so the
+browser console (web_console.py) is let in as Jupyter lets its pages in:
+``/console?token=TOKEN`` is exchanged once for an HttpOnly, SameSite=Strict
+cookie (an HMAC of the token, compared in constant time like the header),
+and a request that comes with the cookie alone must come from the
+server's own origin when it can change anything (a WebSocket, a method
+other than GET): another site's page cannot drive the VMs through the
+user's browser, not even through a WebSocket, which SameSite does not
+cover everywhere.
 """
 
 import asyncio
@@ -30,6 +40,7 @@ import json
 import os
 import secrets
 import shutil
+import urllib.parse
 import socket
 import sys
 import threading
@@ -49,6 +60,7 @@ from ..vmm import registry
 from ..vmm.arguments import check_timeout, command_words
 from ..vmm.client import REQUEST_TIMEOUT, RemoteVM
 from ..vmm.results import CommandTimeout, GuestError
+from . import web_console
 
 BODY_LIMIT = 16 << 20           # bytes of a JSON request (a command's stdin travels in it)
 UPLOAD_LIMIT = 256 << 20        # bytes of an uploaded file; a download is bounded alike
@@ -57,6 +69,9 @@ COMMANDS_PER_VM = 16            # commands running or waiting in one VM, at most
 BLOCKING_THREADS = 256          # VM requests (start, stop, snapshot...) in flight, at most
 TOKEN_FILE = "serve-token"      # in the state directory, mode 0600
 SNAPSHOTS = "snapshots"         # the state directory's folder of named snapshots
+COOKIE = "hartvm-console"       # the browser console's cookie
+NO_TOKEN = "no valid bearer token (Authorization: Bearer $HARTVM_TOKEN; in a browser, " \
+           "open the console URL that hartvm serve printed)"
 
 
 class VMCreate(BaseModel):
@@ -145,25 +160,37 @@ def load_token() -> tuple[str, str | None]:
     return token, str(path)
 
 
+def console_cookie(token: str) -> str:
+    """The browser console's cookie for ``token``: proof of it, not the token itself."""
+    return hmac.new(token.encode(), b"hartvm console cookie", "sha256").hexdigest()
+
+
 class _Guard:
-    """ASGI middleware: the bearer token, then the body read whole within its
-    bound, before the application sees the request."""
+    """ASGI middleware: the bearer token (or the console's cookie), then the
+    body read whole within its bound, before the application sees the request."""
 
     def __init__(self, app, token: str):
         self.app = app
         self.expected = f"Bearer {token}".encode()
+        self.token = token.encode()
+        self.cookie = console_cookie(token).encode()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
-        given = dict(scope["headers"]).get(b"authorization", b"")
-        if not hmac.compare_digest(given, self.expected):
-            if scope["type"] == "websocket":
-                return await send({"type": "websocket.close", "code": 1008})
-            return await _send_error(send, 401, "no valid bearer token (Authorization: "
-                                                "Bearer $HARTVM_TOKEN)",
-                                     [(b"www-authenticate", b"Bearer")])
-        if scope["type"] == "websocket":
+        headers = dict(scope["headers"])
+        websocket = scope["type"] == "websocket"
+        if hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
+            pass
+        elif hmac.compare_digest(_cookie(headers.get(b"cookie", b"")), self.cookie):
+            if (websocket or scope["method"] not in ("GET", "HEAD")) and \
+                    not _same_origin(headers):
+                return await _deny(scope, send, 403, "a request from another site's page")
+        elif not websocket and scope["path"] == "/console":
+            return await self._exchange(scope, send)
+        else:
+            return await _deny(scope, send, 401, NO_TOKEN, [(b"www-authenticate", b"Bearer")])
+        if websocket:
             return await self.app(scope, receive, send)
         limit = UPLOAD_LIMIT if scope["method"] == "PUT" else BODY_LIMIT
         too_large = f"request body over {limit} bytes"
@@ -189,12 +216,53 @@ class _Guard:
         await self.app(scope, replay, send)
 
 
-async def _send_error(send, status: int, message: str, headers=()) -> None:
+    async def _exchange(self, scope, send) -> None:
+        """``/console?token=TOKEN``: the cookie, and the page again without the
+        token in its address (nor in the browser's history)."""
+        query = urllib.parse.parse_qs(scope["query_string"].decode("latin-1"))
+        given = query.get("token", [""])[0].encode("utf-8", "replace")
+        if not hmac.compare_digest(given, self.token):
+            return await _send_error(send, 401, NO_TOKEN, [(b"www-authenticate", b"Bearer")])
+        cookie = f"{COOKIE}={self.cookie.decode()}; HttpOnly; SameSite=Strict; Path=/"
+        await send({"type": "http.response.start", "status": 303,
+                    "headers": [(b"location", b"/console"), (b"set-cookie", cookie.encode()),
+                                (b"cache-control", b"no-store"),
+                                (b"referrer-policy", b"no-referrer"),
+                                (b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _cookie(header: bytes) -> bytes:
+    """The console's cookie in a Cookie header (empty if it has none)."""
+    for part in header.split(b";"):
+        name, _, value = part.strip().partition(b"=")
+        if name == COOKIE.encode():
+            return value
+    return b""
+
+
+def _same_origin(headers: dict) -> bool:
+    """Does the request come from a page of this server (Origin is its Host)?
+    Browsers send Origin with WebSockets and with every method but GET."""
+    host = headers.get(b"host")
+    return host is not None and headers.get(b"origin") == b"http://" + host
+
+
+async def _deny(scope, send, status: int, message: str, headers=()) -> None:
+    """Refuse a request, a WebSocket's too, with a JSON error (nothing done)."""
+    if scope["type"] == "http":
+        return await _send_error(send, status, message, headers)
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        return await send({"type": "websocket.close", "code": 1008})
+    await _send_error(send, status, message, headers, prefix="websocket.")
+
+
+async def _send_error(send, status: int, message: str, headers=(), prefix="") -> None:
     body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
+    await send({"type": prefix + "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()), *headers]})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": prefix + "http.response.body", "body": body})
 
 
 def _error_response(error: HartvmError) -> JSONResponse:
@@ -270,7 +338,7 @@ class _Window:
 
 def create_app(token: str) -> FastAPI:
     """The application, every route behind ``token``."""
-    # No /docs pages: they load scripts from a CDN, and a browser cannot send the token.
+    # No /docs pages: they load scripts from a CDN (the console serves its own).
     app = FastAPI(title="hartvm", version=__version__, responses=ERRORS,
                   docs_url=None, redoc_url=None,
                   description="Long-running RISC-V VMs: create, run commands (output "
@@ -485,6 +553,7 @@ def create_app(token: str) -> FastAPI:
         clones = await blocking(RemoteVM(name).fork, body.count)
         return [vm_out(await blocking(registry.find, clone.name)) for clone in clones]
 
+    web_console.add_routes(app, blocking)
     return app
 
 
@@ -507,8 +576,11 @@ def serve(host: str, port: int) -> int:
     bound = listener.getsockname()[1]
     shown_host = f"[{host}]" if family == socket.AF_INET6 else host
     where = "$HARTVM_TOKEN" if token_file is None else token_file
-    print(f"hartvm serve: http://{shown_host}:{bound} (bearer token in {where})", flush=True)
-    config = uvicorn.Config(guarded_app(token), log_level="warning", lifespan="off")
+    print(f"hartvm serve: http://{shown_host}:{bound} (bearer token in {where})")
+    print(f"hartvm console: http://{shown_host}:{bound}/console?token="
+          f"{urllib.parse.quote(token, safe='')}", flush=True)
+    config = uvicorn.Config(guarded_app(token), log_level="warning", lifespan="off",
+                            ws_max_size=web_console.MESSAGE_LIMIT)
     uvicorn.Server(config).run(sockets=[listener])
     return 0
 
