@@ -10,8 +10,10 @@ QEMU := qemu-system-riscv64=qemu-system-misc
 IMAGE_TOOLS := mmdebstrap=mmdebstrap fakeroot=fakeroot mke2fs=e2fsprogs
 NETWORK := passt=passt
 DEBUGGER := gdb-multiarch=gdb-multiarch
+BROWSER := chromium=chromium chromedriver=chromium-driver
+CONSOLE := hartvm/frontends/console_web
 
-.PHONY: run demo test bench toolchain qemu images network debugger clean
+.PHONY: run demo test bench toolchain qemu images network debugger console browser clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,10 +45,21 @@ network:
 debugger:
 	@$(NEED) $(DEBUGGER)
 
-test: $(VENV)/.installed toolchain qemu images network debugger
+# The browser console's xterm.js, from the npm registry as package-lock.json pins it.
+console: $(CONSOLE)/node_modules/.package-lock.json
+
+$(CONSOLE)/node_modules/.package-lock.json: $(CONSOLE)/package.json $(CONSOLE)/package-lock.json
+	@$(NEED) npm=npm
+	cd $(CONSOLE) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+browser:
+	@$(NEED) $(BROWSER)
+
+test: $(VENV)/.installed toolchain qemu images network debugger console browser
 	$(BIN)/python -m pytest -q
 
-bench: $(VENV)/.installed toolchain qemu network
+bench: $(VENV)/.installed toolchain qemu network console browser
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/run.py
 
