@@ -42,7 +42,7 @@ async function api(method, path, body) {
   return answer;
 }
 
-// Runs an action of a button, its outcome in the status line.
+// Runs an action of a button, its outcome in the status line (what it returns, or done).
 async function act(what, action) {
   setStatus(what + "…");
   try {
@@ -79,17 +79,17 @@ term.attachCustomKeyEventHandler((event) => {
   return event.code !== "KeyV";
 });
 
-function detach() {
+function detach(say = true) {
   if (socket) {
     socket.onclose = null;
     socket.close();
     socket = null;
-    term.write("\r\n\x1b[2m[detached]\x1b[0m\r\n");
+    if (say) term.write("\r\n\x1b[2m[detached]\x1b[0m\r\n");
   }
 }
 
 function attach(name) {
-  detach();
+  detach(false);
   attached = name;
   term.reset();
   document.getElementById("title").textContent = `${name}: connecting… (a VM runs one ` +
@@ -159,14 +159,18 @@ function row(vm) {
     button("snapshot", () => {
       const snapshot = prompt(`snapshot ${vm.name} as`, `${vm.name}-snap`);
       if (snapshot) {
-        between(vm.name, `snapshot ${vm.name}`, () =>
-          api("POST", `/vms/${encodeURIComponent(vm.name)}/snapshots`, { name: snapshot }));
+        between(vm.name, `snapshot ${vm.name}`, async () => {
+          await api("POST", `/vms/${encodeURIComponent(vm.name)}/snapshots`, { name: snapshot });
+          return `snapshot ${vm.name}: saved as ${snapshot} (start a VM from it above)`;
+        });
       }
     }),
     button("stop", () => {
       if (!confirm(`stop ${vm.name}?`)) return;
       if (attached === vm.name) detach();
-      act(`stop ${vm.name}`, () => api("DELETE", `/vms/${encodeURIComponent(vm.name)}`));
+      act(`stop ${vm.name}`, async () => {
+      await api("DELETE", `/vms/${encodeURIComponent(vm.name)}`);
+    });
     }));
   tr.appendChild(actions);
   return tr;
@@ -210,24 +214,31 @@ setInterval(refresh, REFRESH_MS);
 async function echoLatencies(count = 30) {
   const times = [];
   for (let i = 0; i < count; i++) {
-    const ws = socket;
-    const echoed = new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error("no echo in 10 s")), 10000);
-      const listener = (event) => {
-        if (typeof event.data !== "string" && new Uint8Array(event.data).includes(120)) {
-          clearTimeout(timer);
-          ws.removeEventListener("message", listener);
-          resolve(performance.now());
-        }
-      };
-      ws.addEventListener("message", listener);
-    });
+    const echoed = nextOutput((data) => data.includes(120));     // an x
     const started = performance.now();
     term.input("x", true);
     times.push((await echoed) - started);
   }
-  term.input("\x7f".repeat(count), true);
+  const erased = nextOutput(() => true);
+  term.input("\x15", true);              // Ctrl+U: the line is the prompt again
+  await erased;
   return times;
+}
+
+// When output that ``test(bytes)`` accepts next arrives (performance.now()).
+function nextOutput(test) {
+  const ws = socket;
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no echo in 10 s")), 10000);
+    const listener = (event) => {
+      if (typeof event.data !== "string" && test(new Uint8Array(event.data))) {
+        clearTimeout(timer);
+        ws.removeEventListener("message", listener);
+        resolve(performance.now());
+      }
+    };
+    ws.addEventListener("message", listener);
+  });
 }
 
 window.hartvm = { term, fit, attach, detach, echoLatencies,
