@@ -10,6 +10,9 @@
   command, and the host memory each idle clone uses alone.
 - ``hartvm serve``: ``true`` POSTed to a running VM until its exit status
   has come, against ``hartvm exec NAME -- true`` on the same VM (medians).
+- The browser console of ``hartvm serve``: keystroke to echo in the page,
+  timed by the page's script in Debian's headless Chromium (the console's
+  test helpers, tests/frontends/browser.py).
 
 Uses a private state directory, and stops every VM it started.
 """
@@ -26,7 +29,9 @@ import tempfile
 import threading
 import time
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = 21
+KEYSTROKES = 30
 SIZES = (128 << 20, 256 << 20, 1 << 30)   # Debian's kernel does not boot in 64 MiB
 
 
@@ -133,6 +138,35 @@ def api_versus_exec(runs: int = RUNS) -> tuple[float, float]:
     return medians[0], medians[1]
 
 
+def console_echo(count: int = KEYSTROKES) -> tuple[float, float]:
+    """(p50, p90) ms from a key typed in the browser console (``hartvm serve``)
+    to its echo arriving in the page, over ``count`` keys at a shell prompt."""
+    import hartvm
+    sys.path.insert(0, os.path.join(ROOT, "tests", "frontends"))
+    import browser
+
+    vm = hartvm.VM.up(name="bench-console", progress=False)
+    token = "bench-token"
+    server = subprocess.Popen([sys.executable, "-m", "hartvm", "serve", "--listen",
+                               "127.0.0.1:0"], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "HARTVM_TOKEN": token})
+    try:
+        port = int(re.search(r":(\d+) ", server.stdout.readline()).group(1))
+        with tempfile.TemporaryDirectory() as profile:
+            driver = browser.chromium(profile)
+            try:
+                browser.open_console(driver, port, token)
+                browser.attach(driver, vm.name)
+                browser.echo_latencies(driver, 5)            # warm
+                return browser.echo_latencies(driver, count)
+            finally:
+                driver.quit()
+    finally:
+        server.terminate()
+        server.wait()
+        vm.stop()
+
+
 @contextlib.contextmanager
 def private_state():
     """The run pools and VMs a benchmark starts live in a state directory of its
@@ -157,12 +191,19 @@ def main(qemu_boot_wall: float | None = None) -> None:
     with private_state():
         _report(qemu_boot_wall)
         _report_api()
+        _report_console()
 
 
 def _report_api() -> None:
     api, exec_ = api_versus_exec()
     print(f"serve: POST true to a running VM: p50 {api * 1000:.0f} ms; hartvm exec: p50 "
           f"{exec_ * 1000:.0f} ms; {api / exec_:.2f}x (target <= 2x)")
+
+
+def _report_console() -> None:
+    p50, p90 = console_echo()
+    print(f"console: keystroke to echo in the page (headless Chromium): p50 {p50:.1f} ms, "
+          f"p90 {p90:.1f} ms ({KEYSTROKES} keys; target p50 <= 100 ms)")
 
 
 def _report(qemu_boot_wall) -> None:
@@ -203,5 +244,8 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["api"]:              # the serve figure alone
         with private_state():
             _report_api()
+    elif sys.argv[1:] == ["console"]:        # the browser console's figure alone
+        with private_state():
+            _report_console()
     else:
         main()
