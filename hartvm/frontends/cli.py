@@ -282,12 +282,14 @@ def _vm_parsers(commands) -> None:
     cp.add_argument("source", metavar="SRC")
     cp.add_argument("destination", metavar="DST")
     serve = commands.add_parser(
-        "serve", help="an HTTP API over the long-running VMs",
+        "serve", help="an HTTP API and a browser console over the long-running VMs",
         description="Serve the VMs of this user over HTTP: create, list, stop, run "
                     "commands (output streamed), files, snapshots and forks; the "
                     "OpenAPI description is at /openapi.json. Every request needs "
                     "'Authorization: Bearer TOKEN': $HARTVM_TOKEN if set, else a new "
-                    "token written to $HARTVM_STATE_DIR/serve-token (mode 0600).")
+                    "token written to $HARTVM_STATE_DIR/serve-token (mode 0600). A "
+                    "browser console (a terminal on a VM's shell, its log, buttons) is "
+                    "at /console: open the URL printed at start, which carries the token.")
     serve.add_argument("--listen", type=_listen, default=("127.0.0.1", 8000),
                        metavar="HOST:PORT",
                        help="an IP address and a port (default 127.0.0.1:8000; port 0: "
