@@ -180,14 +180,14 @@ class _Guard:
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         websocket = scope["type"] == "websocket"
+        if not websocket and scope["path"] == "/console" and scope["query_string"]:
+            return await self._exchange(scope, send)    # (even with a cookie already)
         if hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
             pass
         elif hmac.compare_digest(_cookie(headers.get(b"cookie", b"")), self.cookie):
             if (websocket or scope["method"] not in ("GET", "HEAD")) and \
                     not _same_origin(headers):
                 return await _deny(scope, send, 403, "a request from another site's page")
-        elif not websocket and scope["path"] == "/console":
-            return await self._exchange(scope, send)
         else:
             return await _deny(scope, send, 401, NO_TOKEN, [(b"www-authenticate", b"Bearer")])
         if websocket:

@@ -196,7 +196,8 @@ def test_console_buttons(server, browser, artifacts):
     def status():
         return browser.find_element("id", "status").text
 
-    open_console(browser, server.port, TOKEN)
+    open_console(browser, server.port, TOKEN)           # with the cookie already
+    assert browser.current_url == f"http://127.0.0.1:{server.port}/console"
     attach(browser, "box")
     click(browser, "box", "fork")
     wait_for(lambda: status() == "forked box: box-1", 120, "the fork")
