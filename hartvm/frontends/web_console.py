@@ -94,19 +94,21 @@ def add_routes(app: FastAPI, blocking) -> None:
         await websocket.accept()
         if len(terminals) >= TERMINALS:
             return await _end(websocket, {"error": f"{TERMINALS} terminals are open already"})
+        terminals.add(websocket)            # (counted while it connects too)
         try:
-            size = protocol.terminal_size(_number(rows), _number(columns))
-            sock = await blocking(RemoteVM(name).terminal, *size, TERM)
-        except (HartvmError, protocol.ProtocolError) as error:
-            return await _end(websocket, {"error": _first_line(str(error))})
-        terminals.add(websocket)
-        try:
-            sock.setblocking(False)
-            reader, writer = await asyncio.open_unix_connection(sock=sock)
-            await _bridge(websocket, reader, writer)
+            try:
+                size = protocol.terminal_size(_number(rows), _number(columns))
+                sock = await blocking(RemoteVM(name).terminal, *size, TERM)
+            except (HartvmError, protocol.ProtocolError) as error:
+                return await _end(websocket, {"error": _first_line(str(error))})
+            try:
+                sock.setblocking(False)
+                reader, writer = await asyncio.open_unix_connection(sock=sock)
+                await _bridge(websocket, reader, writer)
+            finally:
+                sock.close()            # the VM kills the shell of a client gone
         finally:
             terminals.discard(websocket)
-            sock.close()                # the VM kills the shell of a client gone
 
 
 async def _bridge(websocket: WebSocket, reader, writer) -> None:
