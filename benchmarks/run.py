@@ -205,6 +205,10 @@ def main():
     integer = [mips for name, mips in zip(elfs, all_mips) if name not in FLOATING_POINT]
     geomean = math.exp(sum(math.log(m) for m in integer) / len(integer))
     print(f"integer workloads, geometric mean: {geomean:.1f} MIPS (target >= 100)")
+    for name, mips in zip(elfs, all_mips):
+        if name in FLOATING_POINT:
+            print(f"floating point: {name} {mips:.1f} MIPS, {geomean / mips:.1f}x slower than the "
+                  f"integer mean per instruction (target <= 2x)")
     print("hartvm s / QEMU s: whole processes; loop s: hartvm's run loop alone, the figure "
           "to compare with Unicorn s (its engine alone)")
     wall, qemu_wall, instructions, loop_seconds = linux_boot(args.repeat)

@@ -3,15 +3,17 @@
 ISA spec chapters 11 (F) and 12 (D). Registers hold raw 64-bit patterns;
 a single is NaN-boxed (upper 32 bits all ones) and an improperly boxed
 single reads as the canonical NaN (11.2). The arithmetic is in
-``softfloat``. With ``mstatus.FS`` Off every FP instruction is illegal;
-any write of an FP register or of the flags makes FS Dirty (privileged
-spec 3.1.6.6).
+``softfloat``, but for what ``hostfloat`` does exactly on the host's FPU
+(round to nearest even, normal numbers). With ``mstatus.FS`` Off every FP
+instruction is illegal; any write of an FP register or of the flags makes
+FS Dirty (privileged spec 3.1.6.6).
 """
 
 from .alu import illegal, sext32
 from .jit import jit
 from .layout import CSR, FCSR, FREG, MSTATUS, MSTATUS_FS, MSTATUS_SD
 from .loadstore import fp_mmio_exit, load_value, store_value
+from . import hostfloat as hf
 from . import softfloat as sf
 
 BOX = -(1 << 32)                    # upper 32 bits of a NaN-boxed single
@@ -111,7 +113,9 @@ def fused(h, insn, pc, ilen):
     kind = (insn >> 2) & 3          # 0 fmadd, 1 fmsub, 2 fnmsub, 3 fnmadd
     negate_product = kind >= 2
     negate_addend = kind == 1 or kind == 3
-    bits, flags = sf.fma(a, b, c, rm, E, M, negate_product, negate_addend)
+    bits, flags, done = hf.fused(a, b, c, rm, double, negate_product, negate_addend)
+    if not done:
+        bits, flags = sf.fma(a, b, c, rm, E, M, negate_product, negate_addend)
     write_result(h, (insn >> 7) & 31, bits, double)
     raise_flags(h, flags)
     return pc + ilen
@@ -163,7 +167,10 @@ def op_fp(h, insn, pc, ilen):
         rm = rounding_mode(h, insn)
         if rm < 0 or (funct5 == 0x0B and rs2 != 0):
             return illegal(h, insn, pc, ilen)
-        bits, flags = _arithmetic(funct5 if funct5 != 0x0B else 4, a, b, rm, E, M)
+        operation = funct5 if funct5 != 0x0B else 4
+        bits, flags, done = hf.arithmetic(operation, a, b, rm, double)
+        if not done:
+            bits, flags = _arithmetic(operation, a, b, rm, E, M)
         write_result(h, rd, bits, double)
         raise_flags(h, flags)
     elif funct5 == 0x04 and funct3 <= 2:       # fsgnj, fsgnjn, fsgnjx
