@@ -123,7 +123,8 @@ release_background() {
     # A killed command's processes are dying: they stay where they are, and
     # the command ends when they are gone (until then they hold its ports, and
     # the next command could not open stdin: a port has one opener at a time).
-    if read -r killed </run/hartvm-killed 2>/dev/null && [ "$killed" = "$number" ]; then
+    # (2>/dev/null first: a redirection that fails reports before those after it apply)
+    if read -r killed 2>/dev/null </run/hartvm-killed && [ "$killed" = "$number" ]; then
         rounds=0
         while read -r populated < $cgroup/cgroup.events && [ "$populated" != "populated 0" ] &&
                 [ $rounds -lt 1000 ]; do
