@@ -18,7 +18,7 @@ LAYERS = [
     {"machine", "hooks"},
     {"guest"},
     {"vmm"},
-    {"frontends", "__main__"},
+    {"frontends", "__main__", "fleet"},     # fleet: the public name of frontends/fleet.py
 ]
 
 
