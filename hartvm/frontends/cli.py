@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     _image_parsers(commands)
     _vm_parsers(commands)
+    _fleet_parsers(commands)
     return parser
 
 
@@ -776,6 +777,76 @@ def _serve(args) -> int:
     return serve(host, port)
 
 
+def _fleet_parsers(commands) -> None:
+    """hartvm fleet run: many commands across a Ray cluster (frontends/fleet.py)."""
+    fleet = commands.add_parser(
+        "fleet", help="run many commands across the machines of a Ray cluster",
+        description="Run commands in fresh VMs on every node of a Ray cluster whose "
+                    "nodes have hartvm installed (pip install 'hartvm[fleet]').")
+    actions = fleet.add_subparsers(dest="action", metavar="ACTION", required=True)
+    run = actions.add_parser(
+        "run", help="run each line of stdin as a shell command",
+        usage="hartvm fleet run [--address ADDR] [options] < COMMANDS",
+        description="Run each non-blank line of stdin as a shell command (sh -c) in a "
+                    "fresh VM of the run pool of one of the cluster's nodes, and print "
+                    "each one's stdout and stderr in the order of the lines, as they "
+                    "come. A node that dies hands its commands to the others. A "
+                    "progress line is shown on stderr when it is a terminal.",
+        epilog=f"Exit status, as GNU parallel's: the number of commands that failed "
+               f"(a status other than 0), 101 for more than 100; "
+               f"{exit_status.GUEST_FAILED} when the fleet fails (no Ray, an unreachable "
+               f"cluster, every node dead); {exit_status.BAD_INPUT} for a bad option.")
+    run.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), metavar="ADDR",
+                     help="the cluster: the head's HOST:PORT as 'ray start --head' printed "
+                          "it, or 'auto' for the cluster this machine belongs to (default "
+                          "$RAY_ADDRESS)")
+    run.add_argument("--image", type=_image_name, default="busybox", metavar="NAME",
+                     help="the guest image on every node (default busybox)")
+    run.add_argument("--memory", "-m", type=_memory, default=DEFAULT_GUEST_MEMORY,
+                     metavar="SIZE", help="guest RAM of each VM (default 256M)")
+    run.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                     help=f"kill a command after this many seconds (its status "
+                          f"{exit_status.TIMEOUT})")
+    run.add_argument("--volume", "-v", type=str, action="append", default=[],
+                     metavar="HOST_DIR:GUEST_DIR[:ro]",
+                     help="share a host directory, which every node must have (a shared "
+                          "filesystem), with every VM (repeatable)")
+
+
+def _fleet(args) -> int:
+    from ..guest.progress import ProgressLine
+    from .fleet import Fleet
+    if not args.address:
+        raise HartvmError("give the cluster's address: --address HOST:PORT (or set RAY_ADDRESS)")
+    try:
+        lines = sys.stdin.buffer.read().decode().splitlines()
+    except UnicodeDecodeError as error:
+        raise HartvmError(f"stdin is not UTF-8 text: {error}") from None
+    commands = [line for line in lines if line.strip()]
+    if not commands:
+        return 0
+    line = ProgressLine(f"fleet: {len(commands)} commands", 0)
+    finished = []
+
+    def progress(result) -> None:
+        finished.append(result.index)
+        line.update(100 * len(finished) / len(commands))
+
+    failures = 0
+    with Fleet(args.address) as fleet:
+        for result in fleet.imap(commands, image=args.image, memory=args.memory,
+                                 volumes=args.volume, timeout=args.timeout,
+                                 progress=progress):
+            line.finish(ok=False)        # out of the way of the command's output
+            for stream, data in ((sys.stdout, result.stdout), (sys.stderr, result.stderr)):
+                stream.buffer.write(data)
+                stream.flush()
+            failures += result.returncode != 0
+            line.update(100 * len(finished) / len(commands))
+    line.finish(ok=False)
+    return min(failures, 101)
+
+
 def _stop(args) -> int:
     from ..vmm.client import RemoteVM
     from ..vmm.registry import list_vms
@@ -794,7 +865,8 @@ def _stop(args) -> int:
 
 COMMANDS = {"boot": _boot, "run": _run, "shell": _shell, "fetch": _fetch, "up": _up,
             "exec": _exec, "ps": _ps, "logs": _logs, "snapshot": _snapshot, "restore": _restore,
-            "fork": _fork, "stop": _stop, "cp": _cp, "image": _image, "serve": _serve}
+            "fork": _fork, "stop": _stop, "cp": _cp, "image": _image, "serve": _serve,
+            "fleet": _fleet}
 
 
 def main(argv=None) -> int:
@@ -809,7 +881,7 @@ def main(argv=None) -> int:
         args.argv = args.argv + command
     if args.command in ("boot", "fetch"):
         failed = exit_status.BAD_INPUT
-    elif args.command in ("run", "shell", "exec"):
+    elif args.command in ("run", "shell", "exec", "fleet"):
         failed = exit_status.GUEST_FAILED
     else:
         failed = exit_status.FAILED
