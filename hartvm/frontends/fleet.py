@@ -19,9 +19,12 @@ Who does what:
 - The VMs are hartvm's own processes, not forks of a Ray worker: the actor
   is a client of its run pool, which ``RemoteVM.up`` starts with
   ``subprocess.Popen(start_new_session=True)``, stdin from /dev/null, output
-  to the pool's log and ``cwd="/"``. Ray killing the actor (``Fleet.close``,
-  the driver's end) leaves the pool to its own idle timeout (ten minutes);
-  ``Fleet.close`` asks every actor to stop its pools first.
+  to the pool's log and ``cwd="/"``: no Ray worker's terminal, signals or
+  descriptors. It is still the worker's child, and Ray ends a worker's
+  children with it (its ``kill_child_processes_on_worker_exit``), so an
+  actor killed any way (the driver's end) takes its pools along instead of
+  leaving them to their ten idle minutes; ``Fleet.close`` stops them
+  cleanly first.
 - Each actor has a state directory of its own
   (``$HARTVM_STATE_DIR/fleet/<node>-XXXX``, set in its process before any
   pool starts), so two actors on one host never share a run pool's name in
@@ -38,11 +41,12 @@ Who does what:
 Images reach the nodes through each node's own hartvm cache, not Ray's
 object store: ``busybox`` (the default) is fetched through apt and built on a
 node's first use, ``debian`` built there on first use, as ``hartvm run
---image`` does; an image of one's own must be built on every node (``hartvm
-image build`` there), or ``$XDG_CACHE_HOME`` put on a shared path. Images
-are hundreds of megabytes that every node can make itself from Debian's
-signed packages, and the booted snapshot behind a run pool is keyed to its
-node's own files and hartvm's code, so each node boots its own once anyway.
+--image`` does; an image of one's own must be built on every node (the
+same ``hartvm image build`` on each). Images are hundreds of megabytes that
+every node can make itself from Debian's signed packages, and the booted
+snapshot behind a run pool is keyed to its node's own files and hartvm's
+code, so each node boots its own once anyway; sending them through the
+object store would cost more than it saves.
 Volumes are host paths on the nodes: the same directory must exist on every
 node (a shared filesystem); each actor checks before the first command.
 
