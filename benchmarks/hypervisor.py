@@ -13,6 +13,9 @@
 - The browser console of ``hartvm serve``: keystroke to echo in the page,
   timed by the page's script in Debian's headless Chromium (the console's
   test helpers, tests/frontends/browser.py).
+- ``hartvm.fleet``: 200 ``true`` through a Ray cluster of two nodes started
+  on this machine (one CPU each), in commands per second, against the same
+  200 as ``hartvm run -- true`` one after another, as a shell loop runs them.
 
 Uses a private state directory, and stops every VM it started.
 """
@@ -22,6 +25,9 @@ import http.client
 import json
 import os
 import re
+import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +38,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = 21
 KEYSTROKES = 30
+FLEET_COMMANDS = 200
 SIZES = (128 << 20, 256 << 20, 1 << 30)   # Debian's kernel does not boot in 64 MiB
 
 
@@ -168,6 +175,56 @@ def console_echo(count: int = KEYSTROKES) -> tuple[float, float]:
 
 
 @contextlib.contextmanager
+def local_ray_cluster(nodes: int = 2):
+    """The address of a Ray cluster of ``nodes`` nodes on this machine, one CPU
+    each, torn down at the end (every process that inherited its marker)."""
+    directory = tempfile.mkdtemp(prefix="hvb-", dir="/tmp")   # Ray's socket paths are short
+    marker = f"HARTVM_BENCH_CLUSTER={directory}"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": ROOT, "HARTVM_BENCH_CLUSTER": directory}
+    try:
+        for node in range(nodes):
+            where = ["--head", "--port", str(port), "--include-dashboard", "false"] \
+                if node == 0 else ["--address", f"127.0.0.1:{port}"]
+            subprocess.run([os.path.join(os.path.dirname(sys.executable), "ray"), "start",
+                            *where, "--temp-dir", os.path.join(directory, str(node)),
+                            "--num-cpus", "1", "--disable-usage-stats",
+                            "--object-store-memory", "200000000"],
+                           check=True, capture_output=True, env=env)
+        yield f"127.0.0.1:{port}"
+    finally:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as environ:
+                    if marker.encode() in environ.read().split(b"\0"):
+                        os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def fleet_versus_loop(count: int = FLEET_COMMANDS) -> tuple[float, float]:
+    """(commands/s of ``count`` ``true`` through a two-node fleet, commands/s of
+    ``count`` ``hartvm run -- true`` one after another)."""
+    from hartvm import fleet
+
+    with local_ray_cluster() as address, fleet.Fleet(address) as pool:
+        pool.map(["true"] * 4)                      # the actors and their pools started
+        started = time.perf_counter()
+        results = pool.map(["true"] * count)
+        fleet_rate = count / (time.perf_counter() - started)
+    assert all(result.returncode == 0 for result in results)
+    command = [sys.executable, "-m", "hartvm", "run", "--", "true"]
+    subprocess.run(command, check=True, capture_output=True)       # the pool started
+    started = time.perf_counter()
+    for _ in range(count):
+        subprocess.run(command, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    return fleet_rate, count / (time.perf_counter() - started)
+
+
+@contextlib.contextmanager
 def private_state():
     """The run pools and VMs a benchmark starts live in a state directory of its
     own (the user's VMs are neither listed nor stopped), stopped at the end."""
@@ -192,6 +249,7 @@ def main(qemu_boot_wall: float | None = None) -> None:
         _report(qemu_boot_wall)
         _report_api()
         _report_console()
+        _report_fleet()
 
 
 def _report_api() -> None:
@@ -204,6 +262,12 @@ def _report_console() -> None:
     p50, p90 = console_echo()
     print(f"console: keystroke to echo in the page (headless Chromium): p50 {p50:.1f} ms, "
           f"p90 {p90:.1f} ms ({KEYSTROKES} keys; target p50 <= 100 ms)")
+
+
+def _report_fleet() -> None:
+    fleet, loop = fleet_versus_loop()
+    print(f"fleet: {FLEET_COMMANDS} true through 2 local Ray nodes: {fleet:.1f} commands/s; "
+          f"hartvm run -- true in a loop: {loop:.1f} commands/s; {fleet / loop:.2f}x")
 
 
 def _report(qemu_boot_wall) -> None:
@@ -247,5 +311,8 @@ if __name__ == "__main__":
     elif sys.argv[1:] == ["console"]:        # the browser console's figure alone
         with private_state():
             _report_console()
+    elif sys.argv[1:] == ["fleet"]:          # the fleet figure alone
+        with private_state():
+            _report_fleet()
     else:
         main()
