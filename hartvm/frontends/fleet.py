@@ -194,8 +194,9 @@ class Fleet:
     or call ``close()``.
 
     ``address``: as ``ray.init`` takes it ("HOST:PORT" of the head's GCS,
-    "auto" for the cluster this machine is part of; None: Ray's default, a
-    cluster of this machine alone unless ``RAY_ADDRESS`` is set), ignored if
+    "auto" for the cluster this machine is part of; None: Ray's default,
+    ``$RAY_ADDRESS``, else the cluster of this machine, else a new one of this
+    machine alone), ignored if
     Ray is initialized already (then the caller's ``ray.init`` stands, and
     ``close`` leaves it). ``runtime_env``: for ``ray.init`` (e.g. the
     environment variables of the actors). Nodes without CPUs (a head started

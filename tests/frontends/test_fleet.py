@@ -12,6 +12,7 @@ its run pools apart in a directory of its own.
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -126,6 +127,19 @@ def test_cli_prints_each_output_in_order(cluster):
     assert done.stdout == b"one\nthree\n"
     assert done.stderr == b"two\n", done.stderr
     assert done.returncode == 2           # two commands failed
+
+
+@pytest.mark.fleet
+def test_readme_fleet_example_runs(cluster, monkeypatch, capsys):
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text[text.index("## Fleets: many commands on a Ray cluster"):]
+    example = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    exec(compile(example, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert sorted(printed[:20]) == sorted(f"done {n}" for n in range(20))
+    assert printed[20].startswith("0 0 b'riscv64\\n' b'' ") and printed[20].endswith(" 1")
+    assert printed[21].startswith("1 1 b'' ") and "No such file" in printed[21]
 
 
 @pytest.mark.fleet
