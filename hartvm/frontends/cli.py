@@ -807,7 +807,7 @@ def _fleet_parsers(commands) -> None:
     run.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                      help=f"kill a command after this many seconds (its status "
                           f"{exit_status.TIMEOUT})")
-    run.add_argument("--volume", "-v", type=str, action="append", default=[],
+    run.add_argument("--volume", "-v", action="append", default=[],
                      metavar="HOST_DIR:GUEST_DIR[:ro]",
                      help="share a host directory, which every node must have (a shared "
                           "filesystem), with every VM (repeatable)")

@@ -48,7 +48,13 @@ def _subparsers():
 
 
 def _cases():
-    for command, sub in _subparsers().items():
+    commands = list(_subparsers().items())
+    # Subcommands of subcommands whose options are typed (fleet run's volumes
+    # are the nodes' paths, checked there).
+    fleet = next(a for a in _subparsers()["fleet"]._actions
+                 if a.__class__.__name__ == "_SubParsersAction")
+    commands.append(("fleet run", fleet.choices["run"]))
+    for command, sub in commands:
         for action in sub._actions:
             if not action.option_strings or action.nargs == 0 or action.dest == "help":
                 continue
@@ -65,7 +71,8 @@ def _cases():
                 context = [c for c in CONTEXT.get(command, [])]
                 if command == "boot" and option in ("--kernel", "--bios"):
                     context = ["--kernel", "KERNEL"] if option == "--bios" else ["--bios", "none"]
-                yield pytest.param([command, *context, option, value, *TAIL.get(command, [])],
+                yield pytest.param([*command.split(), *context, option, value,
+                                    *TAIL.get(command, [])],
                                    id=f"{command} {option} {value[:12]!r}")
     for command in ("exec", "snapshot", "fork", "stop", "logs"):
         for name in BAD_NAMES:
