@@ -107,16 +107,7 @@ def fork_ten() -> tuple[float, float, list[int]]:
 def api_versus_exec(runs: int = RUNS) -> tuple[float, float]:
     """(p50 s of ``true`` through ``hartvm serve``, p50 s through ``hartvm exec``),
     one HTTP connection per command, as a curl would make."""
-    import hartvm
-
-    vm = hartvm.VM.up(name="bench-api", progress=False)
-    token = "bench-token"
-    server = subprocess.Popen([sys.executable, "-m", "hartvm", "serve", "--listen",
-                               "127.0.0.1:0"], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "HARTVM_TOKEN": token})
-    try:
-        port = int(re.search(r":(\d+) ", server.stdout.readline()).group(1))
-
+    with serving("bench-api") as (vm, port, token):
         def post() -> None:
             connection = http.client.HTTPConnection("127.0.0.1", port)
             connection.request("POST", f"/vms/{vm.name}/commands", json.dumps(
@@ -138,27 +129,16 @@ def api_versus_exec(runs: int = RUNS) -> tuple[float, float]:
                 command()
                 times.append(time.perf_counter() - started)
             medians.append(statistics.median(times))
-    finally:
-        server.terminate()
-        server.wait()
-        vm.stop()
     return medians[0], medians[1]
 
 
 def console_echo(count: int = KEYSTROKES) -> tuple[float, float]:
     """(p50, p90) ms from a key typed in the browser console (``hartvm serve``)
     to its echo arriving in the page, over ``count`` keys at a shell prompt."""
-    import hartvm
     sys.path.insert(0, os.path.join(ROOT, "tests", "frontends"))
     import browser
 
-    vm = hartvm.VM.up(name="bench-console", progress=False)
-    token = "bench-token"
-    server = subprocess.Popen([sys.executable, "-m", "hartvm", "serve", "--listen",
-                               "127.0.0.1:0"], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "HARTVM_TOKEN": token})
-    try:
-        port = int(re.search(r":(\d+) ", server.stdout.readline()).group(1))
+    with serving("bench-console") as (vm, port, token):
         with tempfile.TemporaryDirectory() as profile:
             driver = browser.chromium(profile)
             try:
@@ -168,6 +148,21 @@ def console_echo(count: int = KEYSTROKES) -> tuple[float, float]:
                 return browser.echo_latencies(driver, count)
             finally:
                 driver.quit()
+
+
+@contextlib.contextmanager
+def serving(name: str):
+    """(a running VM called ``name``, the port of a ``hartvm serve``, its token),
+    both stopped at the end."""
+    import hartvm
+
+    vm = hartvm.VM.up(name=name, progress=False)
+    token = "bench-token"
+    server = subprocess.Popen([sys.executable, "-m", "hartvm", "serve", "--listen",
+                               "127.0.0.1:0"], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "HARTVM_TOKEN": token})
+    try:
+        yield vm, int(re.search(r":(\d+) ", server.stdout.readline()).group(1)), token
     finally:
         server.terminate()
         server.wait()

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from browser import attach, chromium, click, dialog, echo_latencies, open_console, screen, wait_for
-from test_serve import TOKEN, Client, _start
+from test_serve import TOKEN, Client, _start, stop_server
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +28,7 @@ def server(tmp_path_factory):
     status, info = client.request("POST", "/vms", {"name": "box"})
     assert status == 201, info
     yield client
-    for info in client.request("GET", "/vms")[1]:
-        client.request("DELETE", f"/vms/{info['name']}")
-    process.terminate()
-    process.wait(timeout=30)
+    stop_server(client, process)
 
 
 @pytest.fixture(scope="module")

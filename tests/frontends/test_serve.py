@@ -81,6 +81,11 @@ def server(tmp_path_factory):
     client = Client(port)
     client.state = state
     yield client
+    stop_server(client, process)
+
+
+def stop_server(client, process) -> None:
+    """Stop every VM the server lists, then the server."""
     for info in client.request("GET", "/vms")[1]:
         client.request("DELETE", f"/vms/{info['name']}")
     process.terminate()
