@@ -140,6 +140,7 @@ BASELINE = {
     "fork": {},
     "plug_network": {"mode": lambda case: "none"},
     "shell": {"terminal_fd": _terminal, "output": lambda case: _quiet},
+    "terminal": {},
     "new_identity": {"hostname": lambda case: "hostile"},
     "apply_identity": {},
     "cancel": {},
@@ -176,7 +177,8 @@ TARGETS = [
     Target("RemoteVM.restore", "up", hartvm.RemoteVM.restore,
            {"path": lambda case: case.world.snapshot}, values=ONE_OF_EACH),
     *[Target(f"RemoteVM.{name}", "absent", getattr(hartvm.RemoteVM, name), BASELINE[name])
-      for name in ["run", *FILE_METHODS, "snapshot", "fork", "shell", "info", "ping", "stop"]],
+      for name in ["run", *FILE_METHODS, "snapshot", "fork", "shell", "terminal", "info", "ping",
+                   "stop"]],
     # What the client sends to a VM process, and what that process does with it
     # (the file methods are the client's own code, above, then a run).
     *[Target(f"RemoteVM.{name} (running)", "live", getattr(hartvm.RemoteVM, name),
